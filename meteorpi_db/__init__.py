@@ -1,0 +1,13 @@
+"""meteorpi_db: PostgreSQL storage, the file store, the export queue and the exporter.
+
+The public face is ``MeteorDatabase``; configuration is ``load_config()``.
+"""
+from .config import Config, load_config
+from .database import MeteorDatabase, embedded_url
+from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, FileStoreError,
+                     NotFound, StorageUnavailable)
+from .file_store import FileStore, FileTooLarge, Md5Mismatch
+
+__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "FileStore",
+           "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
+           "StorageUnavailable", "embedded_url", "load_config"]

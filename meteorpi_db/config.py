@@ -1,0 +1,149 @@
+"""Configuration: one typed object, loaded once from config.yml and the environment.
+
+Precedence (last wins): built-in defaults (documented in the repository's config.yml), the YAML
+file (``--config PATH`` or ``METEORPI_CONFIG``), then environment variables: every key
+``section.key`` is ``METEORPI_SECTION_KEY`` (``METEORPI_DATABASE_URL``), top-level keys are
+``METEORPI_KEY`` (``METEORPI_DATA_DIR``). Unknown keys and wrong types are one-line errors, so
+a typo in a camera's config never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_DATA_DIR = "~/.local/share/meteorpi"
+
+
+@dataclass
+class DatabaseConfig:
+    url: str | None = None          # None: the embedded PostgreSQL under data_dir
+    pool_max: int = 20              # connections per process
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 12080
+    workers: int = 2                # gunicorn worker processes
+    threads: int = 8                # threads per worker (slow clients must not block others)
+    public_read: bool = False       # open the read API to anonymous clients
+    entity_cache_size: int = 1000   # entities per worker kept for cached_entity requests
+    max_body_bytes: int = 16 * 1024 * 1024           # JSON bodies of /import
+    max_upload_bytes: int = 16 * 1024 * 1024 * 1024  # one file's bytes on /import/data
+    max_failed_uploads: int = 3     # failed uploads of one file before its entity is refused
+    timeout_seconds: int = 120      # a request stalled longer than this is dropped
+
+
+@dataclass
+class ExportConfig:
+    interval_seconds: int = 300
+    defer_on_failure_seconds: int = 600
+    max_failures_before_disable: int = 10
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 120.0
+    max_repeats: int = 5            # the same request answered the same way this often: failed
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    data_dir: str = DEFAULT_DATA_DIR
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory, user-expanded and absolute."""
+        return Path(os.path.expanduser(self.data_dir)).absolute()
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check a YAML value against the declared type; ints are accepted where floats are."""
+    allowed = tuple(t for t in (str, int, float, bool, type(None)) if t.__name__ in str(typ))
+    if "float" in str(typ) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{where}: expected {typ}, got a boolean")
+    if not isinstance(value, allowed):
+        raise ConfigError(f"{where}: expected {typ}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _apply(target: Any, values: Mapping, prefix: str) -> None:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys")
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown configuration key {where!r} (known: {', '.join(sorted(known))})")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value or {}, f"{where}.")
+        else:
+            setattr(target, key, _coerce(value, known[key].type, where))
+
+
+def _from_env(env: Mapping[str, str]) -> dict:
+    out: dict = {}
+    cfg = Config()
+    for f in dataclasses.fields(cfg):
+        sub = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(sub):
+            for g in dataclasses.fields(sub):
+                name = f"METEORPI_{f.name}_{g.name}".upper()
+                if name in env:
+                    out.setdefault(f.name, {})[g.name] = _parse_env(env[name], name)
+        else:
+            name = f"METEORPI_{f.name}".upper()
+            if name in env:
+                out[f.name] = env[name]
+    return out
+
+
+def _parse_env(text: str, name: str) -> Any:
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"{name}: cannot parse {text!r}") from None
+    # A URL or path that YAML would read as something else stays a string.
+    return value if isinstance(value, (bool, int, float, type(None))) else text
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then ``METEORPI_*`` environment variables."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    path = path or env.get("METEORPI_CONFIG")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
+        _apply(cfg, data, "")
+    _apply(cfg, _from_env(env), "")
+    if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"logging.level: unknown level {cfg.logging.level!r}")
+    return cfg

@@ -1,0 +1,121 @@
+"""MeteorDatabase: the one object through which meteorpi reads and writes what cameras record.
+
+PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()`` follows the
+configuration (the embedded server under the data directory unless ``database.url`` is set);
+``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
+transaction and may be called from several threads; the table families live in the mixins
+(``statuses``, ``records``, ``searches``, ``users``, ``exports``), each with its SQL beside it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+
+from .config import Config, load_config
+from .errors import StorageUnavailable
+from .exports import ExportStore
+from .file_store import FileStore
+from .migrations import migrate
+from .pool import ConnectionPool
+from .records import RecordStore
+from .searches import SearchStore
+from .statuses import StatusStore
+from .users import UserStore
+
+log = logging.getLogger("meteorpi.db")
+DEFAULT_DATABASE = "meteorpi"
+# Truncated by clear_database(); schema_version stays.
+TABLES = ("export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+          "file_meta", "file_record", "status_region", "camera_status", "app_user")
+
+
+def embedded_url(data_dir: str | os.PathLike, database: str = DEFAULT_DATABASE) -> str:
+    """Start or attach to the embedded server under ``data_dir``; URL of ``database`` on it
+    (created if missing)."""
+    from . import embedded
+    server = embedded.attach(data_dir)
+    ensure_database(server.uri("postgres"), database)
+    return server.uri(database)
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create ``database`` unless it exists (two processes racing to create it both succeed)."""
+    try:
+        conn = psycopg2.connect(admin_url, connect_timeout=10)
+    except psycopg2.OperationalError as e:
+        raise StorageUnavailable(f"database unreachable: {str(e).strip()}", e) from e
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": database})
+            if cur.fetchone() is None:
+                try:
+                    cur.execute(f'CREATE DATABASE "{database}"')
+                except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                    pass
+    finally:
+        conn.close()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class MeteorDatabase(StatusStore, RecordStore, SearchStore, UserStore, ExportStore):
+    """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
+
+    def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,
+                 config: Config | None = None):
+        self.config = config or load_config()
+        data_dir = self.config.data_path
+        if url is None:
+            url = self.config.database.url or embedded_url(data_dir)
+        self.url = url
+        self.file_store = FileStore(file_store_path or data_dir / "files")
+        self.pool = ConnectionPool(url, maxconn=self.config.database.pool_max)
+        self.schema_version = migrate(self.pool)
+
+    def transaction(self):
+        """``with db.transaction() as cur:`` — commit on success, roll back on error."""
+        return self.pool.transaction()
+
+    def close(self) -> None:
+        """Close pooled connections (the embedded server stops when its last client exits)."""
+        self.pool.close()
+
+    def __repr__(self) -> str:
+        return f"MeteorDatabase(url={redact_url(self.url)!r}, file_store={str(self.file_store.root)!r})"
+
+    def clear_database(self) -> None:
+        """Delete every row and every stored file. For tests: there is no undo."""
+        with self.transaction() as cur:
+            cur.execute("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY CASCADE")
+        self.file_store.clear()
+
+    # -- file bytes -------------------------------------------------------------------------
+    def file_path_for_id(self, file_id) -> Path | None:
+        """Where the held bytes of ``file_id`` are, or None when they are not held."""
+        from meteorpi_model import as_uuid
+        file_id = as_uuid(file_id)
+        record = self.get_file(file_id)
+        if record is not None:
+            path = self.file_store.path(file_id, record.md5)
+            return path if path.is_file() else None
+        return self.file_store.find(file_id)
+
+    def has_file_data(self, file_id, md5: str | None = None) -> bool:
+        """Whether verified bytes of ``file_id`` are held (with ``md5`` when given)."""
+        from meteorpi_model import as_uuid
+        if md5 is not None:
+            return self.file_store.has(as_uuid(file_id), md5)
+        return self.file_path_for_id(file_id) is not None

@@ -1,0 +1,47 @@
+"""Exceptions raised by meteorpi_db.
+
+    MeteorpiError                     (meteorpi_model) root of everything meteorpi raises
+    ├── ValidationError               (meteorpi_model) bad input, names the field path
+    └── DatabaseError                 something about storage went wrong
+        ├── ConfigError               configuration file or environment is wrong
+        ├── StorageUnavailable        PostgreSQL cannot be reached: retry later (HTTP 503)
+        ├── EmbeddedServerError       the embedded PostgreSQL would not start
+        ├── NotFound                  the named entity / user / export does not exist
+        ├── Conflict                  the write contradicts what is held (e.g. time outside status)
+        └── FileStoreError            bytes could not be stored or did not match their MD5
+
+Driver exceptions are kept as ``.original`` and chained (``raise ... from e``).
+"""
+from meteorpi_model.errors import MeteorpiError
+
+
+class DatabaseError(MeteorpiError):
+    """Root of meteorpi_db's exceptions."""
+
+    def __init__(self, message: str, original: BaseException | None = None):
+        super().__init__(message)
+        self.original = original
+
+
+class ConfigError(DatabaseError):
+    """The configuration is wrong; the message names the key."""
+
+
+class StorageUnavailable(DatabaseError):
+    """PostgreSQL cannot be reached right now; the same call may succeed later."""
+
+
+class EmbeddedServerError(DatabaseError):
+    """The embedded PostgreSQL server could not be initialised or started."""
+
+
+class NotFound(DatabaseError):
+    """The named thing does not exist."""
+
+
+class Conflict(DatabaseError):
+    """The write contradicts what is already held."""
+
+
+class FileStoreError(DatabaseError):
+    """File bytes could not be stored, or did not match their MD5."""

@@ -1,0 +1,183 @@
+"""The file store: file bytes on disk, by id, published atomically and only once verified.
+
+Layout: ``<root>/<aa>/<bb>/<file_id hex>_<md5>`` where ``aa``/``bb`` are the first hex digits
+of the id (65,536 fan-out directories, so none grows past a few thousand entries at millions
+of files), plus ``<root>/tmp/`` for bytes in flight. The MD5 is part of the name: "held" means
+"these exact bytes are held", which a name alone can prove without reading them.
+
+A file is held only after its bytes were completely written to a temp name on the same
+filesystem, fsynced, hashed, compared with the expected MD5 and renamed into place (and the
+directory fsynced). A crash at any point leaves either nothing or a temp file that is never
+counted as held (PROTOCOL.md weak point 2); temp files are swept when a store opens.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from .errors import FileStoreError
+
+log = logging.getLogger("meteorpi.db.file_store")
+CHUNK_SIZE = 1024 * 1024
+STALE_TEMP_SECONDS = 6 * 3600
+
+
+class FileTooLarge(FileStoreError):
+    """More bytes arrived than the configured limit allows."""
+
+
+class Md5Mismatch(FileStoreError):
+    """The bytes received do not hash to the MD5 they were sent with."""
+
+
+class FileStore:
+    """Bytes by (file_id, md5) under one directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).absolute()
+        self.tmp = self.root / "tmp"
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FileStoreError(f"cannot create file store at {self.root}: {e.strerror}", e) from e
+        self.sweep_temp_files(STALE_TEMP_SECONDS)
+
+    def path(self, file_id: uuid.UUID, md5: str) -> Path:
+        """Where the bytes of ``file_id`` with ``md5`` live once held."""
+        h = file_id.hex
+        return self.root / h[0:2] / h[2:4] / f"{h}_{md5.lower()}"
+
+    def has(self, file_id: uuid.UUID, md5: str) -> bool:
+        """Whether these exact bytes are held (published and verified)."""
+        return self.path(file_id, md5).is_file()
+
+    def find(self, file_id: uuid.UUID) -> Path | None:
+        """The held bytes of ``file_id`` whatever their MD5, if any."""
+        h = file_id.hex
+        directory = self.root / h[0:2] / h[2:4]
+        if not directory.is_dir():
+            return None
+        return next(iter(sorted(directory.glob(f"{h}_*"))), None)
+
+    def store_stream(self, file_id: uuid.UUID, md5: str, chunks: Iterable[bytes] | BinaryIO,
+                     max_bytes: int | None = None) -> int:
+        """Receive bytes, verify them against ``md5`` and publish them; returns the size.
+
+        Already held: the stream is still drained (the client is sending it) but nothing is
+        rewritten. Raises ``Md5Mismatch`` or ``FileTooLarge`` and keeps nothing on failure.
+        """
+        md5 = md5.lower()
+        final = self.path(file_id, md5)
+        if final.is_file():
+            for _ in _chunks(chunks):
+                pass
+            return final.stat().st_size
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        try:
+            digest, size = hashlib.md5(), 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in _chunks(chunks):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise FileTooLarge(f"file {file_id.hex} is larger than the limit of {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != md5:
+                raise Md5Mismatch(f"file {file_id.hex}: received bytes have MD5 {digest.hexdigest()}, "
+                                  f"expected {md5}")
+            self._publish(tmp_name, final)
+            return size
+        except BaseException:
+            _unlink(tmp_name)
+            raise
+
+    def store_file(self, file_id: uuid.UUID, source: str | os.PathLike) -> tuple[int, str]:
+        """Copy a local file into the store; returns (size, md5) measured while copying."""
+        try:
+            src = open(source, "rb")
+        except OSError as e:
+            raise FileStoreError(f"cannot read {source}: {e.strerror}", e) from e
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        try:
+            digest, size = hashlib.md5(), 0
+            with src, os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            md5 = digest.hexdigest()
+            self._publish(tmp_name, self.path(file_id, md5))
+            return size, md5
+        except BaseException:
+            _unlink(tmp_name)
+            raise
+
+    def verify(self, file_id: uuid.UUID, md5: str) -> bool:
+        """Re-hash held bytes: whether they still match (disks do rot)."""
+        path = self.path(file_id, md5)
+        if not path.is_file():
+            return False
+        digest = hashlib.md5()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
+                digest.update(chunk)
+        return digest.hexdigest() == md5.lower()
+
+    def remove(self, file_id: uuid.UUID, md5: str) -> None:
+        _unlink(self.path(file_id, md5))
+
+    def clear(self) -> None:
+        """Delete every held file (tests only)."""
+        for child in self.root.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def sweep_temp_files(self, older_than_seconds: float) -> int:
+        """Remove temp files left by crashed writers; returns how many."""
+        cutoff, removed = time.time() - older_than_seconds, 0
+        for entry in self.tmp.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+    def _publish(self, tmp_name: str, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_name, final)
+        _fsync_dir(final.parent)
+
+
+def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
+    if hasattr(source, "read"):
+        return iter(lambda: source.read(CHUNK_SIZE), b"")
+    return source
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
