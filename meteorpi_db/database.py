@@ -30,7 +30,7 @@ from .users import UserStore
 log = logging.getLogger("meteorpi.db")
 DEFAULT_DATABASE = "meteorpi"
 # Truncated by clear_database(); schema_version stays.
-TABLES = ("export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+TABLES = ("upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
           "file_meta", "file_record", "status_region", "camera_status", "app_user")
 
 

@@ -1,5 +1,348 @@
-"""File records and events (placeholder)."""
+"""File records and events: registered on a camera node, imported on a server.
+
+An event is stored with its file records, their metadata and the file order in one
+transaction; an id already held makes the import a no-op (``ON CONFLICT DO NOTHING``), so two
+nodes delivering the same event at the same moment both succeed and one copy is kept
+(PROTOCOL.md weak point 4).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import uuid
+from collections import defaultdict
+from typing import Iterable
+
+from meteorpi_model import (CameraStatus, Event, FileRecord, Meta, NSString, as_uuid,
+                            night_offset_seconds)
+
+from .errors import Conflict
+from .pool import retry_stale
+
+INSERT_FILE = """
+INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type,
+                         semantic_type, file_name, file_size, md5)
+VALUES (%(file_id)s, %(camera_id)s, %(status_id)s, %(file_time)s, %(file_offset)s, %(mime_type)s,
+        %(semantic_type)s, %(file_name)s, %(file_size)s, %(md5)s)
+ON CONFLICT (file_id) DO NOTHING
+"""
+INSERT_FILE_META = """
+INSERT INTO file_meta (file_id, meta_index, meta_key, string_value, number_value, date_value)
+VALUES (%(owner_id)s, %(meta_index)s, %(meta_key)s, %(string_value)s, %(number_value)s, %(date_value)s)
+"""
+INSERT_EVENT = """
+INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type)
+VALUES (%(event_id)s, %(camera_id)s, %(status_id)s, %(event_time)s, %(event_offset)s, %(event_type)s)
+ON CONFLICT (event_id) DO NOTHING
+"""
+INSERT_EVENT_META = """
+INSERT INTO event_meta (event_id, meta_index, meta_key, string_value, number_value, date_value)
+VALUES (%(owner_id)s, %(meta_index)s, %(meta_key)s, %(string_value)s, %(number_value)s, %(date_value)s)
+"""
+INSERT_EVENT_FILE = """
+INSERT INTO event_file (event_id, file_index, file_id) VALUES (%(event_id)s, %(file_index)s, %(file_id)s)
+"""
+INSERT_IMPORT = """
+INSERT INTO import_record (entity_id, entity_type, user_id)
+VALUES (%(entity_id)s, %(entity_type)s, %(user_id)s) ON CONFLICT (entity_id) DO NOTHING
+"""
+SELECT_FILES = """
+SELECT file_id, camera_id, status_id, file_time, mime_type, semantic_type, file_name, file_size, md5
+FROM file_record WHERE file_id = ANY(%(ids)s)
+"""
+SELECT_FILE_META = """
+SELECT file_id, meta_key, string_value, number_value, date_value FROM file_meta
+WHERE file_id = ANY(%(ids)s) ORDER BY file_id, meta_index
+"""
+SELECT_EVENTS = """
+SELECT event_id, camera_id, status_id, event_time, event_type FROM event WHERE event_id = ANY(%(ids)s)
+"""
+SELECT_EVENT_META = """
+SELECT event_id, meta_key, string_value, number_value, date_value FROM event_meta
+WHERE event_id = ANY(%(ids)s) ORDER BY event_id, meta_index
+"""
+SELECT_EVENT_FILES = """
+SELECT event_id, file_id FROM event_file WHERE event_id = ANY(%(ids)s) ORDER BY event_id, file_index
+"""
+HAS_FILE = "SELECT 1 FROM file_record WHERE file_id = %(id)s"
+HAS_EVENT = "SELECT 1 FROM event WHERE event_id = %(id)s"
+SELECT_STATUS_VALIDITY = """
+SELECT status_id, camera_id, valid_from, valid_to, long FROM camera_status WHERE status_id = ANY(%(ids)s)
+"""
+SELECT_STATUS_AT = """
+SELECT status_id FROM camera_status
+WHERE camera_id = %(camera_id)s AND valid_from <= %(time)s AND (valid_to IS NULL OR valid_to > %(time)s)
+ORDER BY valid_from DESC LIMIT 1
+"""
+RECORD_UPLOAD_FAILURE = """
+INSERT INTO upload_failure (file_id, failures) VALUES (%(file_id)s, 1)
+ON CONFLICT (file_id) DO UPDATE SET failures = upload_failure.failures + 1, last_at = now()
+RETURNING failures
+"""
+SELECT_UPLOAD_FAILURES = "SELECT failures FROM upload_failure WHERE file_id = %(file_id)s"
+CLEAR_UPLOAD_FAILURES = "DELETE FROM upload_failure WHERE file_id = %(file_id)s"
+
+
+def _meta_rows(owner_id: uuid.UUID, metas: Iterable[Meta]) -> list[dict]:
+    rows = []
+    for i, m in enumerate(metas):
+        rows.append({"owner_id": owner_id, "meta_index": i, "meta_key": str(m.key),
+                     "string_value": m.value if m.type == "string" else None,
+                     "number_value": m.value if m.type == "number" else None,
+                     "date_value": m.value if m.type == "date" else None})
+    return rows
+
+
+def _meta_from_row(key, string_value, number_value, date_value) -> Meta:
+    if date_value is not None:
+        return Meta(key=NSString.from_string(key), value=_utc(date_value), type="date")
+    if number_value is not None:
+        value = int(number_value) if float(number_value).is_integer() and abs(number_value) < 2 ** 53 else number_value
+        return Meta(key=NSString.from_string(key), value=value, type="number")
+    return Meta(key=NSString.from_string(key), value=string_value or "", type="string")
+
+
+def _utc(value: _dt.datetime) -> _dt.datetime:
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _file_params(record: FileRecord, longitude: float) -> dict:
+    return {"file_id": record.file_id, "camera_id": record.camera_id, "status_id": record.status_id,
+            "file_time": record.file_time, "file_offset": night_offset_seconds(record.file_time, longitude),
+            "mime_type": record.mime_type, "semantic_type": str(record.semantic_type),
+            "file_name": record.file_name, "file_size": record.file_size, "md5": record.md5}
 
 
 class RecordStore:
     """Mixed into MeteorDatabase: files, events, their metadata and imports."""
+
+    # -- loading ------------------------------------------------------------------------------
+    def _load_files(self, cur, file_ids: list[uuid.UUID]) -> list[FileRecord]:
+        """Full file records for ``file_ids``, in that order (missing ids are skipped)."""
+        if not file_ids:
+            return []
+        cur.execute(SELECT_FILE_META, {"ids": list(file_ids)})
+        metas = defaultdict(list)
+        for file_id, *meta in cur.fetchall():
+            metas[file_id].append(_meta_from_row(*meta))
+        cur.execute(SELECT_FILES, {"ids": list(file_ids)})
+        by_id = {}
+        for file_id, camera_id, status_id, file_time, mime, semantic, name, size, md5 in cur.fetchall():
+            by_id[file_id] = FileRecord(
+                file_id=file_id, camera_id=camera_id, status_id=status_id, file_time=_utc(file_time),
+                mime_type=mime, semantic_type=NSString.from_string(semantic), file_name=name,
+                file_size=size, md5=md5, meta=metas.get(file_id, []))
+        return [by_id[i] for i in file_ids if i in by_id]
+
+    def _load_events(self, cur, event_ids: list[uuid.UUID]) -> list[Event]:
+        """Full events (meta, files in order) for ``event_ids``, in that order."""
+        if not event_ids:
+            return []
+        ids = list(event_ids)
+        cur.execute(SELECT_EVENT_META, {"ids": ids})
+        metas = defaultdict(list)
+        for event_id, *meta in cur.fetchall():
+            metas[event_id].append(_meta_from_row(*meta))
+        cur.execute(SELECT_EVENT_FILES, {"ids": ids})
+        file_ids = defaultdict(list)
+        for event_id, file_id in cur.fetchall():
+            file_ids[event_id].append(file_id)
+        files = {f.file_id: f for f in self._load_files(cur, [f for fs in file_ids.values() for f in fs])}
+        cur.execute(SELECT_EVENTS, {"ids": ids})
+        by_id = {}
+        for event_id, camera_id, status_id, event_time, event_type in cur.fetchall():
+            by_id[event_id] = Event(
+                event_id=event_id, camera_id=camera_id, status_id=status_id, event_time=_utc(event_time),
+                event_type=NSString.from_string(event_type), meta=metas.get(event_id, []),
+                files=[files[f] for f in file_ids.get(event_id, []) if f in files])
+        return [by_id[i] for i in ids if i in by_id]
+
+    @retry_stale
+    def get_file(self, file_id) -> FileRecord | None:
+        """The file record with this id, or None."""
+        with self.transaction() as cur:
+            found = self._load_files(cur, [as_uuid(file_id)])
+        return found[0] if found else None
+
+    @retry_stale
+    def get_event(self, event_id) -> Event | None:
+        """The event with this id (with its files, in order), or None."""
+        with self.transaction() as cur:
+            found = self._load_events(cur, [as_uuid(event_id)])
+        return found[0] if found else None
+
+    @retry_stale
+    def has_file_id(self, file_id) -> bool:
+        """Whether a file record with this id is held."""
+        with self.transaction() as cur:
+            cur.execute(HAS_FILE, {"id": as_uuid(file_id)})
+            return cur.fetchone() is not None
+
+    @retry_stale
+    def has_event_id(self, event_id) -> bool:
+        """Whether an event with this id is held."""
+        with self.transaction() as cur:
+            cur.execute(HAS_EVENT, {"id": as_uuid(event_id)})
+            return cur.fetchone() is not None
+
+    # -- writing ------------------------------------------------------------------------------
+    def _insert_file(self, cur, record: FileRecord, longitude: float, user_id: str | None) -> bool:
+        cur.execute(INSERT_FILE, _file_params(record, longitude))
+        if cur.rowcount == 0:
+            return False
+        if record.meta:
+            cur.executemany(INSERT_FILE_META, _meta_rows(record.file_id, record.meta))
+        if user_id is not None:
+            cur.execute(INSERT_IMPORT, {"entity_id": record.file_id, "entity_type": "file", "user_id": user_id})
+        return True
+
+    def _insert_event(self, cur, event: Event, longitudes: dict, user_id: str | None) -> bool:
+        cur.execute(INSERT_EVENT, {"event_id": event.event_id, "camera_id": event.camera_id,
+                                   "status_id": event.status_id, "event_time": event.event_time,
+                                   "event_offset": night_offset_seconds(event.event_time, longitudes[event.status_id]),
+                                   "event_type": str(event.event_type)})
+        if cur.rowcount == 0:
+            return False
+        for f in event.files:
+            self._insert_file(cur, f, longitudes[f.status_id], user_id)
+        if event.files:
+            cur.executemany(INSERT_EVENT_FILE, [{"event_id": event.event_id, "file_index": i, "file_id": f.file_id}
+                                                for i, f in enumerate(event.files)])
+        if event.meta:
+            cur.executemany(INSERT_EVENT_META, _meta_rows(event.event_id, event.meta))
+        if user_id is not None:
+            cur.execute(INSERT_IMPORT, {"entity_id": event.event_id, "entity_type": "event", "user_id": user_id})
+        return True
+
+    def _check_importable(self, cur, entity: Event | FileRecord) -> tuple[str | None, dict]:
+        """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot."""
+        timed = [entity] + (list(entity.files) if isinstance(entity, Event) else [])
+        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list({t.status_id for t in timed})})
+        statuses = {row[0]: row for row in cur.fetchall()}
+        for item in timed:
+            what = f"{'event' if isinstance(item, Event) else 'file'} {item.event_id.hex if isinstance(item, Event) else item.file_id.hex}"
+            row = statuses.get(item.status_id)
+            if row is None:
+                return f"{what}: camera status {item.status_id.hex} is not held", {}
+            _, camera_id, valid_from, valid_to, _ = row
+            if camera_id != item.camera_id:
+                return f"{what}: camera {item.camera_id!r} differs from status {item.status_id.hex}'s camera {camera_id!r}", {}
+            time = item.event_time if isinstance(item, Event) else item.file_time
+            if time < valid_from or (valid_to is not None and time >= valid_to):
+                return (f"{what}: time {time.isoformat()} lies outside the validity of camera status "
+                        f"{item.status_id.hex} ({valid_from.isoformat()} to "
+                        f"{valid_to.isoformat() if valid_to else 'open'})"), {}
+        for f in timed[1:] if isinstance(entity, Event) else timed:
+            if not self.file_store.has(f.file_id, f.md5):
+                return f"file {f.file_id.hex}: verified bytes with MD5 {f.md5} are not held", {}
+        return None, {sid: row[4] for sid, row in statuses.items()}
+
+    @retry_stale
+    def import_problem(self, entity: Event | FileRecord) -> str | None:
+        """Why ``entity`` could not be imported right now (None when it could); writes nothing."""
+        with self.transaction() as cur:
+            return self._check_importable(cur, entity)[0]
+
+    def _import(self, entity: Event | FileRecord, user_id: str) -> bool:
+        with self.transaction() as cur:
+            cur.execute(HAS_EVENT if isinstance(entity, Event) else HAS_FILE,
+                        {"id": entity.event_id if isinstance(entity, Event) else entity.file_id})
+            if cur.fetchone() is not None:
+                return False
+            problem, longitudes = self._check_importable(cur, entity)
+            if problem:
+                raise Conflict(problem)
+            if isinstance(entity, Event):
+                return self._insert_event(cur, entity, longitudes, user_id)
+            return self._insert_file(cur, entity, longitudes[entity.status_id], user_id)
+
+    @retry_stale
+    def import_file_record(self, file_record: FileRecord, user_id: str) -> bool:
+        """Hold a stand-alone file record from ``user_id``; False if it was already held.
+        Raises Conflict (nothing written) when its status or bytes are missing or contradict it."""
+        return self._import(file_record, user_id)
+
+    @retry_stale
+    def import_event(self, event: Event, user_id: str) -> bool:
+        """Hold an event, its files, metadata and file order in one transaction; False if held.
+        Raises Conflict (nothing written) when a status or file's bytes are missing or contradict it."""
+        return self._import(event, user_id)
+
+    def _status_at(self, cur, camera_id: str, time: _dt.datetime) -> CameraStatus:
+        cur.execute(SELECT_STATUS_AT, {"camera_id": camera_id, "time": time})
+        row = cur.fetchone()
+        if row is None:
+            raise Conflict(f"camera {camera_id!r} has no status at {time.isoformat()}: "
+                           f"record one with update_camera_status first")
+        return self._load_status(cur, row[0])
+
+    @retry_stale
+    def register_file(self, file_path: str | os.PathLike, mime_type: str, semantic_type: NSString | str,
+                      file_time: _dt.datetime, file_metas: list[Meta] | None, camera_id: str,
+                      file_name: str | None = None) -> FileRecord:
+        """Copy a file the camera produced into the store and record it; returns its record.
+
+        Size and MD5 are measured while copying, so the record describes exactly the bytes held.
+        """
+        file_id = uuid.uuid4()
+        with self.transaction() as cur:
+            status = self._status_at(cur, camera_id, file_time)
+        size, md5 = self.file_store.store_file(file_id, file_path)
+        try:
+            record = FileRecord(file_id=file_id, camera_id=camera_id, status_id=status.status_id,
+                                file_time=file_time, mime_type=mime_type, semantic_type=semantic_type,
+                                file_name=file_name, file_size=size, md5=md5,
+                                meta=list(file_metas or [])).validate()
+            with self.transaction() as cur:
+                self._insert_file(cur, record, status.location.long, None)
+        except BaseException:
+            self.file_store.remove(file_id, md5)
+            raise
+        return record
+
+    @retry_stale
+    def register_event(self, camera_id: str, event_time: _dt.datetime, event_type: NSString | str,
+                       file_records: list[FileRecord] | None = None, event_meta: list[Meta] | None = None) -> Event:
+        """Record a detection that refers to already registered files, in the order given."""
+        with self.transaction() as cur:
+            status = self._status_at(cur, camera_id, event_time)
+            event = Event(camera_id=camera_id, status_id=status.status_id, event_time=event_time,
+                          event_type=event_type, files=list(file_records or []),
+                          meta=list(event_meta or [])).validate()
+            for i, f in enumerate(event.files):
+                cur.execute(HAS_FILE, {"id": f.file_id})
+                if cur.fetchone() is None:
+                    raise Conflict(f"event.files[{i}]: file {f.file_id.hex} is not registered")
+            self._insert_event(cur, event, _longitudes_for(self, cur, event, status), None)
+        return event
+
+    # -- failed uploads -----------------------------------------------------------------------
+    @retry_stale
+    def record_upload_failure(self, file_id) -> int:
+        """Count one more failed upload (bytes not matching the MD5) of ``file_id``; the total."""
+        with self.transaction() as cur:
+            cur.execute(RECORD_UPLOAD_FAILURE, {"file_id": as_uuid(file_id)})
+            return cur.fetchone()[0]
+
+    @retry_stale
+    def upload_failures(self, file_id) -> int:
+        """How many uploads of ``file_id`` failed verification since its last success."""
+        with self.transaction() as cur:
+            cur.execute(SELECT_UPLOAD_FAILURES, {"file_id": as_uuid(file_id)})
+            row = cur.fetchone()
+            return row[0] if row else 0
+
+    @retry_stale
+    def clear_upload_failures(self, file_id) -> None:
+        """Forget failed uploads of ``file_id`` (after a verified one)."""
+        with self.transaction() as cur:
+            cur.execute(CLEAR_UPLOAD_FAILURES, {"file_id": as_uuid(file_id)})
+
+
+def _longitudes_for(store, cur, event: Event, status: CameraStatus) -> dict:
+    ids = {f.status_id for f in event.files} - {status.status_id}
+    out = {status.status_id: status.location.long}
+    if ids:
+        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list(ids)})
+        out.update({row[0]: row[4] for row in cur.fetchall()})
+    return out

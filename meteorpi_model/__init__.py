@@ -10,13 +10,14 @@ from .errors import MeteorpiError, ValidationError
 from .fields import FieldInfo, Model, fields, json_schema
 from .md5 import get_md5_hash
 from .search import EventSearch, FileRecordSearch, MetaConstraint
-from .values import NSString, as_uuid, instant_to_ms, ms_to_instant, now
+from .values import NSString, as_uuid, instant_to_ms, ms_to_instant, night_offset_seconds, now
 
 __all__ = [
     "CameraStatus", "Event", "EventSearch", "ExportConfiguration", "FieldInfo", "FileRecord",
     "FileRecordSearch", "Location", "Meta", "MetaConstraint", "MeteorpiError", "Model", "NSString",
     "Orientation", "Point", "ROLES", "User", "ValidationError", "WIRE_ENTITIES", "as_uuid",
-    "fields", "get_md5_hash", "instant_to_ms", "json_schema", "ms_to_instant", "now", "wire_schema",
+    "fields", "get_md5_hash", "instant_to_ms", "json_schema", "ms_to_instant", "night_offset_seconds",
+    "now", "wire_schema",
 ]
 
 # The entities that cross the wire, by the body key PROTOCOL.md gives them.

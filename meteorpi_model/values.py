@@ -94,3 +94,14 @@ def as_uuid(value: "uuid.UUID | str") -> uuid.UUID:
         return uuid.UUID(hex=str(value))
     except (ValueError, TypeError, AttributeError):
         raise ValidationError("", f"not a UUID: {str(value)[:64]!r}") from None
+
+
+def night_offset_seconds(time: _dt.datetime, longitude: float) -> float:
+    """Seconds since the previous local mean-solar noon at ``longitude`` (0 <= x < 86400).
+
+    Searches by "time of night" (after_offset/before_offset) compare this, so "between 1 and
+    2 hours after local midnight" means the same thing for every camera and every date.
+    """
+    local = time.astimezone(UTC) + _dt.timedelta(hours=longitude / 15.0)
+    since_midnight = (local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6)
+    return (since_midnight - 43200.0) % 86400.0

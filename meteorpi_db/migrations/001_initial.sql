@@ -140,3 +140,11 @@ CREATE TABLE export_task (
     PRIMARY KEY (config_id, entity_id)
 );
 CREATE INDEX export_task_due ON export_task (due_at, entity_time) WHERE state = 'pending';
+
+-- Failed uploads (bytes that did not match their MD5) per file, so a server refuses an entity
+-- after repeated failures instead of asking for the same broken file forever (all workers see it).
+CREATE TABLE upload_failure (
+    file_id  uuid PRIMARY KEY,
+    failures integer NOT NULL DEFAULT 0,
+    last_at  timestamptz NOT NULL DEFAULT now()
+);
