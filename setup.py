@@ -41,6 +41,8 @@ setup(
             "pytest>=8,<10",
             "pytest-timeout>=2.2,<3",
             "hypothesis>=6.100,<7",
+            # Checks that the vectors satisfy the JSON Schema we derive from the model.
+            "jsonschema>=4.20,<5",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

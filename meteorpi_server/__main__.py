@@ -1,0 +1,4 @@
+"""python -m meteorpi_server: the meteorpi command."""
+from .cli import main
+
+main(prog_name="meteorpi")

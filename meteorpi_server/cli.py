@@ -1,0 +1,135 @@
+"""The ``meteorpi`` command. Thin: each command parses, calls the domain, and turns domain errors
+into one-line messages with a non-zero exit (never a traceback for bad input)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import wraps
+
+import click
+
+from meteorpi_model import ROLES, MeteorpiError, wire_schema
+
+log = logging.getLogger("meteorpi.cli")
+
+
+class Context:
+    """What every command shares: the loaded configuration and, lazily, the database."""
+
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config = None
+        self._db = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from meteorpi_db import load_config
+            self._config = load_config(self.config_path)
+            logging.basicConfig(level=self._config.logging.level.upper(),
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return self._config
+
+    @property
+    def db(self):
+        if self._db is None:
+            from meteorpi_db import MeteorDatabase
+            self._db = MeteorDatabase(config=self.config)
+        return self._db
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def domain_errors(fn):
+    """Turn meteorpi's own exceptions into ``Error: <message>`` and exit status 1."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MeteorpiError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="METEORPI_CONFIG",
+              help="YAML configuration file (see config.yml for every key). Env: METEORPI_CONFIG.")
+@click.version_option(package_name="meteorpi")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """meteorpi: store what meteor cameras record and replicate it to a central archive."""
+    ctx.obj = Context(config_path)
+
+
+@main.group()
+def db() -> None:
+    """Manage the database."""
+
+
+@db.command("init")
+@pass_ctx
+@domain_errors
+def db_init(ctx: Context) -> None:
+    """Create or migrate the database (starting the embedded server if none is configured)."""
+    database = ctx.db
+    click.echo(f"database ready at schema version {database.schema_version}; "
+               f"files in {database.file_store.root}")
+
+
+@main.group()
+def user() -> None:
+    """Manage users and their roles."""
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("the password must not be empty")
+    return password
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), required=True,
+              help="A role to grant; repeat for several.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@pass_ctx
+@domain_errors
+def user_add(ctx: Context, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+    """Create user NAME (or replace their password and roles)."""
+    password = _read_password(password_stdin)
+    created = ctx.db.create_or_update_user(name, password, list(roles))
+    click.echo(f"user {created.user_id} saved with roles {', '.join(created.roles)}")
+
+
+@user.command("list")
+@pass_ctx
+@domain_errors
+def user_list(ctx: Context) -> None:
+    """List users and their roles (never passwords: only hashes are stored)."""
+    for u in ctx.db.get_users():
+        click.echo(f"{u.user_id}\t{','.join(u.roles)}")
+
+
+@user.command("delete")
+@click.argument("name")
+@pass_ctx
+@domain_errors
+def user_delete(ctx: Context, name: str) -> None:
+    """Delete user NAME."""
+    ctx.db.delete_user(name)
+    click.echo(f"user {name} deleted")
+
+
+@main.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the wire entities (PROTOCOL.md, version 1)."""
+    click.echo(json.dumps(wire_schema(), indent=2, sort_keys=True))
+
+
+# Commands defined in their own modules are registered here.

@@ -1,0 +1,276 @@
+"""Storage on real PostgreSQL: records, imports, the file store, users, migrations."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import psycopg2
+import pytest
+
+from meteorpi_db import Conflict, FileTooLarge, Md5Mismatch, NotFound
+from meteorpi_db.migrations import migrate
+from meteorpi_db.pool import ConnectionPool
+from meteorpi_model import (CameraStatus, Event, FileRecord, Location, Meta, NSString, Orientation,
+                            ValidationError, now)
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 11, 1, 18, 0, tzinfo=UTC)
+
+
+def make_status(camera="cam-a", lat=52.2, long=0.12) -> CameraStatus:
+    return CameraStatus(camera_id=camera, lens="2.8mm", sensor="imx291", software_version=2, valid_from=T0,
+                        location=Location(lat=lat, long=long, gps=True, error=5.0),
+                        orientation=Orientation(alt=90.0, az=0.0, rot=0.0, error=1.0, width=120.0))
+
+
+def write(tmp_path, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def vector_entities(vectors):
+    return (CameraStatus.from_dict(vectors["status"]["status"]), Event.from_dict(vectors["event"]["event"]),
+            FileRecord.from_dict(vectors["file"]["file"]))
+
+
+def store_vector_bytes(db, vectors, event, record):
+    for f, name in [(event.files[0], "f1.bin"), (event.files[1], "f3.bin"), (record, "f2.bin")]:
+        db.file_store.store_stream(f.file_id, f.md5, [vectors["bytes"][name]])
+
+
+# -- node side: registering ----------------------------------------------------------------------
+def test_register_file_copies_bytes_and_measures_them(db, tmp_path):
+    db.update_camera_status(make_status(), time=T0)
+    data = os.urandom(300_000)
+    record = db.register_file(write(tmp_path, "a.png", data), "image/png", "meteorpi:image", T0 + dt.timedelta(hours=1),
+                              [Meta("meteorpi:exposure", 0.04)], "cam-a", file_name="a.png")
+    assert (record.file_size, record.md5) == (len(data), hashlib.md5(data).hexdigest())
+    assert db.file_path_for_id(record.file_id).read_bytes() == data
+    assert db.get_file(record.file_id) == record
+    assert db.has_file_data(record.file_id)
+
+
+def test_register_event_keeps_file_order_and_meta(db, tmp_path):
+    db.update_camera_status(make_status(), time=T0)
+    t = T0 + dt.timedelta(hours=2)
+    files = [db.register_file(write(tmp_path, f"{i}", os.urandom(100)), "image/png", "meteorpi:frame", t, [], "cam-a")
+             for i in range(3)]
+    event = db.register_event("cam-a", t, "meteorpi:meteor", files[::-1],
+                              [Meta("meteorpi:peak", t), Meta("meteorpi:mag", -2.5), Meta("x:note", "bright")])
+    got = db.get_event(event.event_id)
+    assert [f.file_id for f in got.files] == [f.file_id for f in files[::-1]]
+    assert got == event
+
+
+def test_registering_without_a_status_is_refused(db, tmp_path):
+    with pytest.raises(Conflict, match="camera 'nowhere' has no status"):
+        db.register_file(write(tmp_path, "x", b"x"), "text/plain", "log", T0, [], "nowhere")
+    assert db.file_store.root.joinpath("tmp").exists() and not any(db.file_store.tmp.iterdir())
+
+
+def test_update_camera_status_closes_the_previous_one(db):
+    first = db.update_camera_status(make_status(), time=T0)
+    second = db.update_camera_status(make_status(lat=10.0), time=T0 + dt.timedelta(days=1))
+    assert db.get_camera_status_by_id(first.status_id).valid_to == second.valid_from
+    assert db.get_camera_status(T0 + dt.timedelta(hours=1), "cam-a").status_id == first.status_id
+    assert db.get_camera_status(T0 + dt.timedelta(days=2), "cam-a").location.lat == 10.0
+    assert db.get_camera_status(T0 - dt.timedelta(days=1), "cam-a") is None
+    assert db.get_cameras() == ["cam-a"]
+
+
+# -- server side: importing ------------------------------------------------------------------------
+def test_vectors_import_and_read_back_unchanged(db, vectors, vector_entities):
+    status, event, record = vector_entities
+    assert db.import_camera_status(status) is True
+    store_vector_bytes(db, vectors, event, record)
+    assert db.import_event(event, "importer") is True
+    assert db.import_file_record(record, "importer") is True
+    assert db.get_event(event.event_id).as_dict() == vectors["event"]["event"]
+    assert db.get_file(record.file_id).as_dict() == vectors["file"]["file"]
+    assert db.get_camera_status_by_id(status.status_id).as_dict() == vectors["status"]["status"]
+
+
+def test_importing_twice_is_a_no_op(db, vectors, vector_entities):
+    status, event, record = vector_entities
+    db.import_camera_status(status)
+    store_vector_bytes(db, vectors, event, record)
+    assert db.import_event(event, "a") is True
+    assert db.import_event(event, "b") is False
+    assert db.import_camera_status(status) is False
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM event_file")
+        assert cur.fetchone()[0] == 2
+        cur.execute("SELECT user_id FROM import_record WHERE entity_id = %(id)s", {"id": event.event_id})
+        assert cur.fetchone()[0] == "a"
+
+
+def test_concurrent_imports_of_one_event_store_one_copy(make_database, vectors, vector_entities):
+    """Eight threads deliver the same event at once: all succeed, one copy is held."""
+    db = make_database("meteorpi_test")
+    status, event, record = vector_entities
+    db.import_camera_status(status)
+    store_vector_bytes(db, vectors, event, record)
+    results, errors, barrier = [], [], threading.Barrier(8)
+
+    def deliver():
+        barrier.wait()
+        try:
+            results.append(db.import_event(event, "node"))
+        except Exception as e:  # pragma: no cover - the assertion below reports it
+            errors.append(e)
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sorted(results) == [False] * 7 + [True]
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM event")
+        assert cur.fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda e: {"status_id": uuid.uuid4().hex}, "is not held"),
+    (lambda e: {"event_time": 1435600799999}, "lies outside the validity"),
+])
+def test_import_contradicting_its_status_writes_nothing(db, vectors, vector_entities, change, message):
+    status, event, record = vector_entities
+    db.import_camera_status(status)
+    store_vector_bytes(db, vectors, event, record)
+    body = {**vectors["event"]["event"], **change(event)}
+    bad = Event.from_dict(body)
+    assert message in db.import_problem(bad)
+    with pytest.raises(Conflict, match=message):
+        db.import_event(bad, "node")
+    assert not db.has_event_id(bad.event_id) and not db.has_file_id(bad.files[0].file_id)
+
+
+def test_import_without_bytes_is_refused(db, vector_entities):
+    status, event, record = vector_entities
+    db.import_camera_status(status)
+    with pytest.raises(Conflict, match="verified bytes with MD5 c3cd26e07e555c0116db237fbc06d99c are not held"):
+        db.import_event(event, "node")
+    assert not db.has_event_id(event.event_id)
+
+
+def test_older_status_arriving_late_is_closed_by_the_newer(db):
+    newer = make_status()
+    newer.valid_from = T0 + dt.timedelta(days=1)
+    older = make_status()
+    db.import_camera_status(newer)
+    db.import_camera_status(older)
+    assert db.get_camera_status_by_id(older.status_id).valid_to == newer.valid_from
+    assert db.get_camera_status_by_id(newer.status_id).valid_to is None
+
+
+def test_upload_failures_are_counted_per_file(db):
+    f = uuid.uuid4()
+    assert db.upload_failures(f) == 0
+    assert [db.record_upload_failure(f) for _ in range(3)] == [1, 2, 3]
+    db.clear_upload_failures(f)
+    assert db.upload_failures(f) == 0
+
+
+# -- file store ---------------------------------------------------------------------------------
+def test_file_store_refuses_bytes_that_do_not_match(db):
+    file_id = uuid.uuid4()
+    with pytest.raises(Md5Mismatch):
+        db.file_store.store_stream(file_id, "0" * 32, [b"hello"])
+    assert not db.file_store.has(file_id, "0" * 32) and not any(db.file_store.tmp.iterdir())
+
+
+def test_file_store_limit_and_already_held(db):
+    file_id, data = uuid.uuid4(), os.urandom(4096)
+    md5 = hashlib.md5(data).hexdigest()
+    with pytest.raises(FileTooLarge):
+        db.file_store.store_stream(file_id, md5, [data], max_bytes=4095)
+    assert db.file_store.store_stream(file_id, md5, [data[:2048], data[2048:]]) == 4096
+    path = db.file_store.path(file_id, md5)
+    before = path.stat().st_mtime_ns
+    assert db.file_store.store_stream(file_id, md5, [b"junk"]) == 4096  # held: not rewritten
+    assert path.stat().st_mtime_ns == before and path.read_bytes() == data
+    assert path.parent.parent.name == file_id.hex[:2] and path.parent.name == file_id.hex[2:4]
+
+
+def test_crashed_writer_leaves_nothing_held(db):
+    """Bytes in flight sit in tmp/ under a temp name and never count as held; old ones are swept."""
+    file_id = uuid.uuid4()
+    leftover = db.file_store.tmp / f"{file_id.hex}.partial"
+    leftover.write_bytes(b"half a file")
+    os.utime(leftover, (0, 0))
+    assert db.file_store.find(file_id) is None
+    assert db.file_store.sweep_temp_files(3600) == 1 and not leftover.exists()
+
+
+# -- users -------------------------------------------------------------------------------------
+def test_user_password_is_checked_and_only_a_hash_is_stored(db):
+    db.create_or_update_user("alice", "correct horse", ["import", "user"])
+    assert db.get_user("alice", "correct horse").roles == ["import", "user"]
+    assert db.get_user("alice", "wrong") is None
+    assert db.get_user("nobody", "correct horse") is None
+    with db.transaction() as cur:
+        cur.execute("SELECT password_hash FROM app_user")
+        stored = cur.fetchone()[0]
+    assert "correct horse" not in stored and stored.startswith(("scrypt:", "pbkdf2:"))
+
+
+def test_user_roles_update_and_delete(db):
+    db.create_or_update_user("bob", "pw", ["user"])
+    db.create_or_update_user("bob", None, ["camera_admin"])
+    assert db.get_user("bob", "pw").roles == ["camera_admin"]
+    assert [u.user_id for u in db.get_users()] == ["bob"]
+    db.delete_user("bob")
+    with pytest.raises(NotFound):
+        db.delete_user("bob")
+    with pytest.raises(ValidationError, match="user.roles"):
+        db.create_or_update_user("carol", "pw", ["root"])
+
+
+# -- migrations and the embedded server ----------------------------------------------------------
+def test_migrations_race_between_processes(pg_server):
+    """Several processes migrating one fresh database at once all end at the same version."""
+    from tests.conftest import database_url
+    admin_url, _ = pg_server
+    name = f"race_{uuid.uuid4().hex[:8]}"
+    url = database_url(admin_url, name)
+    code = ("import sys; from meteorpi_db.pool import ConnectionPool; from meteorpi_db.migrations import migrate;"
+            "print(migrate(ConnectionPool(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [o[1] for o in outs]
+    assert {o[0].strip() for o in outs} == {b"1"}
+    pool = ConnectionPool(url)
+    with pool.transaction() as cur:
+        cur.execute("SELECT count(*) FROM schema_version")
+        assert cur.fetchone()[0] == 1
+    pool.close()
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE "{name}"')
+    conn.close()
+
+
+def test_embedded_server_is_shared_and_stopped_by_its_last_client(tmp_path):
+    """Two processes on one data dir share one server; it stops when the last one exits."""
+    from meteorpi_db.embedded import EmbeddedPostgres
+    data_dir = tmp_path / "data"
+    code = ("import sys, time; from meteorpi_db import embedded; s = embedded.attach(sys.argv[1]);"
+            "print(s.uri(), flush=True); sys.stdin.read()")
+    first = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    uri = first.stdout.readline().decode().strip()
+    second = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert second.stdout.readline().decode().strip() == uri
+    server = EmbeddedPostgres(data_dir)
+    first.communicate(b"", timeout=60)
+    assert server._running(), "stopped while a client still used it"
+    psycopg2.connect(uri).close()
+    second.communicate(b"", timeout=60)
+    assert not server._running()
