@@ -23,6 +23,12 @@ VECTORS = Path(os.environ.get("METEORPI_VECTORS",
                               Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 
 
+def pytest_configure(config):
+    # No test may hang CI: a generous per-test ceiling unless --timeout says otherwise.
+    if hasattr(config.option, "timeout") and not config.option.timeout:
+        config.option.timeout = 300
+
+
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true", default=False,
                      help="run the reliability suite with its big numbers")
