@@ -9,6 +9,7 @@ from .entities import CameraStatus, Event, FileRecord, Location, Meta, Orientati
 from .errors import MeteorpiError, ValidationError
 from .fields import FieldInfo, Model, fields, json_schema
 from .md5 import get_md5_hash
+from .query import search_from_query, search_to_query
 from .search import EventSearch, FileRecordSearch, MetaConstraint
 from .values import NSString, as_uuid, instant_to_ms, ms_to_instant, night_offset_seconds, now
 
@@ -17,7 +18,7 @@ __all__ = [
     "FileRecordSearch", "Location", "Meta", "MetaConstraint", "MeteorpiError", "Model", "NSString",
     "Orientation", "Point", "ROLES", "User", "ValidationError", "WIRE_ENTITIES", "as_uuid",
     "fields", "get_md5_hash", "instant_to_ms", "json_schema", "ms_to_instant", "night_offset_seconds",
-    "now", "wire_schema",
+    "now", "search_from_query", "search_to_query", "wire_schema",
 ]
 
 # The entities that cross the wire, by the body key PROTOCOL.md gives them.

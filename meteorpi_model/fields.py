@@ -114,6 +114,8 @@ class Float(Codec):
     def decode(self, value, path):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError(path, f"expected a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > 1e308:
+            raise ValidationError(path, "is too large for a number")
         if not math.isfinite(value):
             raise ValidationError(path, "must be a finite number")
         if not self.minimum <= value <= self.maximum:
@@ -227,6 +229,8 @@ class ListOf(Codec):
         return [self.item.decode(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
     def encode(self, value):
+        if not isinstance(value, (list, tuple)):  # a str would silently split into characters
+            raise ValidationError("", f"expected a list, got {type(value).__name__}")
         return [self.item.encode(v) for v in value]
 
     def schema(self, defs):

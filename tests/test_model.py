@@ -262,3 +262,13 @@ def test_non_object_bodies_are_validation_errors(value):
     for cls in WIRE_ENTITIES.values():
         with pytest.raises(ValidationError):
             cls.from_dict(value if not isinstance(value, dict) else {**value, "camera_id": 5})
+
+
+def test_huge_integers_are_validation_errors_not_overflow():
+    with pytest.raises(ValidationError, match="search.lat_min: is too large"):
+        EventSearch.from_dict({"lat_min": 10 ** 400})
+
+
+def test_a_string_where_a_list_belongs_is_refused():
+    with pytest.raises(ValidationError, match="expected a list"):
+        EventSearch(camera_ids="abc").validate()
