@@ -133,3 +133,5 @@ def schema() -> None:
 
 
 # Commands defined in their own modules are registered here.
+from .serving import serve  # noqa: E402
+main.add_command(serve)

@@ -6,6 +6,8 @@ databases on it and never touch a user's data directory.
 """
 from __future__ import annotations
 
+pytest_plugins = ["tests.server_fixtures"]
+
 import json
 import os
 import shutil
@@ -92,3 +94,4 @@ def vectors() -> dict:
     out = {name: json.loads((VECTORS / f"{name}.json").read_text()) for name in ("status", "file", "event")}
     out["bytes"] = {p.name: p.read_bytes() for p in VECTORS.glob("*.bin")}
     return out
+

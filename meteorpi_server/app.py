@@ -1,0 +1,105 @@
+"""The app factory: ``create_app(config, db)`` builds the whole import service.
+
+``MeteorApp`` is what the routes hang on: the Flask app, the configuration, the database (made
+from the configuration at first use, so each worker process opens its own after the fork, and a
+database that is down at start-up only costs 503s until it is back) and the authenticator.
+Another Flask application embeds the import API with ``MeteorApp(db, app=its_app)`` and
+``add_routes``; ``create_app`` adds the read API, the index and JSON answers for every error.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from importlib import metadata
+from typing import Callable, Iterable
+
+from flask import Flask, Response, request
+
+from meteorpi_db import Config, MeteorDatabase, load_config
+
+from .auth import Authenticator
+from .entity_cache import EntityCache
+from .errors import CallbackRefused, error_response
+from .import_routes import add_routes
+from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify
+from .read_routes import read_api
+
+SERVICE_NAME = "meteorpi"
+
+
+def service_version() -> str:
+    """The installed meteorpi version (``unknown`` when run from an uninstalled tree)."""
+    try:
+        return metadata.version("meteorpi")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class MeteorApp:
+    """A Flask app with meteorpi's database and authentication attached.
+
+    ``config`` defaults to ``db.config`` or, with no database either, ``load_config()``.
+    """
+
+    def __init__(self, db: MeteorDatabase | None = None, app: Flask | None = None,
+                 config: Config | None = None):
+        self.app = app if app is not None else Flask("meteorpi_server")
+        self.config = config or (db.config if db is not None else load_config())
+        self._db = db
+        self._db_lock = threading.Lock()
+        self.auth = Authenticator(lambda: self.db)
+        # The entity cache of each add_routes call, by url_path (tests reset them).
+        self.entity_caches: dict[str, EntityCache] = {}
+        self.app.extensions["meteorpi"] = self
+
+    @property
+    def db(self) -> MeteorDatabase:
+        """The database, opened from the configuration at first use in this process."""
+        if self._db is None:
+            with self._db_lock:
+                if self._db is None:
+                    self._db = MeteorDatabase(config=self.config)
+        return self._db
+
+    def requires_auth(self, roles: Iterable[str] | None = None) -> Callable:
+        """Decorator: HTTP Basic credentials of a user holding any of ``roles`` (401/403 JSON)."""
+        return self.auth.required(roles)
+
+
+def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -> Flask:
+    """The import service: import API at ``/import``, read API, index, JSON errors throughout."""
+    meteor_app = MeteorApp(db=db, config=config)
+    app = meteor_app.app
+    app.before_request(_refuse_unsafe_callback)
+    app.before_request(functools.partial(_bound_socket_waits, meteor_app.config.server.timeout_seconds))
+    app.after_request(_no_sniffing)
+    app.register_error_handler(Exception, error_response)
+    app.add_url_rule("/", endpoint="index", view_func=_index)
+    add_routes(meteor_app)
+    app.register_blueprint(read_api)
+    return app
+
+
+def _refuse_unsafe_callback() -> None:
+    if request.method in ("GET", "HEAD"):
+        problem = callback_problem(request.args.get(CALLBACK_PARAMETER))
+        if problem:
+            raise CallbackRefused(problem)
+
+
+def _bound_socket_waits(seconds: float) -> None:
+    # gunicorn's own timeout only restarts a silent worker; a client stalling mid-body would
+    # hold a thread for ever. A socket timeout makes such a read fail after server.timeout_seconds.
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _no_sniffing(response: Response) -> Response:
+    # Stored files and JSONP must be taken for what their Content-Type says, never sniffed.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def _index() -> Response:
+    return jsonify({"service": SERVICE_NAME, "version": service_version(), "protocol": 1})

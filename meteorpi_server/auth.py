@@ -1,0 +1,72 @@
+"""HTTP Basic authentication against the database's users, with roles.
+
+Every check goes to the database: ``db.get_user`` computes a password hash even for a user that
+does not exist, so response time tells nobody which user names are real; nothing here caches a
+password. No or wrong credentials answer 401 with ``WWW-Authenticate``; a real user without the
+role answers 403; both carry a JSON body. The user is kept on ``flask.g`` for the request, so a
+receiver can record who imported what (``BaseImportReceiver.get_importing_user_id``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from flask import Response, g
+from flask_httpauth import HTTPBasicAuth
+
+from meteorpi_db import MeteorDatabase
+from meteorpi_model import User, ValidationError
+from meteorpi_model.admin import USER_ID
+
+from .errors import failed
+
+REALM = "meteorpi"
+
+
+def _could_be_user_id(user_id: str) -> bool:
+    try:
+        USER_ID.decode(user_id, "user_id")
+    except ValidationError:
+        return False
+    return True
+
+
+def current_user() -> User | None:
+    """The user this request authenticated as, if any."""
+    return g.get("meteorpi_user")
+
+
+class Authenticator:
+    """Flask-HTTPAuth wired to ``get_db()``'s users; ``required(roles)`` decorates a view."""
+
+    def __init__(self, get_db: Callable[[], MeteorDatabase]):
+        self._get_db = get_db
+        self.http = HTTPBasicAuth(realm=REALM)
+        self.http.verify_password(self._verify_password)
+        self.http.get_user_roles(self._get_user_roles)
+        self.http.error_handler(self._auth_error)
+
+    def required(self, roles: Iterable[str] | None = None) -> Callable:
+        """Decorator: the view runs only for a user holding any one of ``roles`` (any user if
+        None)."""
+        return self.http.login_required(role=list(roles) if roles else None)
+
+    def _verify_password(self, user_id: str, password: str) -> User | None:
+        if not user_id:
+            return None  # no credentials at all: nothing to look up, no name to leak
+        if not _could_be_user_id(user_id):
+            return None  # no such user can exist (a NUL would even make the driver raise)
+        user = self._get_db().get_user(user_id, password)
+        g.meteorpi_user = user
+        return user
+
+    @staticmethod
+    def _get_user_roles(user: User) -> list[str]:
+        return user.get_roles()
+
+    @staticmethod
+    def _auth_error(status: int) -> Response:
+        if status == 403:
+            user = current_user()
+            name = user.user_id if user else "this user"
+            return failed(f"{name} does not hold a role that may use this resource", 403)
+        return failed("authentication required: HTTP Basic credentials of a meteorpi user", 401)

@@ -1,0 +1,109 @@
+"""Exceptions of meteorpi_server, and how every failure becomes a JSON answer.
+
+    MeteorpiError                    (meteorpi_model) root of everything meteorpi raises
+    ├── ValidationError              (meteorpi_model) bad input -> 400, message "path: problem"
+    ├── DatabaseError                (meteorpi_db)
+    │   ├── StorageUnavailable       -> 503 with Retry-After: PostgreSQL is away, try again later
+    │   ├── FileTooLarge             -> 413: an upload over the store's limit
+    │   └── anything else            -> 500 "internal error" (logged with its traceback)
+    └── ApiError                     an answer this package chooses: ``.status`` and ``.message``
+        ├── BadRequest               400: malformed JSON or multipart, a field the model cannot check
+        │   └── CallbackRefused      400: a JSONP callback that is not a plain JavaScript name
+        ├── ResourceNotFound         404: the camera, event, file or bytes asked for are not held
+        └── PayloadTooLarge          413: a body or an upload over the configured limit
+
+Every error body is ``{"state": "failed", "message": ...}``: the exporter reads ``state`` on any
+answer, a person reads ``message``. A traceback never leaves the server; it goes to the log.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, TypeVar
+
+from flask import Response
+from werkzeug.exceptions import HTTPException
+
+from meteorpi_db import FileTooLarge, StorageUnavailable
+from meteorpi_model import MeteorpiError, ValidationError
+
+from .jsonp import jsonify
+
+log = logging.getLogger("meteorpi.server")
+# Seconds a client should wait before retrying when PostgreSQL is unreachable.
+RETRY_AFTER_SECONDS = 5
+F = TypeVar("F", bound=Callable)
+
+
+class ApiError(MeteorpiError):
+    """An answer the server chooses to give: HTTP ``status`` with ``message`` in a JSON body."""
+
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ApiError):
+    """The request cannot be understood; the message names the field and the problem."""
+
+    status = 400
+
+
+class CallbackRefused(BadRequest):
+    """A JSONP ``callback`` that could smuggle script into the padded answer."""
+
+
+class ResourceNotFound(ApiError):
+    """The thing named in the URL is not held here."""
+
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    """The body or upload is larger than the server accepts."""
+
+    status = 413
+
+
+def failed(message: str, status: int) -> Response:
+    """The JSON answer for a failure: ``{"state": "failed", "message": message}``."""
+    response = jsonify({"state": "failed", "message": message})
+    response.status_code = status
+    return response
+
+
+def error_response(exc: BaseException) -> Response:
+    """The JSON answer for any exception; unexpected ones are logged and answered 500."""
+    if isinstance(exc, ApiError):
+        return failed(exc.message, exc.status)
+    if isinstance(exc, ValidationError):
+        return failed(str(exc), 400)
+    if isinstance(exc, FileTooLarge):
+        return failed(str(exc), 413)
+    if isinstance(exc, StorageUnavailable):
+        log.warning("answering 503: %s", exc)
+        response = failed("database unavailable, retry later", 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if isinstance(exc, HTTPException):
+        response = failed(exc.description or exc.name, exc.code or 500)
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":  # 405 says which methods would do
+                response.headers[name] = value
+        return response
+    log.error("unexpected fault answering a request", exc_info=exc)
+    return failed("internal error", 500)
+
+
+def json_errors(view: F) -> F:
+    """Answer any exception a view raises as JSON, so routes embedded in another application
+    keep the protocol's error form whatever error handlers that application has."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except Exception as exc:  # every fault gets an answer; error_response logs surprises
+            return error_response(exc)
+    return wrapper  # type: ignore[return-value]

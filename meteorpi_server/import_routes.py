@@ -1,0 +1,221 @@
+"""The import API's routes: ``POST {url_path}`` and ``POST {url_path}/data/<file_id>/<md5>``.
+
+Bodies are read from the socket up to a limit and parsed as strict JSON (no YAML, no duplicate
+keys, no NaN/Infinity, nesting too deep is a 400). Uploads are never held in memory or spooled
+to a second temp file: the multipart body is parsed here, chunk by chunk, with werkzeug's
+streaming ``MultipartDecoder``, and the bytes of the part named ``file`` flow straight to the
+receiver (the database one writes them to the file store's temp file, hashing as they pass).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+
+from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from meteorpi_model.fields import MD5, UUIDCodec
+
+from .entity_cache import EntityCache
+from .errors import BadRequest, PayloadTooLarge, json_errors
+from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver, answer, dispatch
+
+if TYPE_CHECKING:
+    from .app import MeteorApp
+
+IMPORT_ROLES = ["import"]
+FILE_PART = "file"
+# Bytes read from the socket at once (gunicorn's body reader costs per call, so large reads),
+# and fed to the multipart decoder at once (its buffer work grows with the piece: small pieces).
+READ_SIZE = 1024 * 1024
+FEED_SIZE = 64 * 1024
+# Multipart headers and the boundary's partial matches stay in the decoder's buffer; nothing
+# legitimate comes near this, a client that sends endless headers gets a 400 instead of our RAM.
+MAX_MULTIPART_BUFFER = 1024 * 1024
+# Room for the multipart framing around the file's bytes when checking Content-Length early.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = None,
+               url_path: str = "/import") -> None:
+    """Register the import API on ``meteor_app.app`` under ``url_path``.
+
+    ``handler`` decides every request; by default a ``MeteorDatabaseImportReceiver`` on
+    ``meteor_app.db`` (made at the first request, so the database is opened in the worker
+    process that uses it). Each call has its own entity cache, sized by
+    ``server.entity_cache_size``.
+    """
+    app = meteor_app.app
+    server = meteor_app.config.server
+    cache = EntityCache(server.entity_cache_size)
+    meteor_app.entity_caches[url_path] = cache
+    receivers: list[BaseImportReceiver] = [handler] if handler is not None else []
+
+    def receiver() -> BaseImportReceiver:
+        if not receivers:  # two threads racing here each make an equivalent receiver: harmless
+            receivers.append(MeteorDatabaseImportReceiver(meteor_app.db))
+        return receivers[0]
+
+    def import_entities():
+        body = parse_json_object(read_body(server.max_body_bytes))
+        import_request = ImportRequest.process_request(body, cache)
+        return dispatch(receiver(), import_request)
+
+    def import_file_data(file_id: str, md5: str):
+        file_uuid = UUIDCodec().decode(file_id, "file_id")
+        md5_hex = MD5().decode(md5, "md5")
+        limit = server.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+            raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {limit} bytes")
+        chunks = file_part_chunks(request.stream, multipart_boundary(), limit)
+        try:
+            result = receiver().receive_file_data(file_uuid, chunks, md5_hex)
+        finally:
+            chunks.close()
+        return result if result is not None else answer("continue")
+
+    protect = meteor_app.requires_auth(roles=IMPORT_ROLES)
+    name = "meteorpi_import" + url_path.replace("/", ".")
+    app.add_url_rule(url_path, endpoint=name, methods=["POST"],
+                     view_func=json_errors(protect(import_entities)))
+    app.add_url_rule(f"{url_path}/data/<file_id>/<md5>", endpoint=name + ".data", methods=["POST"],
+                     view_func=json_errors(protect(import_file_data)))
+
+
+# -- JSON bodies ---------------------------------------------------------------------------
+def read_body(limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {limit} bytes")
+    data = bytearray()
+    stream = request.stream
+    while True:
+        chunk = read_stream(stream, min(READ_SIZE, limit + 1 - len(data)))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"body: more than the limit of {limit} bytes")
+
+
+def read_stream(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes of the body; a broken or stalled connection is the client's 400."""
+    try:
+        return stream.read(size)
+    except OSError as e:  # includes socket.timeout after server.timeout_seconds
+        raise BadRequest(f"body: the connection stalled or broke while the body was read ({e})") from None
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadRequest(f"{key}: appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _refuse_constant(name: str):
+    raise BadRequest(f"body: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"body: number {text[:32]} is too large")
+    return value
+
+
+def parse_json_object(data: bytes) -> dict:
+    """Strict JSON (UTF-8, no duplicate keys, no NaN/Infinity) that must be an object."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"body: not UTF-8 (byte {e.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object_without_duplicates,
+                           parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise BadRequest("body: JSON nested too deeply") from None
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"body: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise BadRequest(f"body: not valid JSON ({str(e)[:80]})") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"body: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+# -- multipart uploads -----------------------------------------------------------------------
+def multipart_boundary() -> bytes:
+    """The boundary of this request's ``multipart/form-data`` body, or a 400."""
+    if request.mimetype != "multipart/form-data":
+        raise BadRequest(f"body: expected multipart/form-data with a part named {FILE_PART!r}, "
+                         f"got {request.mimetype or 'no Content-Type'}")
+    boundary = request.mimetype_params.get("boundary", "")
+    if not 1 <= len(boundary) <= 200:
+        raise BadRequest("body: multipart/form-data without a usable boundary")
+    try:
+        return boundary.encode("ascii")
+    except UnicodeEncodeError:
+        raise BadRequest("body: multipart boundary is not ASCII") from None
+
+
+def file_part_chunks(stream: BinaryIO, boundary: bytes, max_bytes: int) -> Iterator[bytes]:
+    """Yield the bytes of the part named ``file`` as they arrive from ``stream``.
+
+    Memory stays bounded whatever the size: the decoder holds at most a read's worth of bytes.
+    Raises BadRequest for a malformed body or a missing ``file`` part and PayloadTooLarge past
+    ``max_bytes``, from inside the iteration, so a consumer writing a temp file discards it.
+    """
+    decoder = MultipartDecoder(boundary, max_form_memory_size=MAX_MULTIPART_BUFFER)
+    part: str | None = None
+    seen_file, size = False, 0
+    while True:
+        data = read_stream(stream, READ_SIZE)
+        for event in _decode(decoder, data):
+            if isinstance(event, Epilogue):
+                if not seen_file:
+                    raise BadRequest(f"{FILE_PART}: the body has no multipart part named {FILE_PART!r}")
+                return
+            if isinstance(event, (Field, File)):
+                part = event.name
+                if part == FILE_PART:
+                    if seen_file:
+                        raise BadRequest(f"{FILE_PART}: more than one part named {FILE_PART!r}")
+                    seen_file = True
+            elif isinstance(event, Data):
+                if part == FILE_PART and event.data:
+                    size += len(event.data)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(f"{FILE_PART}: more than the limit of {max_bytes} bytes")
+                    yield event.data
+                if not event.more_data:
+                    part = None
+        if not data:  # the decoder raises before this when the body ended mid-part
+            raise BadRequest("body: multipart body ended without its closing boundary")
+
+
+def _decode(decoder: MultipartDecoder, data: bytes) -> Iterator:
+    """Feed ``data`` (b"" at the end of the body) to the decoder; yield the events it makes."""
+    view = memoryview(data)
+    for start in range(0, len(data), FEED_SIZE) if data else [None]:
+        try:
+            decoder.receive_data(view[start:start + FEED_SIZE] if start is not None else None)
+        except RequestEntityTooLarge:
+            raise BadRequest("body: multipart headers are too long") from None
+        while not isinstance(event := _next_event(decoder), NeedData):
+            yield event
+            if isinstance(event, Epilogue):
+                return
+
+
+def _next_event(decoder: MultipartDecoder):
+    try:
+        return decoder.next_event()
+    except (ValueError, AttributeError, IndexError, TypeError) as e:
+        # werkzeug's decoder signals malformed input with ValueError (and, on some truncated
+        # bodies, an AttributeError from a failed match): either way the client's fault.
+        raise BadRequest(f"body: malformed multipart/form-data ({str(e)[:80]})") from None

@@ -1,0 +1,266 @@
+"""What the import API decides: parsed requests, pluggable receivers, and the database receiver.
+
+``ImportRequest.process_request`` turns a parsed body into the entity it carries (looking
+``cached_entity`` ids up in the entity cache); ``dispatch`` hands it to a receiver and turns
+"the receiver returned nothing" into the protocol's default answer. A receiver decides;
+``MeteorDatabaseImportReceiver`` decides as PROTOCOL.md says, against a MeteorDatabase.
+An application embedding the routes may pass any ``BaseImportReceiver``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import uuid
+from typing import Any, Iterable, Mapping
+
+from flask import Response, make_response
+
+from meteorpi_db import Conflict, MeteorDatabase, Md5Mismatch
+from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
+                            instant_to_ms)
+from meteorpi_model.fields import Choice, UUIDCodec
+
+from .auth import current_user
+from .entity_cache import EntityCache
+from .jsonp import jsonify
+
+import_log = logging.getLogger("meteorpi.server.import")
+BODY_TYPES = ("status", "file", "event", "cached_entity")
+_ENTITY_TYPES = {Event: "event", FileRecord: "file", CameraStatus: "status"}
+
+
+def answer(state: str, **fields: Any) -> Response:
+    """A protocol answer: ``{"state": state, ...fields}`` as JSON (UUIDs as 32 hex digits)."""
+    body = {"state": state}
+    body.update({k: v.hex if isinstance(v, uuid.UUID) else v for k, v in fields.items()})
+    return jsonify(body)
+
+
+class ImportRequest:
+    """One import request: the entity it carries (None when a cached id was not found).
+
+    ``entity_type`` is ``event``, ``file``, ``status``, or ``none`` when the entity is unknown;
+    for a ``cached_entity`` request it is the type of the cached entity, so receivers never see
+    the difference between a full body and a cache hit.
+    """
+
+    def __init__(self, entity: Event | FileRecord | CameraStatus | None, entity_id: uuid.UUID):
+        self.entity = entity
+        self.entity_id = entity_id
+        self.entity_type = "none" if entity is None else _ENTITY_TYPES[type(entity)]
+
+    def __repr__(self) -> str:
+        return f"ImportRequest({self.entity_type}, {self.entity_id.hex})"
+
+    # -- answers ---------------------------------------------------------------------------
+    def response_complete(self) -> Response:
+        return answer("complete")
+
+    def response_failed(self, message: str = "import failed") -> Response:
+        return answer("failed", message=message)
+
+    def response_continue(self) -> Response:
+        """``continue``; ``continue-nocache`` when the entity is unknown, so the exporter resends it."""
+        return answer("continue" if self.entity is not None else "continue-nocache")
+
+    def response_continue_after_file(self) -> Response:
+        return answer("continue")
+
+    def response_need_file_data(self, file_id: uuid.UUID) -> Response:
+        return answer("need_file_data", file_id=file_id)
+
+    def response_need_status(self, status_id: uuid.UUID | None = None) -> Response:
+        """Ask for ``status_id`` (by default the status the entity itself refers to)."""
+        return answer("need_status", status_id=status_id or self.entity.status_id)
+
+    # -- parsing ---------------------------------------------------------------------------
+    @staticmethod
+    def process_request(body: Mapping[str, Any], cache: EntityCache | None = None) -> "ImportRequest":
+        """The request a parsed JSON body makes; raises ValidationError naming the bad field.
+
+        A full event or file is remembered in ``cache`` for the ``cached_entity`` requests that
+        follow it; a cached id that is not found gives an ImportRequest with no entity.
+        """
+        if "type" not in body:
+            raise ValidationError("type", "required")
+        kind = Choice(*BODY_TYPES).decode(body["type"], "type")
+        if kind == "cached_entity":
+            entity_id = _required_uuid(body, "cached_entity_id")
+            entity = cache.get(entity_id) if cache is not None else None
+            return ImportRequest(entity, entity_id)
+        if kind not in body:
+            raise ValidationError(kind, "required")
+        entity = WIRE_ENTITIES[kind].from_dict(body[kind], kind)
+        entity_id = _entity_id(entity)
+        if cache is not None and kind != "status":
+            cache.put(entity_id, entity)
+        return ImportRequest(entity, entity_id)
+
+
+def _required_uuid(body: Mapping[str, Any], key: str) -> uuid.UUID:
+    if key not in body:
+        raise ValidationError(key, "required")
+    return UUIDCodec().decode(body[key], key)
+
+
+def _entity_id(entity) -> uuid.UUID:
+    if isinstance(entity, Event):
+        return entity.event_id
+    if isinstance(entity, FileRecord):
+        return entity.file_id
+    return entity.status_id
+
+
+class BaseImportReceiver:
+    """Decides what each import request gets. Returning None means the protocol's default:
+    ``complete`` for events and files, ``continue`` for a status and for file data."""
+
+    def receive_event(self, import_request: ImportRequest) -> Response | None:
+        return None
+
+    def receive_file_record(self, import_request: ImportRequest) -> Response | None:
+        return None
+
+    def receive_status(self, import_request: ImportRequest) -> Response | None:
+        return None
+
+    def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
+        """``file_data`` yields the uploaded bytes in chunks as they arrive; consume it to store them."""
+        for _ in file_data:
+            pass
+        return None
+
+    def get_importing_user_id(self) -> str | None:
+        """Who sent this request (the authenticated user), to record beside what they imported."""
+        user = current_user()
+        return user.user_id if user is not None else None
+
+
+def dispatch(receiver: BaseImportReceiver, import_request: ImportRequest) -> Response:
+    """Hand the request to ``receiver``, fill in the default answer, log completed imports."""
+    kind = import_request.entity_type
+    if kind == "none":
+        return import_request.response_continue()
+    handle = {"event": receiver.receive_event, "file": receiver.receive_file_record,
+              "status": receiver.receive_status}[kind]
+    result = handle(import_request)
+    if result is None:
+        result = import_request.response_continue() if kind == "status" else import_request.response_complete()
+    response = make_response(result)
+    body = response.get_json(silent=True) if response.is_json else None
+    state = body.get("state") if isinstance(body, dict) else None
+    if state == "complete" or (kind == "status" and state == "continue"):
+        import_log.info("import complete: %s %s from user %s", kind, import_request.entity_id.hex,
+                        receiver.get_importing_user_id())
+    return response
+
+
+class MeteorDatabaseImportReceiver(BaseImportReceiver):
+    """The receiver PROTOCOL.md describes, holding what it receives in a MeteorDatabase."""
+
+    def __init__(self, db: MeteorDatabase):
+        self.db = db
+
+    @property
+    def max_failed_uploads(self) -> int:
+        return self.db.config.server.max_failed_uploads
+
+    def receive_status(self, import_request: ImportRequest) -> Response | None:
+        self.db.import_camera_status(import_request.entity)  # idempotent: held is a no-op
+        return import_request.response_continue()
+
+    def receive_file_record(self, import_request: ImportRequest) -> Response | None:
+        record: FileRecord = import_request.entity
+        if self.db.has_file_id(record.file_id):
+            return import_request.response_complete()
+        return self._import(import_request, [("file", record)], self.db.import_file_record)
+
+    def receive_event(self, import_request: ImportRequest) -> Response | None:
+        event: Event = import_request.entity
+        if self.db.has_event_id(event.event_id):
+            return import_request.response_complete()
+        parts = [("event", event)] + [(f"event.files[{i}]", f) for i, f in enumerate(event.files)]
+        return self._import(import_request, parts, self.db.import_event)
+
+    def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
+        try:
+            self.db.file_store.store_stream(file_id, md5_hex, file_data,
+                                            max_bytes=self.db.config.server.max_upload_bytes)
+        except Md5Mismatch as e:
+            count = self.db.record_upload_failure(file_id)
+            return answer("failed", message=f"{e} (failed uploads of this file so far: {count})")
+        self.db.clear_upload_failures(file_id)
+        return None
+
+    def _import(self, import_request: ImportRequest, parts: list[tuple[str, Any]], store) -> Response:
+        """Statuses first, then whether the records fit them, then bytes, then one transaction."""
+        statuses: dict[uuid.UUID, CameraStatus] = {}
+        for _, record in parts:
+            if record.status_id not in statuses:
+                status = self.db.get_camera_status_by_id(record.status_id)
+                if status is None:
+                    return import_request.response_need_status(record.status_id)
+                statuses[record.status_id] = status
+        for path, record in parts:
+            problem = status_contradiction(path, record, statuses[record.status_id])
+            if problem:
+                return import_request.response_failed(problem)
+        for path, record in parts:
+            if isinstance(record, FileRecord) and not self.db.has_file_data(record.file_id, record.md5):
+                problem = self._other_bytes_held(path, record)
+                if problem:
+                    return import_request.response_failed(problem)
+                failures = self.db.upload_failures(record.file_id)
+                if failures >= self.max_failed_uploads:
+                    return import_request.response_failed(
+                        f"file {record.file_id.hex} failed MD5 verification {failures} times; "
+                        "check its bytes on the camera node")
+                return import_request.response_need_file_data(record.file_id)
+        try:
+            store(import_request.entity, self.get_importing_user_id())
+        except Conflict as e:
+            return import_request.response_failed(str(e))
+        return import_request.response_complete()
+
+
+    def _other_bytes_held(self, path: str, record: FileRecord) -> str | None:
+        """Why bytes held for this file id under another MD5 make the record fail, if they are.
+
+        An exporter may put the MD5 of the bytes it has now in the upload URL: they verify
+        against that and are stored, yet never match the record, and it would be asked for them
+        for ever. Such stray bytes count as a failed upload and are removed (so a later, right
+        upload is asked for); bytes of a held record are the record's, never removed.
+        """
+        held = self.db.file_store.find(record.file_id)
+        if held is None:
+            return None
+        other_md5 = held.name.rsplit("_", 1)[-1]
+        if self.db.has_file_id(record.file_id):
+            return (f"{path}.md5: file {record.file_id.hex} is held with MD5 {other_md5}, "
+                    f"this record says {record.md5}")
+        self.db.file_store.remove(record.file_id, other_md5)
+        count = self.db.record_upload_failure(record.file_id)
+        return (f"{path}.md5: the bytes uploaded for file {record.file_id.hex} have MD5 {other_md5}, "
+                f"the record says {record.md5} (failed uploads of this file so far: {count})")
+
+
+def status_contradiction(path: str, record: Event | FileRecord, status: CameraStatus) -> str | None:
+    """Why ``record`` cannot belong to ``status`` (another camera, or a time outside its validity).
+
+    Checked before any bytes are asked for, so a node does not upload files for a record that
+    will be refused; the database checks again inside the import transaction.
+    """
+    if record.camera_id != status.camera_id:
+        return (f"{path}.camera_id: {record.camera_id!r} differs from camera {status.camera_id!r} "
+                f"of status {status.status_id.hex}")
+    name, time = (("event_time", record.event_time) if isinstance(record, Event)
+                  else ("file_time", record.file_time))
+    if not status.is_valid_at(time):
+        until = f"until {_ms(status.valid_to)}" if status.valid_to else "onwards"
+        return (f"{path}.{name}: {_ms(time)} lies outside the validity of status {status.status_id.hex} "
+                f"(from {_ms(status.valid_from)} {until})")
+    return None
+
+
+def _ms(value: _dt.datetime) -> str:
+    return f"{instant_to_ms(value)} ({value.isoformat()})"

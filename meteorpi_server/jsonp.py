@@ -1,0 +1,50 @@
+"""JSON answers, padded as JSONP on GET routes when a safe ``callback`` is given.
+
+flask-jsonpify pads whatever ``callback`` the query string holds: ``?callback=alert(1)//``
+would put script of the caller's choosing in our answer (reflected XSS). So a callback is
+accepted only when it is a plain JavaScript name path (``cb``, ``jQuery123_456``,
+``app.handlers.done``) of at most ``MAX_CALLBACK_LENGTH`` characters; the app refuses any other
+with a 400 before a view runs (``callback_problem``), and ``jsonify`` never pads one it has not
+checked. POST answers (the import protocol) are never padded.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flask
+import flask_jsonpify
+from flask import Response, request
+
+CALLBACK_PARAMETER = "callback"
+MAX_CALLBACK_LENGTH = 64
+_CALLBACK_RE = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*", re.ASCII)
+# Query parameters that belong to JSONP itself (jQuery adds "_" to defeat caches), not to a search.
+JSONP_PARAMETERS = (CALLBACK_PARAMETER, "_")
+_PADDED_METHODS = ("GET", "HEAD")
+
+
+def callback_problem(name: str | None) -> str | None:
+    """Why ``name`` may not be used as a JSONP callback, or None when it is safe (or absent)."""
+    if not name:
+        return None
+    if len(name) > MAX_CALLBACK_LENGTH:
+        return f"{CALLBACK_PARAMETER}: longer than {MAX_CALLBACK_LENGTH} characters"
+    if not _CALLBACK_RE.fullmatch(name):
+        return f"{CALLBACK_PARAMETER}: must be a JavaScript name such as handleData or app.onData"
+    return None
+
+
+def wants_padding() -> bool:
+    """Whether this request's answer should be JSONP: a GET with a callback that is safe."""
+    if request.method not in _PADDED_METHODS:
+        return False
+    name = request.args.get(CALLBACK_PARAMETER)
+    return bool(name) and callback_problem(name) is None
+
+
+def jsonify(payload: Any) -> Response:
+    """``payload`` as JSON, or as JSONP through flask-jsonpify when ``wants_padding()``."""
+    if wants_padding():
+        return flask_jsonpify.jsonify(payload)
+    return flask.jsonify(payload)

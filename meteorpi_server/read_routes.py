@@ -1,0 +1,135 @@
+"""The read API: what was imported, as the wire form, for users with role ``user`` or ``import``.
+
+``server.public_read: true`` opens it to anyone. Searches take their query parameters through
+``meteorpi_model.query.search_from_query``, so ``/events?camera_ids=a&limit=10`` means the same
+as the EventSearch an export configuration holds. Every GET answer may be JSONP (see jsonp.py),
+except the file bytes, which stream from the store as an attachment.
+"""
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Callable
+
+from flask import Blueprint, Response, current_app, request, send_file
+
+from meteorpi_db import MeteorDatabase
+from meteorpi_model import EventSearch, FileRecordSearch, ValidationError
+from meteorpi_model.entities import CAMERA_ID
+from meteorpi_model.fields import Instant, UUIDCodec
+
+from .errors import CallbackRefused, ResourceNotFound, json_errors
+from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify
+
+READ_ROLES = ["user", "import"]
+read_api = Blueprint("meteorpi_read", __name__)
+
+
+def _meteor_app():
+    return current_app.extensions["meteorpi"]
+
+
+def _db() -> MeteorDatabase:
+    return _meteor_app().db
+
+
+def readable(view: Callable) -> Callable:
+    """Run ``view`` for a reader (or anyone, with ``server.public_read``); errors as JSON."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        meteor_app = _meteor_app()
+        if meteor_app.config.server.public_read:
+            return view(*args, **kwargs)
+        return meteor_app.requires_auth(roles=READ_ROLES)(view)(*args, **kwargs)
+    return json_errors(wrapper)
+
+
+@read_api.before_request
+def _refuse_unsafe_callback() -> None:
+    # Also here, not only in create_app: the blueprint may be registered on another app.
+    problem = callback_problem(request.args.get(CALLBACK_PARAMETER))
+    if problem:
+        raise CallbackRefused(problem)
+
+
+def _search_args() -> dict[str, list[str]]:
+    args = request.args.to_dict(flat=False)
+    for name in JSONP_PARAMETERS:
+        args.pop(name, None)
+    return args
+
+
+def _uuid(value: str, name: str) -> uuid.UUID:
+    return UUIDCodec().decode(value, name)
+
+
+@read_api.route("/cameras")
+@readable
+def cameras() -> Response:
+    return jsonify({"cameras": _db().get_cameras()})
+
+
+@read_api.route("/cameras/<camera_id>/status")
+@readable
+def camera_status(camera_id: str) -> Response:
+    CAMERA_ID.decode(camera_id, "camera_id")
+    time = None
+    if "time" in request.args:
+        text = request.args["time"]
+        try:
+            ms = int(text)
+        except ValueError:
+            raise ValidationError("time", f"expected integer milliseconds since 1970, got {text[:40]!r}") from None
+        time = Instant().decode(ms, "time")
+    status = _db().get_camera_status(time=time, camera_id=camera_id)
+    if status is None:
+        raise ResourceNotFound(f"camera {camera_id!r} has no status at that time")
+    return jsonify({"status": status.as_dict()})
+
+
+@read_api.route("/events")
+@readable
+def events() -> Response:
+    from meteorpi_model.query import search_from_query
+    found = _db().search_events(search_from_query(EventSearch, _search_args()))
+    return jsonify({"count": found["count"], "events": [e.as_dict() for e in found["events"]]})
+
+
+@read_api.route("/files")
+@readable
+def files() -> Response:
+    from meteorpi_model.query import search_from_query
+    found = _db().search_files(search_from_query(FileRecordSearch, _search_args()))
+    return jsonify({"count": found["count"], "files": [f.as_dict() for f in found["files"]]})
+
+
+@read_api.route("/events/<event_id>")
+@readable
+def event(event_id: str) -> Response:
+    found = _db().get_event(_uuid(event_id, "event_id"))
+    if found is None:
+        raise ResourceNotFound(f"no event {event_id}")
+    return jsonify({"event": found.as_dict()})
+
+
+@read_api.route("/files/<file_id>")
+@readable
+def file_record(file_id: str) -> Response:
+    found = _db().get_file(_uuid(file_id, "file_id"))
+    if found is None:
+        raise ResourceNotFound(f"no file {file_id}")
+    return jsonify({"file": found.as_dict()})
+
+
+@read_api.route("/files/<file_id>/data")
+@readable
+def file_data(file_id: str) -> Response:
+    """The bytes, streamed, as an attachment: a stored HTML file must never run on our origin."""
+    db = _db()
+    file_uuid = _uuid(file_id, "file_id")
+    record = db.get_file(file_uuid)
+    path = db.file_path_for_id(file_uuid) if record is not None else None
+    if path is None:
+        raise ResourceNotFound(f"no file data for {file_id}")
+    return send_file(path, mimetype=record.mime_type, as_attachment=True,
+                     download_name=record.file_name or file_uuid.hex, conditional=True, etag=record.md5)

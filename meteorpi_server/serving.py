@@ -1,0 +1,112 @@
+"""``meteorpi serve``: the import service under gunicorn, started programmatically.
+
+Why gunicorn: pre-forked worker processes use every core for the MD5 and fsync work of uploads,
+``gthread`` workers give each worker ``server.threads`` threads so one slow camera link does not
+hold up the others, and SIGTERM is a graceful stop (requests in flight finish, exit status 0).
+The app is loaded in each worker after the fork (no preload), so every worker opens its own
+database pool. With the embedded database the master attaches to it first and hands the
+workers its URL: the server then outlives worker restarts and stops when the master exits.
+The Flask development server is never used.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from meteorpi_db import Config, DatabaseError, embedded_url, load_config
+
+from .app import create_app
+
+log = logging.getLogger("meteorpi.server")
+# Seconds a worker gets to finish requests in flight after SIGTERM.
+GRACEFUL_TIMEOUT_SECONDS = 30
+
+
+class MeteorGunicorn(BaseApplication):
+    """gunicorn running ``create_app(config)`` in each worker process."""
+
+    def __init__(self, config: Config, options: dict[str, Any]):
+        self.meteor_config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        return create_app(self.meteor_config)
+
+
+def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict[str, Any]:
+    """gunicorn settings from the configuration (and the command line's overrides)."""
+    server = config.server
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": server.threads,
+        "timeout": server.timeout_seconds,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "preload_app": False,
+        "loglevel": config.logging.level.lower(),
+        "errorlog": "-",
+        "accesslog": "-",
+        "proc_name": "meteorpi-serve",
+        # Newer gunicorn opens a control socket at one fixed per-user path: two servers collide.
+        "control_socket_disable": True,
+    }
+
+
+def _context_config() -> Config | None:
+    """The Config the ``meteorpi`` group loaded (``--config``), if it put one on the context."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(object) if ctx is not None else None
+    for candidate in (obj, getattr(obj, "config", None), obj.get("config") if isinstance(obj, dict) else None):
+        if isinstance(candidate, Config):
+            return candidate
+    return None
+
+
+def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; returns normally on a clean stop."""
+    config = copy.deepcopy(config)  # the caller's object keeps its own database.url
+    if config.database.url is None:
+        # Attach here, in the master, and give the workers the URL (see the module docstring).
+        config.database.url = embedded_url(config.data_path)
+    options = gunicorn_options(config, host or config.server.host,
+                               config.server.port if port is None else port,
+                               workers or config.server.workers)
+    log.info("serving meteorpi on %s with %d worker(s)", options["bind"], options["workers"])
+    try:
+        MeteorGunicorn(config, options).run()
+    except SystemExit as e:  # gunicorn ends its master with sys.exit; 0 is a clean stop
+        if e.code not in (0, None):
+            raise
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on [server.host].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on; 0 picks a free one [server.port].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes [server.workers].")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the import service (gunicorn, gthread workers). Stop it with SIGTERM."""
+    try:
+        config = _context_config() or load_config()
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=config.logging.level.upper(),
+                                format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+        run(config, host, port, workers)
+    except DatabaseError as e:
+        raise click.ClickException(str(e)) from e
+
+
+if __name__ == "__main__":  # python -m meteorpi_server.serving, where the meteorpi CLI is absent
+    serve()

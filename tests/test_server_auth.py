@@ -1,0 +1,97 @@
+"""Who may use which route: the full matrix of credentials against every route."""
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import pytest
+import requests
+
+from meteorpi_server import create_app
+
+from .server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER, Api, Records, deliver, serve_in_thread
+
+NO_AUTH = None
+WRONG_PASSWORD = ("importer", "not-the-password")
+UNKNOWN_USER = ("nobody", "importer-pw")
+
+
+@pytest.fixture(scope="module")
+def held(live_server, vectors):
+    """Ids of one imported event (with its status and files), for routes that need them."""
+    records = Records(vectors)
+    status = records.status()
+    event, files = records.event(status, sizes=[32])
+    deliver(Api(live_server.url), event, {status["status"]["status_id"]: status}, files)
+    e = event["event"]
+    return {"camera": records.camera_id, "event": e["event_id"], "file": e["files"][0]["file_id"],
+            "time": e["event_time"], "status": status}
+
+
+def read_routes(held) -> list[str]:
+    return ["/cameras", f"/cameras/{held['camera']}/status?time={held['time']}", "/events", "/files",
+            f"/events/{held['event']}", f"/files/{held['file']}", f"/files/{held['file']}/data"]
+
+
+READ_PATHS = ["cameras", "camera status", "events", "files", "event", "file", "file data"]
+
+
+def call(url: str, route: str, held: dict, auth) -> requests.Response:
+    if route == "import":
+        return requests.post(url + "/import", json=held["status"], auth=auth, timeout=TIMEOUT)
+    if route == "import data":
+        data = b"some bytes"
+        return requests.post(f"{url}/import/data/{'d' * 32}/{hashlib.md5(data).hexdigest()}", auth=auth,
+                             files={"file": ("f", data)}, timeout=TIMEOUT)
+    return requests.get(url + read_routes(held)[READ_PATHS.index(route)], auth=auth, timeout=TIMEOUT)
+
+
+DENIED = [("no credentials", NO_AUTH, 401), ("wrong password", WRONG_PASSWORD, 401),
+          ("unknown user", UNKNOWN_USER, 401), ("user without the role", VIEWER, 403)]
+MATRIX = (
+    [(route, who, auth, code) for route in ["import", "import data"] + READ_PATHS for who, auth, code in DENIED]
+    + [(route, "reader (role user)", READER, 403) for route in ("import", "import data")]
+    + [(route, "importer (role import)", IMPORTER, 200) for route in ["import", "import data"] + READ_PATHS]
+    + [(route, "reader (role user)", READER, 200) for route in READ_PATHS]
+)
+
+
+@pytest.mark.parametrize("route, who, auth, expected", [pytest.param(*m, id=f"{m[0]}-{m[1]}") for m in MATRIX])
+def test_auth_matrix(live_server, held, route, who, auth, expected):
+    """401 (with WWW-Authenticate) for missing or wrong credentials, 403 for a real user
+    without the role, the route's answer for the right role; refusals are JSON."""
+    r = call(live_server.url, route, held, auth)
+    assert r.status_code == expected, r.text
+    if expected == 401:
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+    if expected in (401, 403):
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json()["message"]
+        assert "importer-pw" not in r.text
+
+
+def test_index_is_open_and_names_the_service(live_server):
+    r = requests.get(live_server.url + "/", timeout=TIMEOUT)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["service"] == "meteorpi" and body["version"]
+
+
+def test_public_read_opens_the_read_api_but_not_the_import_api(live_server, held):
+    """server.public_read: anyone may read; importing still needs the import role."""
+    config = copy.deepcopy(live_server.db.config)
+    config.server.public_read = True
+    url, http_server = serve_in_thread(create_app(config=config, db=live_server.db))
+    try:
+        for route in READ_PATHS:
+            assert call(url, route, held, NO_AUTH).status_code == 200, route
+        assert call(url, "import", held, NO_AUTH).status_code == 401
+    finally:
+        http_server.shutdown()
+
+
+@pytest.mark.parametrize("name", ["imp\x00orter", "x" * 5000, "ünïcode", " importer", ""])
+def test_impossible_user_names_are_401_not_a_fault(live_server, name):
+    """User names no account can have (NUL, too long, odd characters) are simply refused."""
+    r = requests.get(live_server.url + "/cameras", auth=(name.encode(), b"importer-pw"), timeout=TIMEOUT)
+    assert r.status_code == 401 and r.json()["state"] == "failed"

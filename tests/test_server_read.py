@@ -1,0 +1,112 @@
+"""The read API shows exactly what was imported; JSONP only with a safe callback."""
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pytest
+import requests
+from werkzeug.http import parse_options_header
+
+from .server_fixtures import READER, TIMEOUT, Api, deliver
+
+
+def import_event(api: Api, records, status: dict, **kwargs) -> tuple[dict, dict]:
+    event, files = records.event(status, **kwargs)
+    exchange = deliver(api, event, {status["status"]["status_id"]: status}, files)
+    assert exchange.answers[-1] == "complete"
+    return event["event"], files
+
+
+def test_imported_event_reads_back_key_for_key(server, api, records):
+    """GET /events/<id>, /files/<id> and a search return the wire form that was sent."""
+    status = records.status()
+    event, _ = import_event(api, records, status)
+    assert api.get(f"/events/{event['event_id']}").json() == {"event": event}
+    assert api.get(f"/files/{event['files'][1]['file_id']}").json() == {"file": event["files"][1]}
+    found = api.get("/events", params={"camera_ids": records.camera_id}).json()
+    assert found == {"count": 1, "events": [event]}
+    files = api.get("/files", params={"camera_ids": records.camera_id}).json()
+    assert files["count"] == 2
+    assert {f["file_id"] for f in files["files"]} == {f["file_id"] for f in event["files"]}
+
+
+def test_cameras_and_their_status_at_a_time(server, api, records):
+    status = records.status(valid_from=1435600800000)
+    import_event(api, records, status, sizes=[8])
+    assert records.camera_id in api.get("/cameras").json()["cameras"]
+    r = api.get(f"/cameras/{records.camera_id}/status", params={"time": 1435600800000 + 5})
+    assert r.json() == {"status": status["status"]}
+    before = api.get(f"/cameras/{records.camera_id}/status", params={"time": 1435600800000 - 1})
+    assert before.status_code == 404 and before.json()["state"] == "failed"
+    bad = api.get(f"/cameras/{records.camera_id}/status", params={"time": "noon"})
+    assert bad.status_code == 400 and bad.json()["message"].startswith("time:")
+
+
+def test_searches_are_paginated(server, api, records):
+    """limit/skip page through the matches; count is the total whatever the page."""
+    status = records.status()
+    sent = [import_event(api, records, status, sizes=[4], time=1435630000000 + i)[0] for i in range(3)]
+    page1 = api.get("/events", params={"camera_ids": records.camera_id, "limit": 2}).json()
+    page2 = api.get("/events", params={"camera_ids": records.camera_id, "limit": 2, "skip": 2}).json()
+    assert page1["count"] == page2["count"] == 3
+    assert [e["event_id"] for e in page1["events"] + page2["events"]] == [e["event_id"] for e in sent]
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"limit": "many"}, "query.limit"),
+    ({"colour": "red"}, "query.colour"),
+    ({"after": "1", "before": "0"}, "query.after"),
+])
+def test_bad_search_parameters_are_400_naming_them(server, api, params, expected):
+    r = api.get("/events", params=params)
+    assert r.status_code == 400 and r.json()["message"].startswith(expected)
+
+
+def test_file_data_streams_identical_bytes_with_type_and_safe_name(server, api, records):
+    """GET /files/<id>/data: the same bytes, the record's MIME type, and its file name in a
+    Content-Disposition that parses back to exactly that name (quotes and all)."""
+    status = records.status()
+    event, files = records.event(status, sizes=[300_000])
+    record = event["event"]["files"][0]
+    record.update(file_name='evil"; filename=x.html; é.png', mime_type="text/html")
+    deliver(api, event, {status["status"]["status_id"]: status}, files)
+    r = api.get(f"/files/{record['file_id']}/data")
+    assert r.status_code == 200
+    assert r.content == files[record["file_id"]]
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    disposition, params = parse_options_header(r.headers["Content-Disposition"])
+    assert disposition == "attachment"
+    assert params["filename"] == record["file_name"]
+
+
+def test_file_data_not_held_is_404_json(server, api):
+    r = api.get(f"/files/{'e' * 32}/data")
+    assert r.status_code == 404 and r.json()["state"] == "failed"
+    assert api.get(f"/events/{'e' * 32}").status_code == 404
+    assert api.get("/events/not-an-id").json()["message"].startswith("event_id:")
+
+
+@pytest.mark.parametrize("callback", ["cb", "jQuery1234_5678", "app.handlers.done", "$x"])
+def test_jsonp_pads_a_safe_callback(server, api, callback):
+    r = api.get("/cameras", params={"callback": callback, "_": "1700000000"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/javascript")
+    assert r.text.startswith(callback + "(") and r.text.rstrip().endswith(");")
+    assert "cameras" in json.loads(r.text[len(callback) + 1:r.text.rstrip().rindex(")")])
+
+
+@pytest.mark.parametrize("callback", [
+    "alert(1)//", "<script>alert(1)</script>", "a;b", "cb\nx", "1abc", "a..b", "x" * 65, "a b", "ünï",
+])
+def test_jsonp_refuses_a_hostile_callback(server, callback):
+    """A callback that is not a plain JavaScript name is refused with 400 JSON, never echoed
+    into a script, even before authentication."""
+    url = server.url + "/cameras?" + urllib.parse.urlencode({"callback": callback})
+    for auth in (READER, None):
+        r = requests.get(url, auth=auth, timeout=TIMEOUT)
+        assert r.status_code == 400
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json()["message"].startswith("callback:")
+        assert callback not in r.text
