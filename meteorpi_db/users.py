@@ -47,6 +47,11 @@ class UserStore:
     @retry_stale
     def get_user(self, user_id: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else None (same cost whether or not they exist)."""
+        try:
+            USER_ID.decode(user_id, "user_id")
+        except ValidationError:  # no account can have this name (a NUL would even upset libpq)
+            check_password_hash(_DUMMY_HASH, password or "")
+            return None
         with self.transaction() as cur:
             cur.execute(SELECT_USER, {"user_id": user_id})
             row = cur.fetchone()

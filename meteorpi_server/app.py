@@ -47,7 +47,7 @@ class MeteorApp:
         self.config = config or (db.config if db is not None else load_config())
         self._db = db
         self._db_lock = threading.Lock()
-        self.auth = Authenticator(lambda: self.db)
+        self.auth = Authenticator(lambda: self.db, self.config.server.auth_cache_seconds)
         # The entity cache of each add_routes call, by url_path (tests reset them).
         self.entity_caches: dict[str, EntityCache] = {}
         self.app.extensions["meteorpi"] = self

@@ -1,14 +1,24 @@
 """HTTP Basic authentication against the database's users, with roles.
 
-Every check goes to the database: ``db.get_user`` computes a password hash even for a user that
-does not exist, so response time tells nobody which user names are real; nothing here caches a
-password. No or wrong credentials answer 401 with ``WWW-Authenticate``; a real user without the
+A check goes to the database: ``db.get_user`` computes a password hash even for a user that
+does not exist, so response time tells nobody which user names are real. A hash costs ~0.1 s of
+CPU by design, which would cap an exporter at a few requests a second, so a *verified* login is
+remembered for ``server.auth_cache_seconds``: keyed by the user and an HMAC of the password under
+a key that never leaves the process (no password is kept), holding only the roles. Wrong
+passwords are never remembered: each costs the full hash. A changed password or role applies
+within that time. No or wrong credentials answer 401 with ``WWW-Authenticate``; a real user without the
 role answers 403; both carry a JSON body. The user is kept on ``flask.g`` for the request, so a
 receiver can record who imported what (``BaseImportReceiver.get_importing_user_id``).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import threading
 from typing import Callable, Iterable
+
+from cachetools import TTLCache
 
 from flask import Response, g
 from flask_httpauth import HTTPBasicAuth
@@ -38,8 +48,11 @@ def current_user() -> User | None:
 class Authenticator:
     """Flask-HTTPAuth wired to ``get_db()``'s users; ``required(roles)`` decorates a view."""
 
-    def __init__(self, get_db: Callable[[], MeteorDatabase]):
+    def __init__(self, get_db: Callable[[], MeteorDatabase], cache_seconds: float = 60.0):
         self._get_db = get_db
+        self._key = os.urandom(32)
+        self._verified: TTLCache | None = TTLCache(maxsize=4096, ttl=cache_seconds) if cache_seconds > 0 else None
+        self._lock = threading.Lock()
         self.http = HTTPBasicAuth(realm=REALM)
         self.http.verify_password(self._verify_password)
         self.http.get_user_roles(self._get_user_roles)
@@ -55,7 +68,19 @@ class Authenticator:
             return None  # no credentials at all: nothing to look up, no name to leak
         if not _could_be_user_id(user_id):
             return None  # no such user can exist (a NUL would even make the driver raise)
-        user = self._get_db().get_user(user_id, password)
+        token = (user_id, hmac.new(self._key, (password or "").encode("utf-8", "surrogatepass"),
+                                   hashlib.sha256).digest())
+        user = None
+        if self._verified is not None:
+            with self._lock:
+                roles = self._verified.get(token)
+            if roles is not None:
+                user = User(user_id=user_id, roles=list(roles))
+        if user is None:
+            user = self._get_db().get_user(user_id, password)
+            if user is not None and self._verified is not None:
+                with self._lock:
+                    self._verified[token] = tuple(user.roles)
         g.meteorpi_user = user
         return user
 

@@ -95,3 +95,27 @@ def test_impossible_user_names_are_401_not_a_fault(live_server, name):
     """User names no account can have (NUL, too long, odd characters) are simply refused."""
     r = requests.get(live_server.url + "/cameras", auth=(name.encode(), b"importer-pw"), timeout=TIMEOUT)
     assert r.status_code == 401 and r.json()["state"] == "failed"
+
+
+def test_verified_login_cache_never_accepts_a_different_password(db):
+    """A remembered login is keyed by the password too: a wrong one is still refused, and a
+    cached right one is accepted without another hash (measured as far below one hash's time)."""
+    import base64
+    import time
+
+    from meteorpi_server import create_app
+
+    db.create_or_update_user("cached", "right", ["user"])
+    client = create_app(db=db).app.test_client()
+
+    def get(password):
+        token = base64.b64encode(f"cached:{password}".encode()).decode()
+        started = time.perf_counter()
+        status = client.get("/cameras", headers={"Authorization": f"Basic {token}"}).status_code
+        return status, time.perf_counter() - started
+
+    first_status, first_time = get("right")
+    assert first_status == 200
+    assert get("wrong")[0] == 401
+    again_status, again_time = get("right")
+    assert again_status == 200 and again_time < first_time

@@ -274,3 +274,8 @@ def test_embedded_server_is_shared_and_stopped_by_its_last_client(tmp_path):
     psycopg2.connect(uri).close()
     second.communicate(b"", timeout=60)
     assert not server._running()
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "", "x" * 200, "bad name"])
+def test_get_user_refuses_impossible_names_without_error(db, name):
+    assert db.get_user(name, "pw") is None
