@@ -106,7 +106,7 @@ def test_verified_login_cache_never_accepts_a_different_password(db):
     from meteorpi_server import create_app
 
     db.create_or_update_user("cached", "right", ["user"])
-    client = create_app(db=db).app.test_client()
+    client = create_app(db=db).test_client()
 
     def get(password):
         token = base64.b64encode(f"cached:{password}".encode()).decode()
