@@ -1,0 +1,121 @@
+"""A camera node replicating one night to the central server over loopback, against rsync.
+
+Ours: ``meteorpi export run --once`` on the node (an event export and a file export), the
+server already running, everything durable when the command exits (the server fsyncs each
+file and PostgreSQL commits with fsync on). Baselines: ``rsync -a --fsync`` (as durable, the
+headline) and plain ``rsync -a`` (informational) of the node's file store into an empty
+directory through an rsync daemon on loopback. rsync moves bytes only; ours also moves and
+checks every record, so the goal allows 20%.
+
+``requests_per_entity`` comes from the same runs: POST /import... lines in the server's access
+log per replicated entity (events plus file records).
+"""
+from __future__ import annotations
+
+import statistics
+
+from .. import ours
+from ..cluster import Site
+from ..harness import Figure, alternate, median_ratio
+from ..night import NightSpec, build_night
+from ..rsync import RsyncDaemon, count_files, ensure_rsync, timed_push
+from . import SEED, Context, log
+
+EXPORTS = (("night-events", "event"), ("night-files", "file"))
+
+
+class OursReplication:
+    """A node with a night whose exports point at ``target``; ``run()`` replicates it anew."""
+
+    def __init__(self, ctx: Context, node: Site, central_db, spec: NightSpec, target: str,
+                 server: ours.ServerProcess):
+        self.ctx, self.node, self.central_db, self.spec, self.server = ctx, node, central_db, spec, server
+        self.node_db = node.open()
+        for name, export_type in EXPORTS:
+            ours.export_add(node, name, target, export_type)
+        self.requests: list[int] = []
+
+    def close(self) -> None:
+        self.node_db.close()
+
+    def run(self, _round: int) -> float:
+        """Reset the archive and the node's export tasks, then time one export run."""
+        ours.reset_central(self.central_db)
+        ours.reset_exports(self.node_db)
+        offset = self.server.log_offset()
+        result = ours.export_once(self.node)
+        self.requests.append(len(self.server.import_requests(offset)))
+        self.check(result)
+        return result.seconds
+
+    def check(self, result: ours.ExportRun) -> None:
+        """Count failed tasks and anything not replicated as errors."""
+        where = f"{self.node.name}"
+        if not result.ok:
+            self.ctx.error(f"{where}: export run exited {result.returncode}: {result.stderr}", result.failed or 1)
+        held = tuple(ours.count_held(self.central_db))
+        if held != (self.spec.events, self.spec.files):
+            self.ctx.error(f"{where}: archive holds {held[0]} events, {held[1]} files; expected "
+                           f"{self.spec.events}, {self.spec.files}")
+        left = ours.task_problems(self.node_db)
+        if left:
+            self.ctx.error(f"{where}: {left} export task(s) not complete", left)
+
+
+def build_node(ctx: Context, name: str, spec: NightSpec, seed: int) -> Site:
+    """A node site with ``spec``'s night registered (outside every timing)."""
+    node = ctx.cluster.site(name)
+    db = node.open()
+    try:
+        log(f"building {name}: {spec.describe()}")
+        build_night(db, spec, seed, ctx.cluster.root / "scratch", camera_id=name)  # a camera per node
+    finally:
+        db.close()
+    return node
+
+
+def rsync_side(daemon: RsyncDaemon, source, url: str, fsync: bool, files: int):
+    """A side for ``alternate``: empty the destination, time the push, check it is complete."""
+    def run(_round: int) -> float:
+        daemon.reset()
+        seconds = timed_push(source, url, fsync)
+        copied = count_files(daemon.dest)
+        if copied != files:
+            raise RuntimeError(f"rsync copied {copied} files, expected {files}")
+        return seconds
+    return run
+
+
+def run(ctx: Context) -> list[Figure]:
+    ensure_rsync()
+    ours.check_available()
+    spec = ctx.sizes.loopback
+    node = build_node(ctx, "node-loopback", spec, SEED)
+    central = ctx.cluster.site("central")
+    central_db = central.open()
+    ours.reset_central(central_db)
+    try:
+        with ours.ServerProcess(central, ctx.cluster.root / "serve-loopback.log") as server, \
+                RsyncDaemon(ctx.cluster.root / "rsyncd-loopback") as daemon:
+            replication = OursReplication(ctx, node, central_db, spec, server.url + "/import", server)
+            try:
+                out = alternate({
+                    "ours": replication.run,
+                    "rsync_fsync": rsync_side(daemon, node.files_dir, daemon.url(), True, spec.files),
+                    "rsync": rsync_side(daemon, node.files_dir, daemon.url(), False, spec.files),
+                }, ctx.pairs)
+            finally:
+                replication.close()
+    finally:
+        central_db.close()
+    data = f"{spec.describe()}, loopback"
+    per_entity = [r / spec.entities for r in replication.requests]
+    return [
+        Figure("replication_vs_rsync_fsync", median_ratio(out["ours"], out["rsync_fsync"]), "<= 1.2", data, "s",
+               ours=out["ours"], baseline=out["rsync_fsync"]),
+        Figure("replication_vs_rsync", median_ratio(out["ours"], out["rsync"]), "<= 3", data, "s",
+               ours=out["ours"], baseline=out["rsync"], note="baseline without --fsync"),
+        Figure("requests_per_entity", statistics.median(per_entity), "<= 0.1", data,
+               ours=[float(r) for r in replication.requests],
+               note=f"{spec.entities} entities (events + file records) per run; v1 needs about 2 per file"),
+    ]

@@ -1,0 +1,276 @@
+"""Our side of the figures, driven only through what users run: ``meteorpi serve`` and
+``meteorpi export add/run`` as subprocesses, each with its site's environment.
+
+Why subprocesses: the figure is what a camera operator sees, Python start-up, imports and
+process boundaries included. The server runs in a session of its own so stopping it (SIGTERM
+to the gunicorn master we started, by pid) takes its workers along.
+
+``timed=True`` starts the same server with ``%(D)s`` (microseconds) in gunicorn's access log,
+through ``bench/serve_timed.py``: ``meteorpi serve`` has no option for the log format, and the
+16-exporter figure needs per-request latencies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+from meteorpi_db import MeteorDatabase
+
+from .cluster import Site
+from .harness import NotAvailable
+from .rsync import free_port
+
+READY_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+EXPORT_TIMEOUT_SECONDS = 3600
+CLI_TIMEOUT_SECONDS = 120
+IMPORT_USER = "bench-importer"
+IMPORT_PASSWORD = "bench-password-not-secret"
+# gunicorn's default access line has the request as "POST /import... HTTP/1.1".
+_REQUEST = re.compile(r'"(GET|POST|PUT|HEAD) (\S+) HTTP/[\d.]+"')
+_TIMED = re.compile(r'^BENCH (\d{3}) (\d+) "(\S+) (\S+)')
+_SUMMARY = re.compile(r"completed (\d+), failed (\d+).*?, (\d+) requests")
+
+
+def meteorpi_command() -> list[str]:
+    """``meteorpi`` next to this interpreter (the venv's), else on PATH."""
+    local = Path(sys.executable).with_name("meteorpi")
+    return [str(local)] if local.exists() else ["meteorpi"]
+
+
+@functools.lru_cache(maxsize=None)
+def _has_command(*words: str) -> bool:
+    try:
+        proc = subprocess.run([*meteorpi_command(), *words, "--help"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def serve_command() -> list[str]:
+    """``meteorpi serve``; ``python -m meteorpi_server.serving`` while serve is not registered."""
+    if _has_command("serve"):
+        return [*meteorpi_command(), "serve"]
+    return [sys.executable, "-m", "meteorpi_server.serving"]
+
+
+def check_available() -> None:
+    """Raise NotAvailable naming what of ours is missing (figures then print ``n/a``)."""
+    try:
+        import meteorpi_server.serving  # noqa: F401
+    except ImportError as e:
+        raise NotAvailable(f"server not importable yet: {e}") from None
+    if not _has_command("export", "run"):
+        raise NotAvailable("`meteorpi export run` does not exist yet")
+
+
+class ServerProcess:
+    """Our server on 127.0.0.1:<free port> for ``site``, logging to ``log_path``."""
+
+    def __init__(self, site: Site, log_path: Path, workers: int | None = None, timed: bool = False):
+        self.site = site
+        self.log_path = log_path
+        self.workers = workers
+        self.timed = timed
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerProcess":
+        self.port = free_port()
+        base = [sys.executable, "-m", "bench.serve_timed"] if self.timed else serve_command()
+        argv = [*base, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.workers:
+            argv += ["--workers", str(self.workers)]
+        env = {**os.environ, **self.site.env(), "METEORPI_LOGGING_LEVEL": "WARNING"}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with status {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if requests.get(self.url + "/", timeout=(1, 5)).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer GET / in {READY_TIMEOUT_SECONDS}s: {self.log_tail()}")
+
+    def __exit__(self, *exc) -> None:
+        """SIGTERM (graceful), then SIGKILL of its process group if it hangs."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what we started
+                self.proc.wait(10)
+        self.proc = None
+
+    def processes(self) -> list[psutil.Process]:
+        """The gunicorn master and its workers."""
+        master = psutil.Process(self.proc.pid)
+        return [master, *master.children(recursive=True)]
+
+    def rss_bytes(self) -> int:
+        """Summed RSS of the master and workers (a worker may be respawning: skip it)."""
+        total = 0
+        for p in self.processes():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " / ".join(text[-lines:])
+
+    def log_offset(self) -> int:
+        """Where the access log ends now: count requests made after this point."""
+        return self.log_path.stat().st_size
+
+    def _import_lines(self, since: int) -> list[tuple[str, float | None]]:
+        """(path, milliseconds or None) of each POST /import... logged after offset ``since``."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        out = []
+        for line in text.splitlines():
+            timed = _TIMED.search(line)
+            if timed:
+                method, path, ms = timed.group(3), timed.group(4), int(timed.group(2)) / 1000.0
+            else:
+                plain = _REQUEST.search(line)
+                if not plain:
+                    continue
+                method, path, ms = plain.group(1), plain.group(2), None
+            if method == "POST" and path.startswith("/import"):
+                out.append((path, ms))
+        return out
+
+    def import_requests(self, since: int = 0) -> list[str]:
+        """Paths of POST /import... requests logged after offset ``since``."""
+        return [path for path, _ in self._import_lines(since)]
+
+    def import_latencies_ms(self, since: int = 0) -> list[float]:
+        """Durations of POST /import... requests (timed servers only), in milliseconds."""
+        return [ms for _, ms in self._import_lines(since) if ms is not None]
+
+
+# -- central ----------------------------------------------------------------------------------
+def reset_central(db: MeteorDatabase) -> None:
+    """Empty the archive and give it back its import user (clear_database removes users)."""
+    db.clear_database()
+    db.create_or_update_user(IMPORT_USER, IMPORT_PASSWORD, ["import"])
+
+
+# -- a camera node's exporter -----------------------------------------------------------------
+def _cli(site: Site, args: list[str], stdin: str | None = None, timeout: float = CLI_TIMEOUT_SECONDS):
+    env = {**os.environ, **site.env()}
+    return subprocess.run([*meteorpi_command(), *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def export_add(site: Site, name: str, target: str, export_type: str) -> None:
+    """``meteorpi export add NAME --target URL --user U --password-stdin --type T`` on the node."""
+    proc = _cli(site, ["export", "add", name, "--target", target, "--user", IMPORT_USER,
+                       "--password-stdin", "--type", export_type], stdin=IMPORT_PASSWORD + "\n")
+    if proc.returncode != 0:
+        raise RuntimeError(f"meteorpi export add {name} failed: {proc.stderr.strip()[-300:]}")
+
+
+def reset_exports(db: MeteorDatabase) -> None:
+    """Delete and re-add every export configuration of the node (same settings, new id), so
+    the next run exports everything again. Through the API: 16 nodes x 2 CLI calls per pair
+    would cost more than the runs themselves."""
+    for config in db.get_export_configurations():
+        db.delete_export_configuration(config.name)
+        db.create_export_configuration(dataclasses.replace(config, config_id=uuid.uuid4()))
+
+
+@dataclass
+class ExportRun:
+    """One ``meteorpi export run --once``: how long, how it ended, what it said."""
+    seconds: float
+    returncode: int
+    completed: int | None
+    failed: int | None
+    requests: int | None
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.failed
+
+
+def start_export(site: Site) -> tuple[subprocess.Popen, float]:
+    """Start ``meteorpi export run --once`` on the node; (process, start time)."""
+    env = {**os.environ, **site.env()}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*meteorpi_command(), "export", "run", "--once"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, t0
+
+
+def finish_export(proc: subprocess.Popen, t0: float) -> ExportRun:
+    """Wait for a started export (bounded) and parse its summary line."""
+    try:
+        _, err = proc.communicate(timeout=EXPORT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    seconds = time.perf_counter() - t0
+    m = _SUMMARY.search(err or "")
+    tail = " / ".join(line.strip() for line in (err or "").strip().splitlines()[-3:])
+    return ExportRun(seconds, proc.returncode, *(int(g) for g in m.groups()) if m else (None, None, None),
+                     stderr=tail[-400:])
+
+
+def export_once(site: Site) -> ExportRun:
+    """Time one ``meteorpi export run --once`` on the node, start to exit."""
+    return finish_export(*start_export(site))
+
+
+def count_held(db: MeteorDatabase) -> tuple[int, int]:
+    """(events, file records) the archive holds: to check a run replicated everything."""
+    with db.transaction() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM file_record)")
+        return cur.fetchone()
+
+
+def task_problems(db: MeteorDatabase) -> int:
+    """Export tasks on the node not complete after a run (failed or confused ones stay pending)."""
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM export_task WHERE state <> 'complete'")
+        return cur.fetchone()[0]
