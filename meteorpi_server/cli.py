@@ -133,5 +133,9 @@ def schema() -> None:
 
 
 # Commands defined in their own modules are registered here.
+from .cli_export import export as _export_group  # noqa: E402  (needs the names above)
+from .demo import demo as _demo_command  # noqa: E402
 from .serving import serve  # noqa: E402
+main.add_command(_export_group)
+main.add_command(_demo_command)
 main.add_command(serve)

@@ -95,3 +95,6 @@ def vectors() -> dict:
     out["bytes"] = {p.name: p.read_bytes() for p in VECTORS.glob("*.bin")}
     return out
 
+
+# -- Exporter tests: their fixtures (node, central, relay) live in tests/export_fixtures.py ----
+pytest_plugins = [*pytest_plugins, "tests.export_fixtures"]

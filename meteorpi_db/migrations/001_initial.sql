@@ -122,6 +122,7 @@ CREATE TABLE export_config (
     search               jsonb NOT NULL,
     enabled              boolean NOT NULL DEFAULT true,
     consecutive_failures integer NOT NULL DEFAULT 0,
+    last_error           text,                      -- why the last task failed (for `export list`)
     high_water_seq       bigint NOT NULL DEFAULT 0  -- entities up to this seq have been marked
 );
 
@@ -131,7 +132,8 @@ CREATE TABLE export_task (
     entity_id   uuid NOT NULL,
     entity_type text NOT NULL CHECK (entity_type IN ('event', 'file')),
     entity_time timestamptz NOT NULL,
-    state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'complete')),
+    -- skipped: not sent because it no longer matches (a stand-alone file that joined an event).
+    state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'complete', 'skipped')),
     due_at      timestamptz NOT NULL DEFAULT now(),
     attempts    integer NOT NULL DEFAULT 0,
     last_error  text,

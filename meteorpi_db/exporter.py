@@ -1,0 +1,243 @@
+"""The exporter: the client half of PROTOCOL.md, driving one export task at a time to its end.
+
+``MeteorExporter(db).handle_next_export()`` takes the oldest due task, sends its entity to the
+configuration's target and answers each reply as the protocol's client rules say: a status the
+server needs, then ``cached_entity``; a file's bytes, streamed from the store after checking
+they still match their MD5, then ``cached_entity``; the full entity again after
+``continue-nocache``. The task ends
+
+* ``complete`` — the target said so; only now is the task marked done, so a process killed at
+  any earlier point leaves it pending and it is simply sent again;
+* ``failed`` — the target refused, could not be reached, erred, or the exchange stopped making
+  progress (the same request answered the same way ``export.max_repeats`` times);
+* ``confused`` — an answer the protocol does not allow at that point.
+
+A failed or confused task counts against its configuration (``record_task_failure``): every due
+task of that configuration is deferred by ``export.defer_on_failure_seconds`` and
+``export.max_failures_before_disable`` failures in a row disable it; a success resets the count.
+Passwords go in the Authorization header only, never into a log line or a message. The
+conversation of one task is export_exchange.py; this module schedules tasks and records outcomes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import requests
+from requests_toolbelt import MultipartEncoderMonitor
+
+from meteorpi_model import now
+
+from .config import ExportConfig
+from .database import MeteorDatabase
+from .errors import StorageUnavailable
+from .export_exchange import ExportState, TaskEnded, TaskExchange
+from .exports import ExportTask
+
+log = logging.getLogger("meteorpi.exporter")
+# Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
+MIN_ROUND_SECONDS = 0.5
+
+
+# ExportTotals' counter of each final state.
+_COUNTERS = {ExportState.COMPLETE: "completed", ExportState.FAILED: "failed", ExportState.CONFUSED: "confused",
+             ExportState.SKIPPED: "skipped"}
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What one task did: for progress displays and the final summary."""
+    task: ExportTask
+    state: ExportState
+    message: str | None
+    requests: int
+    bytes_sent: int
+    seconds: float
+
+
+@dataclass
+class ExportTotals:
+    """Sums over many tasks."""
+    completed: int = 0
+    failed: int = 0
+    confused: int = 0
+    skipped: int = 0
+    bytes_sent: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, report: TaskReport) -> None:
+        """Count one finished task."""
+        counter = _COUNTERS[report.state]
+        setattr(self, counter, getattr(self, counter) + 1)
+        self.bytes_sent += report.bytes_sent
+        self.requests += report.requests
+        if report.state in (ExportState.FAILED, ExportState.CONFUSED):
+            self.failures.append(f"{report.task.entity_type} {report.task.entity_id.hex} "
+                                 f"({report.task.config.name}): {report.message}")
+
+    def merge(self, other: "ExportTotals") -> None:
+        """Add another run's sums (seconds included) to these."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def ok(self) -> bool:
+        """No task failed or was confused."""
+        return not (self.failed or self.confused)
+
+
+class MeteorExporter:
+    """Sends due export tasks to their targets over one keep-alive HTTP session.
+
+    ``on_task(report)`` is called when a task ends and ``on_bytes(n)`` as upload bytes leave,
+    so a caller can show progress; this class itself only logs. ``rate_limit`` (bytes per
+    second) caps upload speed for nodes on thin links. Use as a context manager, or ``close()``.
+    """
+
+    def __init__(self, db: MeteorDatabase, settings: ExportConfig | None = None,
+                 session: requests.Session | None = None,
+                 on_task: Callable[[TaskReport], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None,
+                 rate_limit: float | None = None):
+        self.db = db
+        self.settings = settings or db.config.export
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", "meteorpi-exporter/2")
+        self.on_task, self.on_bytes = on_task, on_bytes
+        self.rate_limit = rate_limit
+        self.last_report: TaskReport | None = None
+
+    def __enter__(self) -> "MeteorExporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session's connections."""
+        self.session.close()
+
+    def mark_all(self) -> int:
+        """Mark new entities of every enabled configuration; returns the tasks added."""
+        added = 0
+        for config in self.db.get_export_configurations():
+            if config.enabled:
+                added += self.db.mark_entities_to_export(config)
+        return added
+
+    def handle_next_export(self, skip_config_ids=()) -> ExportState | None:
+        """Drive the oldest due task to its end and return how it ended (None: nothing due)."""
+        task = self.db.get_next_entity_to_export(skip_config_ids)
+        if task is None:
+            return None
+        started = time.monotonic()
+        entity = self.db.get_event(task.entity_id) if task.entity_type == "event" else self.db.get_file(task.entity_id)
+        exchange = None
+        if entity is None:
+            state, message = ExportState.SKIPPED, f"{task.entity_type} is no longer held on this node"
+            self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
+        else:
+            exchange = TaskExchange(self, task, entity)
+            try:
+                exchange.run()
+                state, message = ExportState.COMPLETE, None
+            except TaskEnded as ended:
+                state, message = ended.state, ended.message
+            except OSError as e:  # reading the file store
+                state, message = ExportState.FAILED, f"cannot read a file of this node: {e}"
+            self._record(task, state, message)
+        report = TaskReport(task, state, message, exchange.requests if exchange else 0,
+                            exchange.bytes_sent if exchange else 0, time.monotonic() - started)
+        self.last_report = report
+        log.debug("%s %s -> %s: %s (%d requests, %d bytes)", task.entity_type, task.entity_id.hex,
+                  task.config.name, state.value, report.requests, report.bytes_sent)
+        if self.on_task:
+            self.on_task(report)
+        return state
+
+    def _record(self, task: ExportTask, state: ExportState, message: str | None) -> None:
+        config = task.config
+        if state == ExportState.COMPLETE:
+            self.db.mark_task_complete(config.config_id, task.entity_id)
+            return
+        count = self.db.record_task_failure(config.config_id, task.entity_id, f"{state.value}: {message}",
+                                            self.settings.defer_on_failure_seconds,
+                                            self.settings.max_failures_before_disable)
+        log.warning("export %s: %s %s %s: %s (failure %d in a row; its tasks wait %gs)", config.name,
+                    task.entity_type, task.entity_id.hex, state.value, message, count.consecutive_failures,
+                    self.settings.defer_on_failure_seconds)
+        if count.disabled:
+            log.error("export %s DISABLED after %d failures in a row; last: %s. Fix the cause, then "
+                      "`meteorpi export enable %s`", config.name, count.consecutive_failures, message,
+                      config.name)
+
+    def export_due(self, stop: threading.Event | None = None) -> ExportTotals:
+        """Send every due task (a configuration that fails is left alone for the rest of this
+        round: its tasks were deferred); returns what was done. ``stop`` ends it between tasks."""
+        totals, failed_configs, started = ExportTotals(), set(), time.monotonic()
+        while not (stop is not None and stop.is_set()):
+            state = self.handle_next_export(list(failed_configs))
+            if state is None:
+                break
+            totals.add(self.last_report)
+            if state in (ExportState.FAILED, ExportState.CONFUSED):
+                failed_configs.add(self.last_report.task.config.config_id)
+        totals.seconds = time.monotonic() - started
+        return totals
+
+    def due_count(self) -> int:
+        """Tasks due now across enabled configurations."""
+        return sum(p.due for p in self.db.get_export_progress() if p.config.enabled)
+
+    def seconds_until_due(self, limit: float) -> float:
+        """Seconds until the next pending task of an enabled configuration is due (at most limit)."""
+        soonest = [p.next_due_at for p in self.db.get_export_progress() if p.config.enabled and p.next_due_at]
+        if not soonest:
+            return limit
+        return max(MIN_ROUND_SECONDS, min(limit, (min(soonest) - now()).total_seconds()))
+
+    def run(self, stop: threading.Event, on_round_start: Callable[[int], None] | None = None,
+            on_round_end: Callable[[ExportTotals], None] | None = None) -> ExportTotals:
+        """Mark and export every ``export.interval_seconds`` (sooner when a deferred task falls
+        due) until ``stop`` is set; the task in progress is finished first. ``on_round_start``
+        gets the number of tasks due after marking. A database outage is logged and retried."""
+        overall = ExportTotals()
+        while not stop.is_set():
+            totals, wait = ExportTotals(), self.settings.interval_seconds
+            try:
+                self.mark_all()
+                if on_round_start:
+                    on_round_start(self.due_count())
+                totals = self.export_due(stop)
+                wait = self.seconds_until_due(self.settings.interval_seconds)
+            except StorageUnavailable as e:
+                log.warning("database unavailable (%s); trying again in %ss", e, wait)
+            overall.merge(totals)
+            if on_round_end:
+                on_round_end(totals)
+            stop.wait(wait)
+        return overall
+
+    def upload_callback(self, file_size: int) -> Callable[[MultipartEncoderMonitor], None]:
+        """Monitor callback: reports file bytes as they leave and applies the rate limit."""
+        state = {"reported": 0, "started": time.monotonic()}
+
+        def callback(monitor: MultipartEncoderMonitor) -> None:
+            done = min(monitor.bytes_read, file_size)
+            if self.on_bytes and done > state["reported"]:
+                self.on_bytes(done - state["reported"])
+            state["reported"] = max(done, state["reported"])
+            if self.rate_limit:
+                ahead = monitor.bytes_read / self.rate_limit - (time.monotonic() - state["started"])
+                if ahead > 0:
+                    time.sleep(min(ahead, 1.0))
+        return callback
+
+
+__all__ = ["ExportState", "ExportTotals", "MeteorExporter", "TaskReport"]

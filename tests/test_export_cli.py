@@ -1,0 +1,109 @@
+"""``meteorpi export``: configuring exports, and running the exporter once or on a schedule."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from meteorpi_server.cli import main
+from tests.export_fixtures import add_export, cli_env, meteorpi, night, start_meteorpi
+from tests.server_fixtures import IMPORTER
+
+SECRET = "correct-horse-battery"
+
+
+def _cli(node, *args, input=None):
+    return CliRunner().invoke(main, list(args), env=cli_env(node), input=input)
+
+
+def test_add_list_enable_disable_delete(node):
+    """The whole life of a configuration, and the password never printed."""
+    result = _cli(node, "export", "add", "central", "--target", "http://archive.example.org/import",
+                  "--user", "importer", "--type", "event", "--camera", "cam-a", "--camera", "cam-b",
+                  "--after", "2015-06-30T00:00:00", "--event-type", "meteorpi:meteor", "--password-stdin",
+                  input=SECRET + "\n")
+    assert result.exit_code == 0, result.output
+    config = node.get_export_configuration("central")
+    assert (config.password, config.search.camera_ids, str(config.search.event_type)) == \
+        (SECRET, ["cam-a", "cam-b"], "meteorpi:meteor")
+    result = _cli(node, "export", "add", "frames", "--target", "http://archive.example.org/import",
+                  "--user", "importer", "--type", "file", input=f"{SECRET}\n{SECRET}\n")  # prompted twice
+    assert result.exit_code == 0, result.output
+    listing = _cli(node, "export", "list")
+    assert listing.exit_code == 0
+    assert "central" in listing.output and "frames" in listing.output and "camera_ids=cam-a,cam-b" in listing.output
+    assert SECRET not in listing.output
+    assert _cli(node, "export", "disable", "central").exit_code == 0
+    assert "disabled" in _cli(node, "export", "list").output
+    assert _cli(node, "export", "enable", "central").exit_code == 0
+    assert node.get_export_configuration("central").enabled
+    assert _cli(node, "export", "delete", "frames").exit_code == 0
+    assert [c.name for c in node.get_export_configurations()] == ["central"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "enable", "nope"], "no export configuration 'nope'"),
+    (["export", "delete", "nope"], "no export configuration 'nope'"),
+    (["export", "add", "x", "--target", "ftp://x/import", "--user", "u", "--type", "event", "--password-stdin"],
+     "target_url"),
+    (["export", "add", "x", "--target", "http://x/import", "--user", "u", "--type", "file",
+      "--event-type", "meteor", "--password-stdin"], "--event-type applies to --type event only"),
+    (["export", "add", "x", "--target", "http://x/import", "--user", "u", "--type", "event",
+      "--after", "yesterday", "--password-stdin"], "not an ISO 8601 time"),
+])
+def test_bad_input_is_one_line_error(node, args, message):
+    result = _cli(node, *args, input="pw\n")
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert SECRET not in result.output
+
+
+def test_adding_a_taken_name_is_refused_unless_replaced(node):
+    add_export(node, "http://x/import", "event", name="central")
+    args = ["export", "add", "central", "--target", "http://y/import", "--user", "u", "--type", "event",
+            "--password-stdin"]
+    refused = _cli(node, *args, input="new-pw\n")
+    assert refused.exit_code == 1 and "Error: an export configuration named 'central' already exists" in refused.output
+    assert _cli(node, *args, "--replace", input="new-pw\n").exit_code == 0
+    assert node.get_export_configuration("central").password == "new-pw"
+
+
+def test_run_once_exports_everything_due_and_exits_zero(node, central, tmp_path):
+    night(node, tmp_path, events=2, standalone=1)
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file")
+    result = meteorpi("export", "run", "--once", env=cli_env(node))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "completed 3, failed 0" in result.stderr and "requests" in result.stderr
+    assert central.check(node).ok
+
+
+def test_run_once_exits_non_zero_with_the_reason_when_a_task_fails(node, tmp_path):
+    from meteorpi_server.demo import free_port
+    night(node, tmp_path, events=1, standalone=0)
+    add_export(node, f"http://127.0.0.1:{free_port()}/import", "event", auth=(IMPORTER[0], SECRET))
+    result = meteorpi("export", "run", "--once", env=cli_env(node))
+    assert result.returncode == 1
+    assert "Error: 1 export(s) failed; first: event" in result.stderr and "connection refused" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_scheduled_run_picks_up_new_entities_and_stops_on_sigterm(node, central, tmp_path):
+    """`export run` keeps marking: what is registered after it started arrives too."""
+    add_export(node, central.import_url, "event")
+    proc = start_meteorpi("export", "run", env=cli_env(node, METEORPI_EXPORT_INTERVAL_SECONDS="1"))
+    try:
+        time.sleep(1.0)
+        registered = night(node, tmp_path, events=2, standalone=0)
+        deadline = time.monotonic() + 30
+        while central.counts()[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert central.counts()[0] == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "export run stopped: completed 2, failed 0" in output
+    assert {e.event_id for e in registered.events} == set(node.get_export_task_states("to-events"))
