@@ -16,7 +16,7 @@ from meteorpi_db import Config, MeteorDatabase
 from meteorpi_server import create_app
 
 from .conftest import database_url
-from .server_fixtures import READER, TIMEOUT, USERS, serve_in_thread
+from .server_fixtures import IMPORTER, READER, TIMEOUT, USERS, serve_in_thread
 
 
 class Relay:
@@ -117,8 +117,9 @@ def assert_unavailable(response: requests.Response) -> None:
     assert int(response.headers["Retry-After"]) > 0
 
 
-def test_database_lost_and_back_answers_503_then_recovers(relayed):
-    """A running server whose database goes away answers 503 with Retry-After; once the
+def test_database_lost_and_back_answers_503_then_recovers(relayed, vectors):
+    """A running server whose database goes away answers 503 with Retry-After (also for an
+    importer whose login is remembered, once the import itself needs the database); once the
     database is reachable again the very next request succeeds, without a restart."""
     relay, url, data_dir = relayed
     config = Config(data_dir=str(data_dir))
@@ -127,9 +128,10 @@ def test_database_lost_and_back_answers_503_then_recovers(relayed):
     base, http_server = serve_in_thread(create_app(db=db))
     try:
         assert requests.get(base + "/cameras", auth=READER, timeout=TIMEOUT).status_code == 200
+        assert requests.get(base + "/cameras", auth=IMPORTER, timeout=TIMEOUT).status_code == 200
         relay.cut()
         assert_unavailable(requests.get(base + "/cameras", auth=READER, timeout=TIMEOUT))
-        assert_unavailable(requests.post(base + "/import", json={"type": "status"}, auth=READER, timeout=TIMEOUT))
+        assert_unavailable(requests.post(base + "/import", json=vectors["status"], auth=IMPORTER, timeout=TIMEOUT))
         relay.restore()
         assert requests.get(base + "/cameras", auth=READER, timeout=TIMEOUT).status_code == 200
     finally:
