@@ -50,6 +50,7 @@ class ExportConfig:
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 120.0
     max_repeats: int = 5            # the same request answered the same way this often: failed
+    fast_path: bool = True          # use protocol version 2 (batches) when the target offers it
 
 
 @dataclass

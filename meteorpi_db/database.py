@@ -4,7 +4,7 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``searches``, ``users``, ``exports``), each with its SQL beside it.
+(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``), each with its SQL beside it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.errors
 
+from .batches import BatchStore
 from .config import Config, load_config
 from .errors import StorageUnavailable
 from .exports import ExportStore
@@ -71,7 +72,7 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class MeteorDatabase(StatusStore, RecordStore, SearchStore, UserStore, ExportStore):
+class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

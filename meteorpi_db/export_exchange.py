@@ -52,20 +52,80 @@ def _confused(message: str) -> TaskEnded:
     return TaskEnded(ExportState.CONFUSED, message)
 
 
-class TaskExchange:
-    """The requests of one task: counts them and the bytes sent, and spots lack of progress."""
+class Conversation:
+    """Requests to one configuration's target: counts them and the bytes sent, turns every
+    HTTP outcome into an answer or a TaskEnded, and spots lack of progress."""
 
-    def __init__(self, exporter: "MeteorExporter", task: ExportTask, entity: Event | FileRecord):
-        self.exporter, self.task, self.entity = exporter, task, entity
-        self.config = task.config
-        self.base = task.config.target_url.rstrip("/")
-        self.auth = (task.config.user_id, task.config.password)
-        self.files = {f.file_id: f for f in (entity.files if isinstance(entity, Event) else [entity])}
+    def __init__(self, exporter: "MeteorExporter", config, max_requests: int):
+        self.exporter, self.config = exporter, config
+        self.base = config.target_url.rstrip("/")
+        self.auth = (config.user_id, config.password)
         self.requests = self.bytes_sent = 0
         self.seen: Counter = Counter()
         self.max_repeats = max(1, exporter.settings.max_repeats)
+        self.max_requests = max_requests
+
+    def _post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
+        """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
+        if self.requests >= self.max_requests:
+            raise _failed(f"no progress after {self.requests} requests")
+        self.requests += 1
+        settings = self.exporter.settings
+        timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
+        where = redact_url(self.base)
+        try:
+            if headers is None:
+                response = self.exporter.session.request(method, url, json=body, auth=self.auth, timeout=timeout)
+            else:
+                response = self.exporter.session.request(method, url, data=body, headers=headers, auth=self.auth,
+                                                         timeout=timeout)
+        except requests.Timeout:
+            raise _failed(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
+                          f"{timeout[1]:g}s to reply") from None
+        except requests.ConnectionError as e:
+            raise _failed(f"cannot reach {where} ({_reason(e)})") from None
+        except requests.RequestException as e:
+            raise _failed(f"request {label} to {where} failed: {type(e).__name__}") from None
+        answer = self._answer(response, label, where)
+        key = (label, json.dumps(answer, sort_keys=True))
+        self.seen[key] += 1
+        if self.seen[key] >= self.max_repeats:
+            raise _failed(f"no progress: {label} was answered {_short(answer)} {self.seen[key]} times")
+        return answer
+
+    def _answer(self, response: requests.Response, label: str, where: str) -> dict:
+        code = response.status_code
+        if code in (401, 403):
+            raise _failed(f"{where} refused the credentials of user {self.config.user_id!r} (HTTP {code}): "
+                          f"check the user, its password and its import role there "
+                          f"(meteorpi export add {self.config.name} ... to set them again)")
+        text = response.text[:MAX_ANSWER_CHARS + 1]
+        try:
+            answer = json.loads(text) if len(text) <= MAX_ANSWER_CHARS else None
+        except ValueError:
+            answer = None
+        if code >= 500:
+            detail = f": {_message(answer)}" if isinstance(answer, dict) and "message" in answer else ""
+            raise _failed(f"{where} answered HTTP {code} to {label}{detail}; will retry later")
+        if isinstance(answer, dict) and answer.get("state") == "failed":
+            return answer
+        if code >= 300:
+            raise _failed(f"{where} answered HTTP {code} to {label}: is {self.config.target_url} "
+                          f"the /import URL of a meteorpi server?")
+        if not isinstance(answer, dict):
+            raise _confused(f"{where} answered {label} with something that is not a JSON object: {text[:80]!r}")
+        return answer
+
+
+class TaskExchange(Conversation):
+    """The version-1 requests of one task."""
+
+    def __init__(self, exporter: "MeteorExporter", task: ExportTask, entity: Event | FileRecord):
+        self.task, self.entity = task, entity
+        self.files = {f.file_id: f for f in (entity.files if isinstance(entity, Event) else [entity])}
+        max_repeats = max(1, exporter.settings.max_repeats)
         # However the server answers, a task ends within this many requests.
-        self.max_requests = self.max_repeats * (3 * len(self.files) + 4)
+        super().__init__(exporter, task.config, max_repeats * (3 * len(self.files) + 4))
 
     def run(self) -> None:
         """Send the entity until the target says complete; raises TaskEnded otherwise."""
@@ -134,57 +194,6 @@ class TaskExchange:
             raise _failed(f"the target refused {label}: {_message(answer)}")
         if state != "continue":
             raise _confused(f"the target answered {_short(answer)} to {label}; only continue or failed may follow")
-
-    def _post(self, url: str, body, label: str, headers: dict | None = None) -> dict:
-        """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
-        if self.requests >= self.max_requests:
-            raise _failed(f"no progress after {self.requests} requests")
-        self.requests += 1
-        settings = self.exporter.settings
-        timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
-        where = redact_url(self.base)
-        try:
-            if headers is None:
-                response = self.exporter.session.post(url, json=body, auth=self.auth, timeout=timeout)
-            else:
-                response = self.exporter.session.post(url, data=body, headers=headers, auth=self.auth,
-                                                      timeout=timeout)
-        except requests.Timeout:
-            raise _failed(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
-                          f"{timeout[1]:g}s to reply") from None
-        except requests.ConnectionError as e:
-            raise _failed(f"cannot reach {where} ({_reason(e)})") from None
-        except requests.RequestException as e:
-            raise _failed(f"request {label} to {where} failed: {type(e).__name__}") from None
-        answer = self._answer(response, label, where)
-        key = (label, json.dumps(answer, sort_keys=True))
-        self.seen[key] += 1
-        if self.seen[key] >= self.max_repeats:
-            raise _failed(f"no progress: {label} was answered {_short(answer)} {self.seen[key]} times")
-        return answer
-
-    def _answer(self, response: requests.Response, label: str, where: str) -> dict:
-        code = response.status_code
-        if code in (401, 403):
-            raise _failed(f"{where} refused the credentials of user {self.config.user_id!r} (HTTP {code}): "
-                          f"check the user, its password and its import role there "
-                          f"(meteorpi export add {self.config.name} ... to set them again)")
-        text = response.text[:MAX_ANSWER_CHARS + 1]
-        try:
-            answer = json.loads(text) if len(text) <= MAX_ANSWER_CHARS else None
-        except ValueError:
-            answer = None
-        if code >= 500:
-            detail = f": {_message(answer)}" if isinstance(answer, dict) and "message" in answer else ""
-            raise _failed(f"{where} answered HTTP {code} to {label}{detail}; will retry later")
-        if isinstance(answer, dict) and answer.get("state") == "failed":
-            return answer
-        if code >= 300:
-            raise _failed(f"{where} answered HTTP {code} to {label}: is {self.config.target_url} "
-                          f"the /import URL of a meteorpi server?")
-        if not isinstance(answer, dict):
-            raise _confused(f"{where} answered {label} with something that is not a JSON object: {text[:80]!r}")
-        return answer
 
 
 

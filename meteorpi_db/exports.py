@@ -112,6 +112,22 @@ UPDATE export_config SET consecutive_failures = consecutive_failures + 1, last_e
 WHERE config_id = %(config_id)s
 RETURNING consecutive_failures, enabled
 """
+# The fast path takes many due tasks of one configuration at once; files that joined an event
+# since they were marked are skipped first (the event carries them).
+SKIP_FILES_IN_EVENTS = """
+UPDATE export_task t SET state = 'skipped', completed_at = now(), last_error = 'part of an event now, which carries it'
+WHERE t.config_id = %(config_id)s AND t.state = 'pending' AND t.entity_type = 'file'
+  AND EXISTS (SELECT 1 FROM event_file ef WHERE ef.file_id = t.entity_id)
+"""
+SELECT_DUE_TASKS = """
+SELECT entity_id, entity_type, entity_time, attempts FROM export_task
+WHERE config_id = %(config_id)s AND state = 'pending' AND due_at <= now()
+ORDER BY entity_time, entity_id LIMIT %(limit)s
+"""
+FINISH_TASKS = """
+UPDATE export_task SET state = 'complete', completed_at = now(), last_error = NULL, attempts = attempts + 1
+WHERE config_id = %(config_id)s AND entity_id = ANY(%(ids)s) AND state = 'pending'
+"""
 SELECT_PROGRESS = """
 SELECT c.config_id, c.consecutive_failures, c.last_error,
        count(t.entity_id) FILTER (WHERE t.state = 'pending'),
@@ -315,6 +331,24 @@ class ExportStore:
                                           "message": f"part of event {in_event.hex} now, which carries it"})
         return ExportTask(config=_config_from_row(config_row), entity_id=entity_id, entity_type=entity_type,
                           entity_time=entity_time.astimezone(_dt.timezone.utc), attempts=attempts)
+
+    @retry_stale
+    def get_due_tasks(self, config: ExportConfiguration, limit: int) -> list[ExportTask]:
+        """Up to ``limit`` due tasks of one configuration, oldest first (the fast path's batch)."""
+        with self.transaction() as cur:
+            cur.execute(SKIP_FILES_IN_EVENTS, {"config_id": config.config_id})
+            cur.execute(SELECT_DUE_TASKS, {"config_id": config.config_id, "limit": limit})
+            return [ExportTask(config=config, entity_id=entity_id, entity_type=entity_type,
+                               entity_time=entity_time.astimezone(_dt.timezone.utc), attempts=attempts)
+                    for entity_id, entity_type, entity_time, attempts in cur.fetchall()]
+
+    @retry_stale
+    def mark_tasks_complete(self, config_id: uuid.UUID | str, entity_ids: list[uuid.UUID]) -> None:
+        """``mark_task_complete`` for many tasks in one transaction."""
+        params = {"config_id": as_uuid(config_id), "ids": list(entity_ids)}
+        with self.transaction() as cur:
+            cur.execute(FINISH_TASKS, params)
+            cur.execute(RESET_FAILURES, params)
 
     @retry_stale
     def defer_export_tasks(self, config_id: uuid.UUID | str, seconds: float) -> int:

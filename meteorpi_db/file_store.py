@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
@@ -27,6 +28,13 @@ from .errors import FileStoreError
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
 STALE_TEMP_SECONDS = 6 * 3600
+
+
+FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
+
+
+class TruncatedUpload(FileStoreError):
+    """The stream ended before the bytes it announced."""
 
 
 class FileTooLarge(FileStoreError):
@@ -100,6 +108,65 @@ class FileStore:
             _unlink(tmp_name)
             raise
 
+    def store_many(self, items: Iterable[tuple[uuid.UUID, str, int]], stream: BinaryIO) -> dict[uuid.UUID, str | None]:
+        """Receive several files sent back to back on one stream; {file_id: None or why not}.
+
+        Each (file_id, md5, size) takes exactly ``size`` bytes. Bytes are hashed as they pass and
+        written to temp names; each file's fsync starts in a thread pool as soon as it is written,
+        so the disk flushes while the next file arrives (group commit), and files are published
+        only after every fsync of the batch returned. A mismatching file is dropped alone; a
+        stream that ends early (``TruncatedUpload``) publishes nothing of the batch.
+        """
+        results: dict[uuid.UUID, str | None] = {}
+        written: list[tuple[str, Path, object]] = []
+        with ThreadPoolExecutor(FSYNC_THREADS) as pool:
+            try:
+                for file_id, md5, size in items:
+                    md5 = md5.lower()
+                    final = self.path(file_id, md5)
+                    if final.is_file():
+                        _drain(stream, size)
+                        results[file_id] = None
+                        continue
+                    tmp_name, digest = self._receive_exactly(file_id, stream, size)
+                    if digest != md5:
+                        _unlink(tmp_name)
+                        results[file_id] = f"file {file_id.hex}: received bytes have MD5 {digest}, expected {md5}"
+                        continue
+                    written.append((tmp_name, final, pool.submit(_fsync_file, tmp_name)))
+                    results[file_id] = None
+                for _, _, done in written:
+                    done.result()
+            except BaseException:
+                for tmp_name, _, _ in written:
+                    _unlink(tmp_name)
+                raise
+        directories = set()
+        for tmp_name, final, _ in written:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            directories.add(final.parent)
+        for directory in directories:
+            _fsync_dir(directory)
+        return results
+
+    def _receive_exactly(self, file_id: uuid.UUID, stream: BinaryIO, size: int) -> tuple[str, str]:
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        try:
+            digest, left = hashlib.md5(), size
+            with os.fdopen(fd, "wb") as out:
+                while left:
+                    chunk = stream.read(min(CHUNK_SIZE, left))
+                    if not chunk:
+                        raise TruncatedUpload(f"file {file_id.hex}: the body ended {left} bytes early")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    left -= len(chunk)
+            return tmp_name, digest.hexdigest()
+        except BaseException:
+            _unlink(tmp_name)
+            raise
+
     def store_file(self, file_id: uuid.UUID, source: str | os.PathLike) -> tuple[int, str]:
         """Copy a local file into the store; returns (size, md5) measured while copying."""
         try:
@@ -166,6 +233,22 @@ def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
     if hasattr(source, "read"):
         return iter(lambda: source.read(CHUNK_SIZE), b"")
     return source
+
+
+def _drain(stream: BinaryIO, size: int) -> None:
+    while size:
+        chunk = stream.read(min(CHUNK_SIZE, size))
+        if not chunk:
+            raise TruncatedUpload(f"the body ended {size} bytes early")
+        size -= len(chunk)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -172,6 +172,13 @@ class RecordStore:
         return found[0] if found else None
 
     @retry_stale
+    def get_entities(self, event_ids: list[uuid.UUID], file_ids: list[uuid.UUID]) -> dict[uuid.UUID, Event | FileRecord]:
+        """Many events and files by id in one transaction (the exporter's fast path)."""
+        with self.transaction() as cur:
+            found = self._load_events(cur, list(event_ids)) + self._load_files(cur, list(file_ids))
+        return {e.event_id if isinstance(e, Event) else e.file_id: e for e in found}
+
+    @retry_stale
     def has_file_id(self, file_id) -> bool:
         """Whether a file record with this id is held."""
         with self.transaction() as cur:

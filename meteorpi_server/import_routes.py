@@ -8,9 +8,7 @@ receiver (the database one writes them to the file store's temp file, hashing as
 """
 from __future__ import annotations
 
-import json
-import math
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -18,7 +16,9 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from meteorpi_model.fields import MD5, UUIDCodec
 
+from .batch_routes import add_batch_routes
 from .entity_cache import EntityCache
+from .bodies import parse_json_object, read_body, read_stream
 from .errors import BadRequest, PayloadTooLarge, json_errors
 from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver, answer, dispatch
 
@@ -82,70 +82,7 @@ def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = Non
                      view_func=json_errors(protect(import_entities)))
     app.add_url_rule(f"{url_path}/data/<file_id>/<md5>", endpoint=name + ".data", methods=["POST"],
                      view_func=json_errors(protect(import_file_data)))
-
-
-# -- JSON bodies ---------------------------------------------------------------------------
-def read_body(limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {limit} bytes")
-    data = bytearray()
-    stream = request.stream
-    while True:
-        chunk = read_stream(stream, min(READ_SIZE, limit + 1 - len(data)))
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"body: more than the limit of {limit} bytes")
-
-
-def read_stream(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes of the body; a broken or stalled connection is the client's 400."""
-    try:
-        return stream.read(size)
-    except OSError as e:  # includes socket.timeout after server.timeout_seconds
-        raise BadRequest(f"body: the connection stalled or broke while the body was read ({e})") from None
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadRequest(f"{key}: appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _refuse_constant(name: str):
-    raise BadRequest(f"body: {name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadRequest(f"body: number {text[:32]} is too large")
-    return value
-
-
-def parse_json_object(data: bytes) -> dict:
-    """Strict JSON (UTF-8, no duplicate keys, no NaN/Infinity) that must be an object."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"body: not UTF-8 (byte {e.start})") from None
-    try:
-        value = json.loads(text, object_pairs_hook=_object_without_duplicates,
-                           parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise BadRequest("body: JSON nested too deeply") from None
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"body: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except ValueError as e:  # e.g. an integer of thousands of digits
-        raise BadRequest(f"body: not valid JSON ({str(e)[:80]})") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"body: expected a JSON object, got {type(value).__name__}")
-    return value
+    add_batch_routes(meteor_app, receiver, url_path, protect)
 
 
 # -- multipart uploads -----------------------------------------------------------------------

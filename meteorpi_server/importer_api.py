@@ -192,6 +192,45 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         self.db.clear_upload_failures(file_id)
         return None
 
+    # -- protocol version 2 (batch_routes.py) ------------------------------------------------
+    def batch_check(self, statuses: list[uuid.UUID], events: list[uuid.UUID], files: list[uuid.UUID],
+                    file_data: list[tuple[uuid.UUID, str]]) -> dict:
+        """Which of these the server lacks; bytes refused after too many failed uploads."""
+        missing_statuses, missing_events, missing_files = self.db.missing_ids(statuses, events, files)
+        missing_data = [fid for fid, md5 in file_data if not self.db.file_store.has(fid, md5)]
+        failures = self.db.upload_failure_counts(missing_data)
+        refused = [{"file_id": fid.hex, "message": f"file {fid.hex} failed MD5 verification {failures[fid]} "
+                                                    "times; check its bytes on the camera node"}
+                   for fid in missing_data if failures.get(fid, 0) >= self.max_failed_uploads]
+        refused_ids = {r["file_id"] for r in refused}
+        return {"statuses": [i.hex for i in missing_statuses], "events": [i.hex for i in missing_events],
+                "files": [i.hex for i in missing_files],
+                "file_data": [i.hex for i in missing_data if i.hex not in refused_ids],
+                "refused_file_data": refused}
+
+    def batch_store_files(self, manifest: list[tuple[uuid.UUID, str, int]], stream) -> dict[uuid.UUID, str | None]:
+        """Receive the manifest's files from one stream; count failed uploads, forget them on success."""
+        earlier = self.db.upload_failure_counts([fid for fid, _, _ in manifest])
+        results = self.db.file_store.store_many(manifest, stream)
+        for file_id, problem in results.items():
+            if problem is not None:
+                count = self.db.record_upload_failure(file_id)
+                results[file_id] = f"{problem} (failed uploads of this file so far: {count})"
+            elif file_id in earlier:
+                self.db.clear_upload_failures(file_id)
+        return results
+
+    def batch_import(self, statuses: list[CameraStatus], entities: list[Event | FileRecord]) -> dict[uuid.UUID, str | None]:
+        """Import a batch in one transaction; {id: None (complete) or why it was refused}."""
+        user_id = self.get_importing_user_id()
+        results = self.db.import_batch(statuses, entities, user_id)
+        for entity in entities:
+            entity_id = _entity_id(entity)
+            if results.get(entity_id) is None:
+                import_log.info("imported %s %s from %s (protocol 2)", _ENTITY_TYPES[type(entity)],
+                                entity_id.hex, user_id)
+        return results
+
     def _import(self, import_request: ImportRequest, parts: list[tuple[str, Any]], store) -> Response:
         """Statuses first, then whether the records fit them, then bytes, then one transaction."""
         statuses: dict[uuid.UUID, CameraStatus] = {}

@@ -1,0 +1,237 @@
+"""The exporter's fast path: a batch of tasks in a handful of requests (protocol version 2).
+
+See meteorpi_server/batch_routes.py for the server half. One batch is:
+
+1. ``POST v2/check`` with every id the batch refers to: which statuses, entities and file bytes
+   the target lacks (entities it holds are complete at once, as in version 1);
+2. ``POST v2/data``, once per ~64 MiB: the missing files back to back after a one-line manifest,
+   read from the store in 1 MiB pieces and hashed as they leave;
+3. ``POST v2/import`` with the missing statuses and entities: one answer per entity.
+
+A file whose bytes on this node no longer match their MD5 is caught while it is sent (the
+server refuses it too, so corrupt bytes are never held) and fails its entity with a log line.
+Transport trouble (unreachable, timeouts, 5xx, refused credentials) fails the batch: its tasks
+stay pending and are deferred like any failed task.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from meteorpi_model import Event, FileRecord
+
+from .export_exchange import Conversation, ExportState, TaskEnded, _confused, _message
+from .exports import ExportTask
+
+log = logging.getLogger("meteorpi.exporter")
+BATCH_TASKS = 200                 # tasks per batch
+UPLOAD_BYTES = 64 * 1024 * 1024   # file bytes per data request
+READ_SIZE = 1024 * 1024
+FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
+
+
+@dataclass
+class BatchOutcome:
+    """How one task of a batch ended, and what it cost."""
+    task: ExportTask
+    state: ExportState
+    message: str | None
+
+
+class FilesBody:
+    """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
+
+    It has a length (so requests sends Content-Length, not chunks) and hashes each file as it
+    is read, so ``mismatched`` lists the files whose bytes no longer match their record.
+    """
+
+    def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None):
+        self.store, self.records = store, records
+        manifest = {"files": [{"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size} for r in records]}
+        self.head = json.dumps(manifest).encode() + b"\n"
+        self.length = len(self.head) + sum(r.file_size for r in records)
+        self.mismatched: list[FileRecord] = []
+        self.on_bytes, self.rate_limit = on_bytes, rate_limit
+        self._parts = self._generate()
+        self._buffer = b""
+        self._started, self._sent = time.monotonic(), 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _generate(self):
+        yield self.head
+        for record in self.records:
+            digest, left = hashlib.md5(), record.file_size
+            with open(self.store.path(record.file_id, record.md5), "rb") as fh:
+                while left:
+                    chunk = fh.read(min(READ_SIZE, left))
+                    if not chunk:  # shorter than recorded: pad so the stream stays framed; the
+                        chunk = b"\0" * min(READ_SIZE, left)  # server's MD5 check refuses it
+                    digest.update(chunk)
+                    left -= len(chunk)
+                    yield chunk
+            if digest.hexdigest() != record.md5:
+                self.mismatched.append(record)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buffer:
+            piece = next(self._parts, None)
+            if piece is None:
+                return b""
+            self._buffer = piece
+        size = len(self._buffer) if size is None or size < 0 else size
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        self._sent += len(out)
+        if self.on_bytes:
+            self.on_bytes(len(out))
+        if self.rate_limit:
+            ahead = self._sent / self.rate_limit - (time.monotonic() - self._started)
+            if ahead > 0:
+                time.sleep(min(ahead, 1.0))
+        return out
+
+
+class BatchExchange(Conversation):
+    """Exports one batch of one configuration's tasks over protocol version 2."""
+
+    def __init__(self, exporter, config, tasks: list[ExportTask], entities: dict):
+        super().__init__(exporter, config, max_requests=4 + 4 * len(tasks) + 10_000)
+        self.tasks, self.entities = tasks, entities
+
+    def run(self) -> list[BatchOutcome]:
+        """Every task's outcome; raises TaskEnded when the batch as a whole could not be sent."""
+        present = [t for t in self.tasks if t.entity_id in self.entities]
+        outcomes = {t.entity_id: BatchOutcome(t, ExportState.SKIPPED, f"{t.entity_type} is no longer held on this node")
+                    for t in self.tasks if t.entity_id not in self.entities}
+        if not present:
+            return list(outcomes.values())
+        files_of = {t.entity_id: _files(self.entities[t.entity_id]) for t in present}
+        all_files = {f.file_id: f for fs in files_of.values() for f in fs}
+        check = self._post(f"{self.base}/v2/check", {
+            "statuses": sorted({s.hex for t in present for s in _status_ids(self.entities[t.entity_id])}),
+            "events": [t.entity_id.hex for t in present if t.entity_type == "event"],
+            "files": [t.entity_id.hex for t in present if t.entity_type == "file"],
+            "file_data": [{"file_id": f.file_id.hex, "md5": f.md5} for f in all_files.values()],
+        }, f"check of {len(present)} entities")
+        missing = {uuid.UUID(i) for key in ("events", "files") for i in _ids(check, key)}
+        missing_data = set(uuid.UUID(i) for i in _ids(check, "file_data"))
+        refused = {uuid.UUID(r["file_id"]): _message(r) for r in check.get("refused_file_data", [])
+                   if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
+        problems: dict[uuid.UUID, str] = {}
+        to_send = []
+        for task in present:
+            if task.entity_id not in missing:
+                outcomes[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
+                continue
+            refusal = next((refused[f.file_id] for f in files_of[task.entity_id] if f.file_id in refused), None)
+            if refusal:
+                outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {refusal}")
+                continue
+            to_send.append(task)
+        uploads = [all_files[i] for i in dict.fromkeys(f.file_id for t in to_send for f in files_of[t.entity_id])
+                   if i in missing_data]
+        problems.update(self._upload(uploads))
+        statuses = sorted({s for i in _ids(check, "statuses") for s in [uuid.UUID(i)]}, key=lambda s: s.hex)
+        importable = []
+        for task in to_send:
+            bad = next((problems[f.file_id] for f in files_of[task.entity_id] if f.file_id in problems), None)
+            if bad:
+                outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad)
+            else:
+                importable.append(task)
+        if importable:
+            outcomes.update(self._import(importable, statuses))
+        return [outcomes[t.entity_id] for t in self.tasks]
+
+    def _upload(self, records: list[FileRecord]) -> dict[uuid.UUID, str]:
+        """Send missing bytes in ~UPLOAD_BYTES requests; {file_id: why it was not stored}."""
+        problems: dict[uuid.UUID, str] = {}
+        store = self.exporter.db.file_store
+        pending = []
+        for record in records:
+            if not store.path(record.file_id, record.md5).is_file():
+                problems[record.file_id] = (f"file {record.file_id.hex}: its bytes are missing from this node's store; "
+                                            "not sent (restore the file or re-register it)")
+                log.error("%s", problems[record.file_id])
+            else:
+                pending.append(record)
+        group: list[FileRecord] = []
+        for record in pending + [None]:
+            if record is not None and (not group or sum(r.file_size for r in group) + record.file_size <= UPLOAD_BYTES):
+                group.append(record)
+                continue
+            if group:
+                problems.update(self._send_files(group))
+            group = [record] if record is not None else []
+        return problems
+
+    def _send_files(self, group: list[FileRecord]) -> dict[uuid.UUID, str]:
+        body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit)
+        answer = self._post(f"{self.base}/v2/data", body, f"upload of {len(group)} files",
+                            headers={"Content-Type": FILES_MEDIA_TYPE})
+        self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
+        problems = {}
+        for record in body.mismatched:
+            problems[record.file_id] = (f"file {record.file_id.hex}: the bytes on this node no longer match their "
+                                        f"MD5 {record.md5}; the target refused them (restore the file or re-register it)")
+            log.error("%s", problems[record.file_id])
+        for item in answer.get("failed", []):
+            if isinstance(item, dict) and isinstance(item.get("file_id"), str):
+                problems.setdefault(uuid.UUID(item["file_id"]), f"the target refused the bytes: {_message(item)}")
+        stored = set(_ids(answer, "stored"))
+        for record in group:
+            if record.file_id.hex not in stored and record.file_id not in problems:
+                raise _confused(f"the target neither stored nor refused file {record.file_id.hex}")
+        return problems
+
+    def _import(self, tasks: list[ExportTask], status_ids: list[uuid.UUID]) -> dict[uuid.UUID, BatchOutcome]:
+        statuses = [self.exporter.db.get_camera_status_by_id(s) for s in status_ids]
+        body = {"statuses": [s.as_dict() for s in statuses if s is not None],
+                "events": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "event"],
+                "files": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "file"]}
+        answer = self._post(f"{self.base}/v2/import", body, f"import of {len(tasks)} entities")
+        results = {}
+        for item in answer.get("results", []):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                results[item["id"].lower()] = item
+        out = {}
+        for task in tasks:
+            item = results.get(task.entity_id.hex)
+            if item is None:
+                out[task.entity_id] = BatchOutcome(task, ExportState.CONFUSED, "the target gave no answer for it")
+            elif item.get("state") == "complete":
+                out[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
+            else:
+                out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {_message(item)}")
+        return out
+
+
+def probe_protocol(conversation: Conversation) -> int:
+    """2 when the target offers the fast path, else 1 (a version-1 server answers 404)."""
+    try:
+        answer = conversation._post(f"{conversation.base}/v2", None, "protocol probe", method="GET")
+    except TaskEnded as ended:
+        if "answered HTTP 4" in ended.message or ended.state == ExportState.CONFUSED:
+            return 1
+        raise
+    return 2 if answer.get("protocol") == 2 else 1
+
+
+def _files(entity: Event | FileRecord) -> list[FileRecord]:
+    return list(entity.files) if isinstance(entity, Event) else [entity]
+
+
+def _status_ids(entity: Event | FileRecord) -> set[uuid.UUID]:
+    return {entity.status_id} | {f.status_id for f in _files(entity)}
+
+
+def _ids(answer: dict, key: str) -> list[str]:
+    values = answer.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise _confused(f"the target's answer has no list of ids under {key!r}")
+    return [v.lower() for v in values]

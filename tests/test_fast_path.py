@@ -1,0 +1,146 @@
+"""Protocol version 2 (the fast path) beside version 1: negotiation, both pairings, bad input.
+
+The exporter's end-to-end cases (faults, corruption, auth, relay...) run over both protocols
+in test_exporter.py; here are what is particular to version 2.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+
+import requests
+
+from meteorpi_server import MeteorApp, add_routes
+from meteorpi_server.importer_api import BaseImportReceiver, MeteorDatabaseImportReceiver
+
+from .export_fixtures import add_export, exporter, night
+from .server_fixtures import IMPORTER, add_users, serve_in_thread
+
+FILES = "application/vnd.meteorpi.files"
+
+
+class VersionOneReceiver(BaseImportReceiver):
+    """The database receiver without the batch methods: a server that speaks version 1 only."""
+
+    def __init__(self, db):
+        self.inner = MeteorDatabaseImportReceiver(db)
+
+    def receive_event(self, r):
+        return self.inner.receive_event(r)
+
+    def receive_file_record(self, r):
+        return self.inner.receive_file_record(r)
+
+    def receive_status(self, r):
+        return self.inner.receive_status(r)
+
+    def receive_file_data(self, file_id, data, md5):
+        return self.inner.receive_file_data(file_id, data, md5)
+
+
+def test_new_exporter_falls_back_to_version_1_on_a_version_1_server(node, make_database, tmp_path):
+    """A server without the fast path answers 404 to the probe; the exporter speaks version 1
+    and the archive still arrives whole."""
+    central = make_database("export_central")
+    add_users(central)
+    meteor_app = MeteorApp(db=central)
+    add_routes(meteor_app, handler=VersionOneReceiver(central), url_path="/old-import")
+    base, server = serve_in_thread(meteor_app.app)
+    try:
+        assert requests.get(f"{base}/old-import/v2", auth=IMPORTER, timeout=10).status_code == 404
+        registered = night(node, tmp_path, events=2, files_per_event=2, standalone=1)
+        add_export(node, f"{base}/old-import", "event")
+        add_export(node, f"{base}/old-import", "file", name="files")
+        with exporter(node) as e:
+            e.mark_all()
+            totals = e.export_due()
+            assert e.protocol_for(node.get_export_configuration("files")) == 1
+        assert totals.ok and totals.completed == 3
+        assert totals.requests >= 2 * len(registered.all_files)  # version 1: about two per missing file
+        for f in registered.all_files:
+            assert central.file_store.verify(f.file_id, f.md5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fast_path_costs_a_few_requests_per_batch(node, central, tmp_path):
+    """Ten events of three files and four files: one check, one upload, one import."""
+    registered = night(node, tmp_path, events=10, files_per_event=3, standalone=4)
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file", name="files")
+    with exporter(node) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert totals.ok and totals.completed == 14
+    assert totals.requests == 6  # two configurations x (check, data, import)
+    assert totals.bytes_sent == registered.total_bytes
+    assert central.check(node).ok
+
+
+def upload(base, manifest_files, payload: bytes, content_type=FILES):
+    body = json.dumps({"files": manifest_files}).encode() + b"\n" + payload
+    return requests.post(f"{base}/import/v2/data", data=body, auth=IMPORTER, timeout=30,
+                         headers={"Content-Type": content_type})
+
+
+def test_batch_upload_stores_good_files_and_refuses_a_bad_one(central):
+    good, bad = os.urandom(5000), os.urandom(3000)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    files = [{"file_id": ids[0].hex, "md5": hashlib.md5(good).hexdigest(), "size": len(good)},
+             {"file_id": ids[1].hex, "md5": "0" * 32, "size": len(bad)}]
+    answer = upload(central.url, files, good + bad)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["stored"] == [ids[0].hex]
+    assert body["failed"][0]["file_id"] == ids[1].hex and "MD5" in body["failed"][0]["message"]
+    assert central.db.file_store.has(ids[0], files[0]["md5"])
+    assert central.db.file_store.find(ids[1]) is None
+    assert central.db.upload_failures(ids[1]) == 1
+    assert not any(central.db.file_store.tmp.iterdir())
+
+
+def test_truncated_batch_upload_publishes_nothing(central):
+    data = os.urandom(4000)
+    file_id = uuid.uuid4()
+    files = [{"file_id": file_id.hex, "md5": hashlib.md5(data).hexdigest(), "size": len(data) + 10}]
+    answer = upload(central.url, files, data)
+    assert answer.status_code == 400 and "ended" in answer.json()["message"]
+    assert central.db.file_store.find(file_id) is None and not any(central.db.file_store.tmp.iterdir())
+
+
+def test_batch_check_and_import_name_bad_fields(central, vectors):
+    def post(path, body):
+        return requests.post(f"{central.url}/import/v2/{path}", json=body, auth=IMPORTER, timeout=10)
+    cases = [
+        ("check", {"events": ["nothex"]}, "events[0]: expected 32 hex digits"),
+        ("check", {"file_data": [{"file_id": uuid.uuid4().hex, "md5": "x"}]}, "file_data[0].md5"),
+        ("import", {"events": [dict(vectors["event"]["event"], event_time="soon")]}, "events[0].event_time"),
+        ("import", {"statuses": {"a": 1}}, "statuses: expected a list"),
+    ]
+    for path, body, message in cases:
+        answer = post(path, body)
+        assert answer.status_code == 400, (path, body)
+        assert answer.json()["message"].startswith(message)
+    assert central.counts() == (0, 0)
+    bad_type = upload(central.url, [], b"", content_type="multipart/form-data")
+    assert bad_type.status_code == 400
+
+
+def test_batch_import_refuses_one_entity_and_keeps_the_rest(central, vectors):
+    """An event contradicting its status is refused alone; the file beside it is stored."""
+    status = vectors["status"]["status"]
+    record = vectors["file"]["file"]
+    requests.post(f"{central.url}/import/v2/data", auth=IMPORTER, timeout=10, headers={"Content-Type": FILES},
+                  data=json.dumps({"files": [{"file_id": record["file_id"], "md5": record["md5"],
+                                              "size": record["file_size"]}]}).encode() + b"\n" + vectors["bytes"]["f2.bin"])
+    late_event = dict(vectors["event"]["event"], event_time=status["valid_from"] - 1)
+    answer = requests.post(f"{central.url}/import/v2/import", auth=IMPORTER, timeout=10,
+                           json={"statuses": [status], "events": [late_event], "files": [record]}).json()
+    states = {r["id"]: r for r in answer["results"]}
+    assert states[record["file_id"]]["state"] == "complete"
+    assert states[late_event["event_id"]]["state"] == "failed"
+    assert "camera status" in states[late_event["event_id"]]["message"]
+    assert central.counts() == (0, 1)
