@@ -75,7 +75,7 @@ def groups() -> list[Group]:
     return [
         Group(("replication_vs_rsync_fsync", "replication_vs_rsync", "requests_per_entity"), replication.run),
         Group(("wan_replication_vs_rsync", "link_calibration_rate_mbit", "link_calibration_rtt_ms"), wan.run),
-        Group(("import_vs_raw_sql",), import_rate.run),
+        Group(("import_vs_raw_sql", "import_v1_vs_raw_sql"), import_rate.run),
         Group(("scaling_16_vs_1", "p50_ms", "p99_ms"), scaling.run),
         Group(("upload_peak_rss_mb_over_idle",), upload_rss.run),
     ]
