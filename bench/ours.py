@@ -5,9 +5,8 @@ Why subprocesses: the figure is what a camera operator sees, Python start-up, im
 process boundaries included. The server runs in a session of its own so stopping it (SIGTERM
 to the gunicorn master we started, by pid) takes its workers along.
 
-``timed=True`` starts the same server with ``%(D)s`` (microseconds) in gunicorn's access log,
-through ``bench/serve_timed.py``: ``meteorpi serve`` has no option for the log format, and the
-16-exporter figure needs per-request latencies.
+``meteorpi serve`` logs each request with its duration in microseconds (serving.ACCESS_LOG_FORMAT):
+the 16-exporter figure reads its latencies from there.
 """
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import dataclasses
 import functools
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,23 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import requests
 
 from meteorpi_db import MeteorDatabase
+from meteorpi_server.demo import ServeProcess
 
 from .cluster import Site
 from .harness import NotAvailable
-from .rsync import free_port
 
 READY_TIMEOUT_SECONDS = 60
-STOP_TIMEOUT_SECONDS = 30
 EXPORT_TIMEOUT_SECONDS = 3600
 CLI_TIMEOUT_SECONDS = 120
 IMPORT_USER = "bench-importer"
 IMPORT_PASSWORD = "bench-password-not-secret"
-# gunicorn's default access line has the request as "POST /import... HTTP/1.1".
-_REQUEST = re.compile(r'"(GET|POST|PUT|HEAD) (\S+) HTTP/[\d.]+"')
-_TIMED = re.compile(r'^BENCH (\d{3}) (\d+) "(\S+) (\S+)')
+# serving.ACCESS_LOG_FORMAT: ... "POST /import/v2/data HTTP/1.1" 200 27 5321us "agent"
+_REQUEST = re.compile(r'"(GET|POST|PUT|HEAD) (\S+) HTTP/[\d.]+" (\d{3}) \S+ (\d+)us')
 _SUMMARY = re.compile(r"completed (\d+), failed (\d+).*?, (\d+) requests")
 
 
@@ -59,13 +54,6 @@ def _has_command(*words: str) -> bool:
     return proc.returncode == 0
 
 
-def serve_command() -> list[str]:
-    """``meteorpi serve``; ``python -m meteorpi_server.serving`` while serve is not registered."""
-    if _has_command("serve"):
-        return [*meteorpi_command(), "serve"]
-    return [sys.executable, "-m", "meteorpi_server.serving"]
-
-
 def check_available() -> None:
     """Raise NotAvailable naming what of ours is missing (figures then print ``n/a``)."""
     try:
@@ -76,63 +64,20 @@ def check_available() -> None:
         raise NotAvailable("`meteorpi export run` does not exist yet")
 
 
-class ServerProcess:
-    """Our server on 127.0.0.1:<free port> for ``site``, logging to ``log_path``."""
+class ServerProcess(ServeProcess):
+    """``meteorpi serve`` for ``site`` (the demo's ServeProcess), as a context manager, plus
+    what the figures read off it: RSS of its processes and its access log."""
 
-    def __init__(self, site: Site, log_path: Path, workers: int | None = None, timed: bool = False):
-        self.site = site
-        self.log_path = log_path
-        self.workers = workers
-        self.timed = timed
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, site: Site, log_path: Path, workers: int | None = None):
+        super().__init__(site.url, site.data_dir, workers=workers or 2, log_path=log_path,
+                         env={"METEORPI_LOGGING_LEVEL": "WARNING"})
 
     def __enter__(self) -> "ServerProcess":
-        self.port = free_port()
-        base = [sys.executable, "-m", "bench.serve_timed"] if self.timed else serve_command()
-        argv = [*base, "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.workers:
-            argv += ["--workers", str(self.workers)]
-        env = {**os.environ, **self.site.env(), "METEORPI_LOGGING_LEVEL": "WARNING"}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.__exit__()
-            raise
+        self.start(READY_TIMEOUT_SECONDS)
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if requests.get(self.url + "/", timeout=(1, 5)).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not answer GET / in {READY_TIMEOUT_SECONDS}s: {self.log_tail()}")
-
     def __exit__(self, *exc) -> None:
-        """SIGTERM (graceful), then SIGKILL of its process group if it hangs."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what we started
-                self.proc.wait(10)
-        self.proc = None
+        self.stop()
 
     def processes(self) -> list[psutil.Process]:
         """The gunicorn master and its workers."""
@@ -149,13 +94,6 @@ class ServerProcess:
                 continue
         return total
 
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " / ".join(text[-lines:])
-
     def log_offset(self) -> int:
         """Where the access log ends now: count requests made after this point."""
         return self.log_path.stat().st_size
@@ -167,14 +105,10 @@ class ServerProcess:
             text = f.read().decode(errors="replace")
         out = []
         for line in text.splitlines():
-            timed = _TIMED.search(line)
-            if timed:
-                method, path, ms = timed.group(3), timed.group(4), int(timed.group(2)) / 1000.0
-            else:
-                plain = _REQUEST.search(line)
-                if not plain:
-                    continue
-                method, path, ms = plain.group(1), plain.group(2), None
+            logged = _REQUEST.search(line)
+            if not logged:
+                continue
+            method, path, ms = logged.group(1), logged.group(2), int(logged.group(4)) / 1000.0
             if method == "POST" and path.startswith("/import"):
                 out.append((path, ms))
         return out
@@ -184,7 +118,7 @@ class ServerProcess:
         return [path for path, _ in self._import_lines(since)]
 
     def import_latencies_ms(self, since: int = 0) -> list[float]:
-        """Durations of POST /import... requests (timed servers only), in milliseconds."""
+        """Durations of POST /import... requests, in milliseconds."""
         return [ms for _, ms in self._import_lines(since) if ms is not None]
 
 

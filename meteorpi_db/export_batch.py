@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from meteorpi_model import Event, FileRecord
@@ -29,7 +31,8 @@ from .exports import ExportTask
 
 log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 200                 # tasks per batch
-UPLOAD_BYTES = 64 * 1024 * 1024   # file bytes per data request
+UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
+UPLOADS_IN_FLIGHT = 2
 READ_SIZE = 1024 * 1024
 FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
 
@@ -102,6 +105,7 @@ class BatchExchange(Conversation):
     def __init__(self, exporter, config, tasks: list[ExportTask], entities: dict):
         super().__init__(exporter, config, max_requests=4 + 4 * len(tasks) + 10_000)
         self.tasks, self.entities = tasks, entities
+        self._lock = threading.Lock()
 
     def run(self) -> list[BatchOutcome]:
         """Every task's outcome; raises TaskEnded when the batch as a whole could not be sent."""
@@ -160,21 +164,25 @@ class BatchExchange(Conversation):
                 log.error("%s", problems[record.file_id])
             else:
                 pending.append(record)
-        group: list[FileRecord] = []
-        for record in pending + [None]:
-            if record is not None and (not group or sum(r.file_size for r in group) + record.file_size <= UPLOAD_BYTES):
-                group.append(record)
-                continue
-            if group:
-                problems.update(self._send_files(group))
-            group = [record] if record is not None else []
+        groups: list[list[FileRecord]] = []
+        for record in pending:
+            if groups and sum(r.file_size for r in groups[-1]) + record.file_size <= UPLOAD_BYTES:
+                groups[-1].append(record)
+            else:
+                groups.append([record])
+        # Two uploads in flight: the server fsyncs one group while the next one streams in,
+        # so neither the link nor the disk waits for the other.
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
+            for result in pool.map(self._send_files, groups):
+                problems.update(result)
         return problems
 
     def _send_files(self, group: list[FileRecord]) -> dict[uuid.UUID, str]:
         body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit)
-        answer = self._post(f"{self.base}/v2/data", body, f"upload of {len(group)} files",
+        answer = self._post(f"{self.base}/v2/data", body, f"upload of {len(group)} files starting {group[0].file_id.hex}",
                             headers={"Content-Type": FILES_MEDIA_TYPE})
-        self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
+        with self._lock:
+            self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
         problems = {}
         for record in body.mismatched:
             problems[record.file_id] = (f"file {record.file_id.hex}: the bytes on this node no longer match their "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -64,12 +65,14 @@ class Conversation:
         self.seen: Counter = Counter()
         self.max_repeats = max(1, exporter.settings.max_repeats)
         self.max_requests = max_requests
+        self._count_lock = threading.Lock()
 
     def _post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
         """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
-        if self.requests >= self.max_requests:
-            raise _failed(f"no progress after {self.requests} requests")
-        self.requests += 1
+        with self._count_lock:  # uploads of a batch may run in two threads
+            if self.requests >= self.max_requests:
+                raise _failed(f"no progress after {self.requests} requests")
+            self.requests += 1
         settings = self.exporter.settings
         timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
         where = redact_url(self.base)
@@ -88,7 +91,8 @@ class Conversation:
             raise _failed(f"request {label} to {where} failed: {type(e).__name__}") from None
         answer = self._answer(response, label, where)
         key = (label, json.dumps(answer, sort_keys=True))
-        self.seen[key] += 1
+        with self._count_lock:
+            self.seen[key] += 1
         if self.seen[key] >= self.max_repeats:
             raise _failed(f"no progress: {label} was answered {_short(answer)} {self.seen[key]} times")
         return answer

@@ -22,6 +22,7 @@ from meteorpi_db import Config, DatabaseError, embedded_url, load_config
 from .app import create_app
 
 log = logging.getLogger("meteorpi.server")
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'
 # Seconds a worker gets to finish requests in flight after SIGTERM.
 GRACEFUL_TIMEOUT_SECONDS = 30
 
@@ -57,6 +58,9 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict
         "loglevel": config.logging.level.lower(),
         "errorlog": "-",
         "accesslog": "-",
+        # gunicorn's usual line plus the time each request took (microseconds), for operators
+        # (and the benchmark's latency percentiles).
+        "access_log_format": ACCESS_LOG_FORMAT,
         "proc_name": "meteorpi-serve",
         # Newer gunicorn opens a control socket at one fixed per-user path: two servers collide.
         "control_socket_disable": True,

@@ -7,7 +7,7 @@ last exits); the baseline is node 0's exporter alone. The ratio says how much th
 from concurrency (>= 1.5 on 2 cores).
 
 The latencies of every import request during the 16-exporter runs are read from the server's
-access log (``bench/serve_timed.py`` adds gunicorn's ``%(D)s``): ``p50_ms`` and ``p99_ms``.
+access log (``meteorpi serve`` logs each request's duration): ``p50_ms`` and ``p99_ms``.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def run(ctx: Context) -> list[Figure]:
     central_db = central.open()
     ours.reset_central(central_db)
     try:
-        with ours.ServerProcess(central, ctx.cluster.root / "serve-scaling.log", timed=True) as server:
+        with ours.ServerProcess(central, ctx.cluster.root / "serve-scaling.log") as server:
             fleet = Fleet(ctx, spec, server, central_db)
             try:
                 log(f"scaling: {SCALING_EXPORTERS} nodes x {spec.describe()}")
