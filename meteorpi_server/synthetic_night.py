@@ -70,9 +70,10 @@ def _register(db: MeteorDatabase, incoming: Path, rng: random.Random, name: str,
 
 def generate_night(db: MeteorDatabase, incoming: Path, camera_id: str = "demo-cam-1", events: int = 20,
                    files_per_event: int = 3, file_size: int = 256 * 1024, standalone: int = 5,
-                   seed: int | None = None, start: _dt.datetime | None = None) -> Night:
+                   seed: int | None = None, start: _dt.datetime | None = None, exact_size: bool = False) -> Night:
     """Register a night of ``camera_id`` on ``db`` (source files are written to ``incoming``
-    and removed once copied into the store); returns what was registered."""
+    and removed once copied into the store); returns what was registered. Sizes vary by up
+    to a quarter around ``file_size`` unless ``exact_size`` (the benchmark counts bytes)."""
     rng = random.Random(seed)
     incoming.mkdir(parents=True, exist_ok=True)
     start = start or (now() - _dt.timedelta(hours=NIGHT_HOURS + 2))
@@ -81,7 +82,7 @@ def generate_night(db: MeteorDatabase, incoming: Path, camera_id: str = "demo-ca
     step = _dt.timedelta(hours=NIGHT_HOURS) / max(1, events + standalone)
 
     def size() -> int:
-        return max(1, int(file_size * rng.uniform(0.75, 1.25)))
+        return file_size if exact_size else max(1, int(file_size * rng.uniform(0.75, 1.25)))
 
     for i in range(events):
         time = start + step * i + _dt.timedelta(milliseconds=rng.randrange(1000))

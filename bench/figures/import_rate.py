@@ -50,7 +50,7 @@ RAW_TABLES = "import_record, event_meta, event, status_region, camera_status"
 def make_events(count: int, seed: int):
     """(status, events): ``count`` metadata-only events of one camera, fixed seed."""
     rng = random.Random(seed)
-    status = camera_status(CAMERA, rng)
+    status = camera_status(CAMERA)
     events = []
     for i in range(count):
         events.append(Event(
