@@ -1,6 +1,8 @@
 """Users and roles. Only password hashes are stored (werkzeug's scrypt), never a password."""
 from __future__ import annotations
 
+import functools
+
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from meteorpi_model import User, ValidationError
@@ -19,9 +21,14 @@ SELECT_USER = "SELECT password_hash, roles FROM app_user WHERE user_id = %(user_
 SELECT_USERS = "SELECT user_id, roles FROM app_user ORDER BY user_id"
 DELETE_USER = "DELETE FROM app_user WHERE user_id = %(user_id)s"
 
-# Checked against when the user does not exist, so a wrong name costs as much as a wrong
-# password and response time tells nobody which user names are real.
-_DUMMY_HASH = generate_password_hash("meteorpi-timing-equaliser")
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """Checked against when the user does not exist, so a wrong name costs as much as a wrong
+    password and response time tells nobody which user names are real. Made on first use: a
+    hash costs ~0.1 s, which every CLI call would otherwise pay at import."""
+    return generate_password_hash("meteorpi-timing-equaliser")
 
 
 class UserStore:
@@ -50,13 +57,13 @@ class UserStore:
         try:
             USER_ID.decode(user_id, "user_id")
         except ValidationError:  # no account can have this name (a NUL would even upset libpq)
-            check_password_hash(_DUMMY_HASH, password or "")
+            check_password_hash(dummy_password_hash(), password or "")
             return None
         with self.transaction() as cur:
             cur.execute(SELECT_USER, {"user_id": user_id})
             row = cur.fetchone()
         if row is None:
-            check_password_hash(_DUMMY_HASH, password or "")
+            check_password_hash(dummy_password_hash(), password or "")
             return None
         if not check_password_hash(row[0], password or ""):
             return None

@@ -5,11 +5,23 @@ API in another Flask application with a receiver of its own (``BaseImportReceive
 ``meteorpi serve`` (serving.py) runs it under gunicorn; ``meteorpi_server.wsgi:app`` is the
 WSGI entry for other servers.
 """
-from .app import MeteorApp, create_app
-from .errors import ApiError, BadRequest, CallbackRefused, PayloadTooLarge, ResourceNotFound
-from .import_routes import add_routes
-from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver
+import importlib
+
+# Imported on first use (PEP 562): `meteorpi export run` and other CLI calls that never serve
+# should not pay for importing Flask and the app (a camera node runs them every few minutes).
+_EXPORTS = {"MeteorApp": "app", "create_app": "app", "ApiError": "errors", "BadRequest": "errors",
+            "CallbackRefused": "errors", "PayloadTooLarge": "errors", "ResourceNotFound": "errors",
+            "add_routes": "import_routes", "BaseImportReceiver": "importer_api",
+            "ImportRequest": "importer_api", "MeteorDatabaseImportReceiver": "importer_api"}
 
 __all__ = ["ApiError", "BadRequest", "BaseImportReceiver", "CallbackRefused", "ImportRequest",
            "MeteorApp", "MeteorDatabaseImportReceiver", "PayloadTooLarge", "ResourceNotFound",
            "add_routes", "create_app"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

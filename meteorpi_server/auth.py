@@ -24,6 +24,7 @@ from flask import Response, g
 from flask_httpauth import HTTPBasicAuth
 
 from meteorpi_db import MeteorDatabase
+from meteorpi_db.users import dummy_password_hash
 from meteorpi_model import User, ValidationError
 from meteorpi_model.admin import USER_ID
 
@@ -53,6 +54,7 @@ class Authenticator:
         self._key = os.urandom(32)
         self._verified: TTLCache | None = TTLCache(maxsize=4096, ttl=cache_seconds) if cache_seconds > 0 else None
         self._lock = threading.Lock()
+        dummy_password_hash()  # made now, so the first unknown user is not slower than the rest
         self.http = HTTPBasicAuth(realm=REALM)
         self.http.verify_password(self._verify_password)
         self.http.get_user_roles(self._get_user_roles)

@@ -132,10 +132,22 @@ def schema() -> None:
     click.echo(json.dumps(wire_schema(), indent=2, sort_keys=True))
 
 
+@main.command("serve")
+@click.option("--host", default=None, help="Address to listen on [server.host].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on; 0 picks a free one [server.port].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes [server.workers].")
+@pass_ctx
+@domain_errors
+def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the import service (gunicorn, gthread workers). Stop it with SIGTERM."""
+    from .serving import run  # gunicorn and Flask load only when serving
+    run(ctx.config, host, port, workers)
+
+
 # Commands defined in their own modules are registered here.
 from .cli_export import export as _export_group  # noqa: E402  (needs the names above)
 from .demo import demo as _demo_command  # noqa: E402
-from .serving import serve  # noqa: E402
 main.add_command(_export_group)
 main.add_command(_demo_command)
-main.add_command(serve)

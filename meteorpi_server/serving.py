@@ -14,10 +14,9 @@ import copy
 import logging
 from typing import Any
 
-import click
 from gunicorn.app.base import BaseApplication
 
-from meteorpi_db import Config, DatabaseError, embedded_url, load_config
+from meteorpi_db import Config, embedded_url
 
 from .app import create_app
 
@@ -67,16 +66,6 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict
     }
 
 
-def _context_config() -> Config | None:
-    """The Config the ``meteorpi`` group loaded (``--config``), if it put one on the context."""
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_object(object) if ctx is not None else None
-    for candidate in (obj, getattr(obj, "config", None), obj.get("config") if isinstance(obj, dict) else None):
-        if isinstance(candidate, Config):
-            return candidate
-    return None
-
-
 def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT; returns normally on a clean stop."""
     config = copy.deepcopy(config)  # the caller's object keeps its own database.url
@@ -92,25 +81,3 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
     except SystemExit as e:  # gunicorn ends its master with sys.exit; 0 is a clean stop
         if e.code not in (0, None):
             raise
-
-
-@click.command()
-@click.option("--host", default=None, help="Address to listen on [server.host].")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port to listen on; 0 picks a free one [server.port].")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Worker processes [server.workers].")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Run the import service (gunicorn, gthread workers). Stop it with SIGTERM."""
-    try:
-        config = _context_config() or load_config()
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=config.logging.level.upper(),
-                                format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-        run(config, host, port, workers)
-    except DatabaseError as e:
-        raise click.ClickException(str(e)) from e
-
-
-if __name__ == "__main__":  # python -m meteorpi_server.serving, where the meteorpi CLI is absent
-    serve()
