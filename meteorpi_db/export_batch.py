@@ -48,8 +48,9 @@ class BatchOutcome:
 class FilesBody:
     """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
 
-    It has a length (so requests sends Content-Length, not chunks) and hashes each file as it
-    is read, so ``mismatched`` lists the files whose bytes no longer match their record.
+    An iterable with a length: requests then sends Content-Length (not chunks) and hands each
+    1 MiB piece to the socket whole. Each file is hashed as it is read, so ``mismatched`` lists
+    the files whose bytes no longer match their record.
     """
 
     def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None):
@@ -59,14 +60,23 @@ class FilesBody:
         self.length = len(self.head) + sum(r.file_size for r in records)
         self.mismatched: list[FileRecord] = []
         self.on_bytes, self.rate_limit = on_bytes, rate_limit
-        self._parts = self._generate()
-        self._buffer = b""
-        self._started, self._sent = time.monotonic(), 0
 
     def __len__(self) -> int:
         return self.length
 
-    def _generate(self):
+    def __iter__(self):
+        started, sent = time.monotonic(), 0
+        for piece in self._pieces():
+            yield piece
+            sent += len(piece)
+            if self.on_bytes:
+                self.on_bytes(len(piece))
+            if self.rate_limit:
+                ahead = sent / self.rate_limit - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(min(ahead, 1.0))
+
+    def _pieces(self):
         yield self.head
         for record in self.records:
             digest, left = hashlib.md5(), record.file_size
@@ -80,23 +90,6 @@ class FilesBody:
                     yield chunk
             if digest.hexdigest() != record.md5:
                 self.mismatched.append(record)
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._buffer:
-            piece = next(self._parts, None)
-            if piece is None:
-                return b""
-            self._buffer = piece
-        size = len(self._buffer) if size is None or size < 0 else size
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
-        self._sent += len(out)
-        if self.on_bytes:
-            self.on_bytes(len(out))
-        if self.rate_limit:
-            ahead = self._sent / self.rate_limit - (time.monotonic() - self._started)
-            if ahead > 0:
-                time.sleep(min(ahead, 1.0))
-        return out
 
 
 class BatchExchange(Conversation):

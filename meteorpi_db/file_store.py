@@ -141,13 +141,14 @@ class FileStore:
                 for tmp_name, _, _ in written:
                     _unlink(tmp_name)
                 raise
-        directories = set()
-        for tmp_name, final, _ in written:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, final)
-            directories.add(final.parent)
-        for directory in directories:
-            _fsync_dir(directory)
+            directories: set[Path] = set()
+            for tmp_name, final, _ in written:
+                directories |= self._make_parents(final)
+                os.replace(tmp_name, final)
+                directories.add(final.parent)
+            # The renames are durable once their directories are: flushed together, not in turn.
+            for done in [pool.submit(_fsync_dir, d) for d in directories]:
+                done.result()
         return results
 
     def _receive_exactly(self, file_id: uuid.UUID, stream: BinaryIO, size: int) -> tuple[str, str]:
@@ -223,10 +224,21 @@ class FileStore:
                 continue
         return removed
 
+    def _make_parents(self, final: Path) -> set[Path]:
+        """Create the fan-out directories of ``final``; the directories whose entries changed
+        (a new directory is durable only once its parent is flushed too)."""
+        changed = set()
+        for directory in (final.parent.parent, final.parent):
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                changed.add(directory.parent)
+        return changed
+
     def _publish(self, tmp_name: str, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        changed = self._make_parents(final)
         os.replace(tmp_name, final)
-        _fsync_dir(final.parent)
+        for directory in changed | {final.parent}:
+            _fsync_dir(directory)
 
 
 def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:

@@ -221,11 +221,12 @@ class RecordStore:
             cur.execute(INSERT_IMPORT, {"entity_id": event.event_id, "entity_type": "event", "user_id": user_id})
         return True
 
-    def _check_importable(self, cur, entity: Event | FileRecord) -> tuple[str | None, dict]:
-        """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot."""
+    def _check_importable(self, cur, entity: Event | FileRecord, statuses: dict | None = None) -> tuple[str | None, dict]:
+        """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot.
+        ``statuses`` (status_id -> validity row) spares the query when a batch loaded them."""
         timed = [entity] + (list(entity.files) if isinstance(entity, Event) else [])
-        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list({t.status_id for t in timed})})
-        statuses = {row[0]: row for row in cur.fetchall()}
+        if statuses is None:
+            statuses = self._status_rows(cur, {t.status_id for t in timed})
         for item in timed:
             what = f"{'event' if isinstance(item, Event) else 'file'} {item.event_id.hex if isinstance(item, Event) else item.file_id.hex}"
             row = statuses.get(item.status_id)
@@ -242,7 +243,12 @@ class RecordStore:
         for f in timed[1:] if isinstance(entity, Event) else timed:
             if not self.file_store.has(f.file_id, f.md5):
                 return f"file {f.file_id.hex}: verified bytes with MD5 {f.md5} are not held", {}
-        return None, {sid: row[4] for sid, row in statuses.items()}
+        return None, {t.status_id: statuses[t.status_id][4] for t in timed}
+
+    def _status_rows(self, cur, status_ids) -> dict:
+        """status_id -> (status_id, camera_id, valid_from, valid_to, long) for those held."""
+        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list(status_ids)})
+        return {row[0]: row for row in cur.fetchall()}
 
     @retry_stale
     def import_problem(self, entity: Event | FileRecord) -> str | None:

@@ -279,3 +279,38 @@ def test_embedded_server_is_shared_and_stopped_by_its_last_client(tmp_path):
 @pytest.mark.parametrize("name", ["a\x00b", "", "x" * 200, "bad name"])
 def test_get_user_refuses_impossible_names_without_error(db, name):
     assert db.get_user(name, "pw") is None
+
+
+def test_overlapping_batch_imports_at_once_store_one_copy(make_database, tmp_path):
+    """Two nodes' batches overlapping in half their events, imported at the same moment in
+    opposite orders: no deadlock, every event held once with its files and order."""
+    import dataclasses
+    db = make_database("meteorpi_test")
+    status = make_status()
+    db.import_camera_status(status)
+    events = []
+    for i in range(20):
+        data = os.urandom(1000)
+        record = FileRecord(camera_id="cam-a", status_id=status.status_id, file_time=T0 + dt.timedelta(seconds=i),
+                            mime_type="image/png", semantic_type="meteorpi:frame", file_size=len(data),
+                            md5=hashlib.md5(data).hexdigest(), meta=[Meta("meteorpi:i", i)])
+        db.file_store.store_stream(record.file_id, record.md5, [data])
+        events.append(Event(camera_id="cam-a", status_id=status.status_id, event_time=record.file_time,
+                            event_type="meteorpi:meteor", files=[record], meta=[Meta("meteorpi:n", "x")]))
+    first, second = events[:15], events[5:][::-1]
+    results, barrier = [], threading.Barrier(2)
+
+    def deliver(batch):
+        barrier.wait()
+        results.append(db.import_batch([], batch, "node"))
+    threads = [threading.Thread(target=deliver, args=(b,)) for b in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and all(problem is None for r in results for problem in r.values())
+    with db.transaction() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM event_file), "
+                    "(SELECT count(*) FROM file_meta), (SELECT count(*) FROM import_record)")
+        assert cur.fetchone() == (20, 20, 20, 40)
+    assert db.get_event(events[7].event_id) == dataclasses.replace(events[7])
