@@ -30,7 +30,7 @@ from .export_exchange import Conversation, ExportState, TaskEnded, _confused, _m
 from .exports import ExportTask
 
 log = logging.getLogger("meteorpi.exporter")
-BATCH_TASKS = 200                 # tasks per batch
+BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
 UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 UPLOADS_IN_FLIGHT = 2
 READ_SIZE = 1024 * 1024

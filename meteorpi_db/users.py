@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import functools
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from meteorpi_model import User, ValidationError
 from meteorpi_model.admin import ROLES, USER_ID
 
@@ -21,6 +19,16 @@ SELECT_USER = "SELECT password_hash, roles FROM app_user WHERE user_id = %(user_
 SELECT_USERS = "SELECT user_id, roles FROM app_user ORDER BY user_id"
 DELETE_USER = "DELETE FROM app_user WHERE user_id = %(user_id)s"
 
+
+
+def check_password_hash(stored: str, password: str) -> bool:
+    from werkzeug.security import check_password_hash as check  # loaded when a password is checked
+    return check(stored, password)
+
+
+def generate_password_hash(password: str) -> str:
+    from werkzeug.security import generate_password_hash as generate
+    return generate(password)
 
 
 @functools.cache

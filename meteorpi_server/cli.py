@@ -53,7 +53,24 @@ def domain_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands imported when used (click's documented lazy-loading pattern): a camera node
+    runs `meteorpi export run` every few minutes and should not import the demo or the server."""
+
+    LAZY = {"export": "meteorpi_server.cli_export:export", "demo": "meteorpi_server.demo:demo"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.LAZY:
+            import importlib
+            module, attribute = self.LAZY[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="METEORPI_CONFIG",
               help="YAML configuration file (see config.yml for every key). Env: METEORPI_CONFIG.")
 @click.version_option(package_name="meteorpi")
@@ -144,10 +161,3 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None)
     """Run the import service (gunicorn, gthread workers). Stop it with SIGTERM."""
     from .serving import run  # gunicorn and Flask load only when serving
     run(ctx.config, host, port, workers)
-
-
-# Commands defined in their own modules are registered here.
-from .cli_export import export as _export_group  # noqa: E402  (needs the names above)
-from .demo import demo as _demo_command  # noqa: E402
-main.add_command(_export_group)
-main.add_command(_demo_command)
