@@ -188,30 +188,43 @@ class MeteorExporter:
             self._protocols[config.target_url] = probe_protocol(Conversation(self, config, max_requests=1))
         return self._protocols[config.target_url]
 
-    def export_batch(self, config) -> list[TaskReport]:
-        """Send up to BATCH_TASKS due tasks of ``config`` over the fast path; their reports."""
+    def export_batch(self, configs) -> list[TaskReport]:
+        """Send up to BATCH_TASKS due tasks over the fast path; their reports.
+
+        ``configs`` share one target and its credentials (an event and a file configuration
+        to the same archive, typically): their tasks travel together, one check, one upload
+        stream and one import for all, and each outcome is recorded under its own configuration.
+        """
+        configs = [configs] if not isinstance(configs, (list, tuple)) else list(configs)
         started = time.monotonic()
-        tasks = self.db.get_due_tasks(config, BATCH_TASKS)
+        tasks: list[ExportTask] = []
+        for config in configs:
+            tasks += self.db.get_due_tasks(config, BATCH_TASKS - len(tasks))
+            if len(tasks) >= BATCH_TASKS:
+                break
         if not tasks:
             return []
         entities = self.db.get_entities([t.entity_id for t in tasks if t.entity_type == "event"],
                                         [t.entity_id for t in tasks if t.entity_type == "file"])
-        exchange = BatchExchange(self, config, tasks, entities)
+        exchange = BatchExchange(self, configs[0], tasks, entities)
         try:
             outcomes = [(o.task, o.state, o.message) for o in exchange.run()]
-        except TaskEnded as ended:  # the batch as a whole: one failure for the configuration
-            self._record(tasks[0], ended.state, ended.message)
-            outcomes = [(tasks[0], ended.state, ended.message)]
-        except OSError as e:
-            self._record(tasks[0], ExportState.FAILED, f"cannot read a file of this node: {e}")
-            outcomes = [(tasks[0], ExportState.FAILED, f"cannot read a file of this node: {e}")]
+        except (TaskEnded, OSError) as e:  # the batch as a whole: one failure per configuration
+            state = e.state if isinstance(e, TaskEnded) else ExportState.FAILED
+            message = e.message if isinstance(e, TaskEnded) else f"cannot read a file of this node: {e}"
+            firsts = list({t.config.config_id: t for t in reversed(tasks)}.values())
+            outcomes = [(task, state, message) for task in firsts]
+            for task in firsts:
+                self._record(task, state, message)
         else:
-            done = [task.entity_id for task, state, _ in outcomes if state == ExportState.COMPLETE]
-            if done:
-                self.db.mark_tasks_complete(config.config_id, done)
+            for config in configs:
+                done = [t.entity_id for t, state, _ in outcomes
+                        if state == ExportState.COMPLETE and t.config.config_id == config.config_id]
+                if done:
+                    self.db.mark_tasks_complete(config.config_id, done)
             for task, state, message in outcomes:
                 if state == ExportState.SKIPPED:
-                    self.db.mark_task_skipped(config.config_id, task.entity_id, message)
+                    self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
                 elif state != ExportState.COMPLETE:
                     self._record(task, state, message)
         seconds = time.monotonic() - started
@@ -227,7 +240,8 @@ class MeteorExporter:
         return reports
 
     def _export_batches(self, skip: set, totals: "ExportTotals", failed_configs: set) -> bool:
-        """One fast-path batch of the first configuration that has one; whether any was sent."""
+        """One fast-path batch for the first target that has one; whether any was sent."""
+        eligible = []
         for config in self.db.get_export_configurations():
             if not config.enabled or config.config_id in skip or config.config_id in failed_configs:
                 continue
@@ -238,14 +252,20 @@ class MeteorExporter:
             if version != 2:
                 skip.add(config.config_id)
                 continue
-            reports = self.export_batch(config)
+            eligible.append(config)
+        while eligible:
+            target = (eligible[0].target_url, eligible[0].user_id, eligible[0].password)
+            group = [c for c in eligible if (c.target_url, c.user_id, c.password) == target]
+            eligible = [c for c in eligible if c not in group]
+            reports = self.export_batch(group)
             if not reports:
-                skip.add(config.config_id)
+                skip.update(c.config_id for c in group)
                 continue
             for report in reports:
                 totals.add(report)
-            if any(r.state in (ExportState.FAILED, ExportState.CONFUSED) for r in reports):
-                failed_configs.add(config.config_id)
+            for report in reports:
+                if report.state in (ExportState.FAILED, ExportState.CONFUSED):
+                    failed_configs.add(report.task.config.config_id)
             return True
         return False
 
