@@ -43,6 +43,10 @@ setup(
             "hypothesis>=6.100,<7",
             # Checks that the vectors satisfy the JSON Schema we derive from the model.
             "jsonschema>=4.20,<5",
+            # Property-based testing of the live HTTP API from its OpenAPI document.
+            "schemathesis>=4.32,<5",
+            # Checks GET /openapi.json is a valid OpenAPI 3.1 document.
+            "openapi-spec-validator>=0.9,<0.10",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

@@ -87,7 +87,7 @@ class ConnectionPool:
                 with conn.cursor() as cur:
                     yield cur
                 conn.commit()
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            except (psycopg2.DatabaseError, psycopg2.InterfaceError) as e:
                 if not _is_connection_error(e, conn):
                     _rollback(conn)
                     raise
@@ -112,6 +112,10 @@ class ConnectionPool:
 def _is_connection_error(e: Exception, conn) -> bool:
     if isinstance(e, psycopg2.InterfaceError) or conn.closed:
         return True
+    # A server killed mid-query (pg_ctl stop -m immediate) surfaces as the bare DatabaseError
+    # "server closed the connection unexpectedly"; its subclasses (IntegrityError, ...) are not.
+    if not isinstance(e, psycopg2.OperationalError) and type(e) is not psycopg2.DatabaseError:
+        return False
     # Errors with a SQLSTATE are the server speaking (e.g. serialization failure): not lost.
     return getattr(e, "pgcode", None) is None or e.pgcode.startswith(("08", "57P"))
 

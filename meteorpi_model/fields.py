@@ -64,6 +64,12 @@ class Str(Codec):
             raise ValidationError(path, f"longer than {self.max_length} characters")
         if "\x00" in value:
             raise ValidationError(path, "contains a NUL character")
+        if not value.isascii():
+            try:  # JSON's "\ud800" escape gives a lone surrogate: no UTF-8, no PostgreSQL text
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValidationError(path, f"contains a lone surrogate (\\u{ord(value[e.start]):04x}) at "
+                                            f"character {e.start}: not valid Unicode") from None
         if self.pattern and not self.pattern.match(value):
             raise ValidationError(path, f"{_short(value)} does not match {self.pattern.pattern}")
         return value

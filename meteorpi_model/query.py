@@ -30,11 +30,13 @@ _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 MAX_JSON_CHARS = 100_000
 
 
-def _structured(codec: Codec) -> bool:
-    return isinstance(codec, Nested) or isinstance(codec, ListOf) and not _plain_list(codec)
+def is_structured(codec: Codec) -> bool:
+    """A parameter sent as JSON (nested entities, lists of them): the OpenAPI document says so too."""
+    return isinstance(codec, Nested) or isinstance(codec, ListOf) and not is_plain_list(codec)
 
 
-def _plain_list(codec: Codec) -> bool:
+def is_plain_list(codec: Codec) -> bool:
+    """A list of scalars: repeated or comma-separated parameters."""
     return isinstance(codec, ListOf) and not isinstance(codec.item, (Nested, ListOf))
 
 
@@ -67,13 +69,13 @@ def _parse(codec: Codec, text: str) -> Any:
         if text.lower() not in _BOOLEANS:
             raise ValueError(f"expected true, false, 1 or 0, got {text[:40]!r}")
         return _BOOLEANS[text.lower()]
-    if _structured(codec):
+    if is_structured(codec):
         return _parse_json(text)
     return text
 
 
 def _wire_value(codec: Codec, texts: list[str]) -> Any:
-    if _plain_list(codec):
+    if is_plain_list(codec):
         return [_parse(codec.item, piece) for text in texts if text for piece in text.split(",")]
     if len(texts) != 1:
         raise ValueError(f"given {len(texts)} times; give it once")
@@ -116,12 +118,12 @@ def search_from_query(cls: type[EventSearch] | type[FileRecordSearch],
 
 
 def _text(codec: Codec, wire: Any, name: str) -> str:
-    if _plain_list(codec):
+    if is_plain_list(codec):
         items = [_text(codec.item, item, name) for item in wire]
         if any("," in item or not item for item in items):
             raise ValidationError(name, "a list item that is empty or holds ',' cannot go in a query")
         return ",".join(items)
-    if _structured(codec):
+    if is_structured(codec):
         return json.dumps(wire, separators=(",", ":"), allow_nan=False)
     if isinstance(wire, bool):
         return "true" if wire else "false"

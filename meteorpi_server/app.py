@@ -22,6 +22,7 @@ from .entity_cache import EntityCache
 from .errors import CallbackRefused, error_response
 from .import_routes import add_routes
 from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify
+from .openapi import openapi_json
 from .read_routes import read_api
 
 SERVICE_NAME = "meteorpi"
@@ -70,11 +71,13 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     """The import service: import API at ``/import``, read API, index, JSON errors throughout."""
     meteor_app = MeteorApp(db=db, config=config)
     app = meteor_app.app
+    app.url_map.merge_slashes = False  # "//" is a 404 JSON answer, never an HTML redirect
     app.before_request(_refuse_unsafe_callback)
     app.before_request(functools.partial(_bound_socket_waits, meteor_app.config.server.timeout_seconds))
     app.after_request(_no_sniffing)
     app.register_error_handler(Exception, error_response)
     app.add_url_rule("/", endpoint="index", view_func=_index)
+    app.add_url_rule("/openapi.json", endpoint="openapi", view_func=openapi_json)
     add_routes(meteor_app)
     app.register_blueprint(read_api)
     return app

@@ -274,6 +274,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         if held is None:
             return None
         other_md5 = held.name.rsplit("_", 1)[-1]
+        if other_md5 == record.md5.lower():
+            return None  # the right bytes, published by a concurrent upload since we looked
         if self.db.has_file_id(record.file_id):
             return (f"{path}.md5: file {record.file_id.hex} is held with MD5 {other_md5}, "
                     f"this record says {record.md5}")

@@ -1,0 +1,307 @@
+"""The OpenAPI 3.1 document of the HTTP API (``GET /openapi.json``), derived, never hand-written.
+
+Nothing here restates a field of an entity or a search:
+
+* request bodies of ``/import`` are a ``oneOf`` of the four body kinds of PROTOCOL.md, each
+  pointing into ``components.schemas``, which *is* ``meteorpi_model.wire_schema()``'s ``$defs``
+  (the JSON Schema derived from every codec's declared bounds);
+* the read API's query parameters are ``fields(EventSearch)`` / ``fields(FileRecordSearch)``,
+  one parameter per field, shaped by the same rules ``meteorpi_model.query`` parses them with
+  (plain lists repeat the parameter, structured values are JSON);
+* path parameters carry the schema of the codec the route decodes them with.
+
+What is written here is only what the model cannot know: the routes, the protocol's answer
+states, and which status codes each route may give. A bound changed in a codec shows up in the
+document at once (tests/reliability/test_openapi.py proves it by changing one).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Response, current_app
+
+from meteorpi_model import WIRE_ENTITIES, EventSearch, FileRecordSearch, fields, wire_schema
+from meteorpi_model.entities import CAMERA_ID
+from meteorpi_model.fields import MD5, Codec, Instant, UUIDCodec
+from meteorpi_model.query import is_plain_list, is_structured
+
+from .batch_routes import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, PROTOCOL_VERSION
+from .importer_api import BODY_TYPES
+from .jsonp import MAX_CALLBACK_LENGTH, jsonify
+
+OPENAPI_VERSION = "3.1.0"
+SCHEMAS = "#/components/schemas/"
+# JSONP callback names (jsonp.py's rule, spelled with ASCII classes so generators stay ASCII).
+CALLBACK_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$"
+BASIC = "basicAuth"
+
+# The protocol's answers (PROTOCOL.md, "Requests"): state -> the id field it carries, if any.
+ANSWER_STATES = {"complete": None, "need_status": "status_id", "need_file_data": "file_id",
+                 "continue": None, "continue-nocache": None}
+
+
+def _rewrite_refs(node: Any) -> Any:
+    """``#/$defs/X`` (JSON Schema) -> ``#/components/schemas/X`` (OpenAPI), everywhere."""
+    if isinstance(node, dict):
+        return {k: (SCHEMAS + v[len("#/$defs/"):] if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/")
+                    else _rewrite_refs(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": SCHEMAS + name}
+
+
+def _object(properties: dict, required: list[str] | None = None, description: str | None = None) -> dict:
+    out = {"type": "object", "properties": properties, "required": required or list(properties)}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _codec_schema(codec: Codec) -> dict:
+    """A codec's JSON Schema with its nested entities referenced from components."""
+    return _rewrite_refs(codec.schema({}))
+
+
+def _body_schemas() -> dict:
+    """One schema per body kind of ``POST /import`` (names ``<Kind>Body``)."""
+    out = {}
+    for kind in BODY_TYPES:
+        if kind == "cached_entity":
+            props = {"type": {"const": kind}, "cached_entity_id": _codec_schema(UUIDCodec())}
+            description = "the entity sent before, by id only"
+        else:
+            props = {"type": {"const": kind}, kind: _ref(WIRE_ENTITIES[kind].__name__)}
+            description = f"a full {kind}"
+        out[_body_name(kind)] = _object(props, description=description)
+    return out
+
+
+def _body_name(kind: str) -> str:
+    return "".join(part.capitalize() for part in kind.split("_")) + "Body"
+
+
+def _answer_schemas() -> dict:
+    uuid_schema = _codec_schema(UUIDCodec())
+    answers = {}
+    for state, id_field in ANSWER_STATES.items():
+        props = {"state": {"const": state}}
+        if id_field:
+            props[id_field] = uuid_schema
+        answers[_answer_name(state)] = _object(props)
+    answers["Failed"] = _object({"state": {"const": "failed"}, "message": {"type": "string"}},
+                                description="every refusal and error: the message names the field and the problem")
+    answers["ImportAnswer"] = {"oneOf": [_ref(_answer_name(s)) for s in ANSWER_STATES] + [_ref("Failed")]}
+    answers["DataAnswer"] = {"oneOf": [_ref(_answer_name("continue")), _ref("Failed")]}
+    return answers
+
+
+def _answer_name(state: str) -> str:
+    return "".join(part.capitalize() for part in state.replace("-", "_").split("_")) + "Answer"
+
+
+def search_parameters(cls: type) -> list[dict]:
+    """The query parameters of a search class: one per declared field (meteorpi_model.query)."""
+    params = []
+    for f in fields(cls):
+        param: dict[str, Any] = {"name": f.name, "in": "query", "required": False}
+        if f.doc:
+            param["description"] = f.doc
+        if is_structured(f.codec):
+            param["content"] = {"application/json": {"schema": _codec_schema(f.codec)}}
+        else:
+            param["schema"] = _codec_schema(f.codec)
+            if is_plain_list(f.codec):
+                param.update(style="form", explode=True)
+        params.append(param)
+    return params
+
+
+def _path_param(name: str, codec: Codec, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": _codec_schema(codec)}
+
+
+CALLBACK_PARAMETER = {"name": "callback", "in": "query", "required": False,
+                      "description": "JSONP: pad the answer as a call of this JavaScript name",
+                      "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CALLBACK_LENGTH,
+                                 "pattern": CALLBACK_PATTERN}}
+
+
+def _json(schema: dict, description: str, jsonp: bool = False) -> dict:
+    content = {"application/json": {"schema": schema}}
+    if jsonp:
+        content["application/javascript"] = {"schema": {"type": "string"}}
+    return {"description": description, "content": content}
+
+
+def _failures(*codes: int, jsonp: bool = False) -> dict:
+    what = {400: "bad input: the message names the field", 401: "no or wrong credentials",
+            403: "the user lacks the role", 404: "not held here", 413: "body or upload over the limit",
+            503: "the database is unreachable: retry after Retry-After seconds"}
+    out = {}
+    for code in codes:
+        if code == 414:  # gunicorn's own refusal, before the app: not JSON
+            out["414"] = {"description": "request line over 4094 bytes (refused by gunicorn, in HTML)",
+                          "content": {"text/html": {"schema": {"type": "string"}}}}
+            continue
+        response = _json(_ref("Failed"), what[code], jsonp)
+        if code == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        if code == 503:
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
+        out[str(code)] = response
+    return out
+
+
+def _import_paths(base: str, security: list) -> dict:
+    body_ref = {"oneOf": [_ref(_body_name(kind)) for kind in BODY_TYPES]}
+    upload = _object({"file": {"type": "string", "format": "binary",
+                               "contentMediaType": "application/octet-stream"}})
+    return {
+        base: {"post": {
+            "operationId": "import" + base.replace("/", "_"),
+            "summary": "Deliver an entity (PROTOCOL.md version 1)",
+            "security": security,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body_ref}}},
+            "responses": {"200": _json(_ref("ImportAnswer"), "what the exporter should do next"),
+                          **_failures(400, 401, 403, 413, 414, 503)}}},
+        base + "/data/{file_id}/{md5}": {"post": {
+            "operationId": "import_data" + base.replace("/", "_"),
+            "summary": "Upload the bytes of a file the server asked for",
+            "security": security,
+            "parameters": [_path_param("file_id", UUIDCodec(), "the file's id"),
+                           _path_param("md5", MD5(), "MD5 of the bytes, as the exporter computed it")],
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload}}},
+            "responses": {"200": _json(_ref("DataAnswer"), "continue: stored and verified (or already held)"),
+                          **_failures(400, 401, 403, 413, 414, 503)}}},
+    }
+
+
+def _ids(max_items: int = MAX_ENTITIES) -> dict:
+    return {"type": "array", "items": _codec_schema(UUIDCodec()), "maxItems": max_items}
+
+
+def _batch_paths(base: str, security: list) -> dict:
+    """Protocol version 2 (batch_routes.py): the same entities, many per request."""
+    v2, suffix = base.rstrip("/") + "/v2", base.replace("/", "_")
+    file_data = {"type": "array", "maxItems": MAX_FILES_PER_UPLOAD,
+                 "items": _object({"file_id": _codec_schema(UUIDCodec()), "md5": _codec_schema(MD5())})}
+    refusal = {"type": "array", "items": _object({"file_id": _codec_schema(UUIDCodec()), "message": {"type": "string"}})}
+    check = _object({"statuses": _ids(), "events": _ids(), "files": _ids(), "file_data": file_data}, required=[])
+    lacking = _object({"statuses": _ids(), "events": _ids(), "files": _ids(),
+                       "file_data": _ids(MAX_FILES_PER_UPLOAD), "refused_file_data": refusal})
+    batch = _object({kind + ("es" if kind == "status" else "s"): {"type": "array", "maxItems": MAX_ENTITIES,
+                                                                  "items": _ref(cls.__name__)}
+                     for kind, cls in WIRE_ENTITIES.items()}, required=[])
+    result = {"oneOf": [_object({"id": _codec_schema(UUIDCodec()), "state": {"const": "complete"}}),
+                        _object({"id": _codec_schema(UUIDCodec()), "state": {"const": "failed"},
+                                 "message": {"type": "string"}})]}
+
+    def post(operation: str, summary: str, content: dict, ok: dict) -> dict:
+        return {"post": {"operationId": f"{operation}{suffix}", "summary": summary, "security": security,
+                         "requestBody": {"required": True, "content": content},
+                         "responses": {"200": _json(ok, "done"), **_failures(400, 401, 403, 404, 413, 414, 503)}}}
+    return {
+        v2: {"get": {"operationId": f"v2_capabilities{suffix}", "summary": "Whether and how the fast path is offered",
+                     "security": security, "responses": {
+                         "200": _json(_object({"protocol": {"const": PROTOCOL_VERSION},
+                                               "max_entities": {"type": "integer"},
+                                               "max_upload_bytes": {"type": "integer"},
+                                               "max_body_bytes": {"type": "integer"}}), "the limits of a batch"),
+                         **_failures(401, 403, 404, 503)}}},
+        v2 + "/check": post("v2_check", "Which of these ids the server lacks",
+                            {"application/json": {"schema": check}}, lacking),
+        v2 + "/data": post("v2_data", "Bytes of many files: a JSON manifest line, then the bytes back to back",
+                           {FILES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                           _object({"stored": _ids(MAX_FILES_PER_UPLOAD), "failed": refusal})),
+        v2 + "/import": post("v2_import", "Import many statuses, events and files in one transaction",
+                             {"application/json": {"schema": batch}}, _object({"results": {"type": "array",
+                                                                                          "items": result}})),
+    }
+
+
+def _get(operation_id: str, summary: str, ok: dict, security: list, parameters: list | None = None,
+         not_found: bool = False, jsonp: bool = True) -> dict:
+    codes = (400, 401, 403, 404, 414, 503) if not_found else (400, 401, 403, 414, 503)
+    op = {"operationId": operation_id, "summary": summary, "security": security,
+          "parameters": (parameters or []) + ([CALLBACK_PARAMETER] if jsonp else []),
+          "responses": {"200": ok if not jsonp else _json(ok["content"]["application/json"]["schema"],
+                                                          ok["description"], jsonp=True),
+                        **_failures(*codes, jsonp=jsonp)}}
+    return {"get": op}
+
+
+def _read_paths(security: list) -> dict:
+    event_id = _path_param("event_id", UUIDCodec(), "the event's id")
+    file_id = _path_param("file_id", UUIDCodec(), "the file's id")
+    time = {"name": "time", "in": "query", "required": False, "description": "the status in force at this "
+            "instant (default: now)", "schema": _codec_schema(Instant())}
+    return {
+        "/cameras": _get("cameras", "Every camera with a status", _json(
+            _object({"cameras": {"type": "array", "items": _codec_schema(CAMERA_ID)}}), "camera ids"), security),
+        "/cameras/{camera_id}/status": _get("camera_status", "A camera's status at a time", _json(
+            _object({"status": _ref("CameraStatus")}), "the status"), security,
+            [_path_param("camera_id", CAMERA_ID, "the camera"), time], not_found=True),
+        "/events": _get("events", "Search events", _json(
+            _object({"count": {"type": "integer", "minimum": 0},
+                     "events": {"type": "array", "items": _ref("Event")}}), "matching events, a page"),
+            security, search_parameters(EventSearch)),
+        "/files": _get("files", "Search files", _json(
+            _object({"count": {"type": "integer", "minimum": 0},
+                     "files": {"type": "array", "items": _ref("FileRecord")}}), "matching files, a page"),
+            security, search_parameters(FileRecordSearch)),
+        "/events/{event_id}": _get("event", "One event", _json(_object({"event": _ref("Event")}), "the event"),
+                                   security, [event_id], not_found=True),
+        "/files/{file_id}": _get("file", "One file record", _json(_object({"file": _ref("FileRecord")}),
+                                                                  "the file record"),
+                                 security, [file_id], not_found=True),
+        "/files/{file_id}/data": _get("file_data", "The file's bytes, as an attachment", {
+            "description": "the bytes, with the record's MIME type", "content": {"*/*": {"schema": {}}}},
+            security, [file_id], not_found=True, jsonp=False),
+    }
+
+
+def openapi_document(import_paths: list[str] | None = None, public_read: bool = False,
+                     version: str = "unknown") -> dict:
+    """The whole document: import routes under each of ``import_paths``, the read API, the index."""
+    components = _rewrite_refs(copy.deepcopy(wire_schema()["$defs"]))
+    components.update(_body_schemas())
+    components.update(_answer_schemas())
+    basic = [{BASIC: []}]
+    read_security = [{BASIC: []}, {}] if public_read else basic
+    paths: dict = {
+        "/": {"get": {"operationId": "index", "summary": "Name and version of the service", "security": [],
+                      "responses": {"200": _json(_object({"service": {"type": "string"},
+                                                          "version": {"type": "string"},
+                                                          "protocol": {"type": "integer"}}), "the service")}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+    }
+    for base in import_paths or ["/import"]:
+        paths.update(_import_paths(base, basic))
+        paths.update(_batch_paths(base, basic))
+    paths.update(_read_paths(read_security))
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "meteorpi import service and read API", "version": version,
+                 "description": "Camera nodes deliver statuses, files and events (PROTOCOL.md, version 1); "
+                                "users read what was imported. Schemas are derived from the model's field "
+                                "declarations."},
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {BASIC: {"type": "http", "scheme": "basic"}}},
+    }
+
+
+def openapi_json() -> Response:
+    """``GET /openapi.json``: the document of this app's routes (public, like ``/``)."""
+    from .app import service_version
+    meteor_app = current_app.extensions["meteorpi"]
+    return jsonify(openapi_document(sorted(meteor_app.entity_caches), meteor_app.config.server.public_read,
+                                    service_version()))
