@@ -20,6 +20,14 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _size(path) -> int:
+    """Size of a temp file the live server may publish or discard at any moment (then 0)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_exporter_killed_mid_upload_then_restarted_converges(node, central, tmp_path):
     """SIGKILL while a file's bytes are in flight: the task stays pending, a new run completes
     everything, and the central archive holds each entity once."""
@@ -29,7 +37,7 @@ def test_exporter_killed_mid_upload_then_restarted_converges(node, central, tmp_
     incoming = central.db.file_store.tmp
     proc = start_meteorpi("export", "run", "--once", "--limit-rate", "256K", env=cli_env(node))
     try:
-        _wait_for(lambda: any(p.stat().st_size > 0 for p in incoming.iterdir()), 30, "an upload in flight")
+        _wait_for(lambda: any(_size(p) > 0 for p in incoming.iterdir()), 30, "an upload in flight")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)

@@ -44,6 +44,18 @@ def temp_files(db: MeteorDatabase) -> list[Path]:
     return sorted(Path(db.file_store.tmp).iterdir())
 
 
+def temp_written_since(db: MeteorDatabase, since: float) -> bool:
+    """Whether an upload wrote a temp file after ``since``; a live server publishes or discards
+    temp files at any moment, so one vanishing between listing and stat is simply not there."""
+    for path in temp_files(db):
+        try:
+            if path.stat().st_mtime > since:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def node_files(db: MeteorDatabase) -> set[tuple[str, str]]:
     with db.transaction() as cur:
         cur.execute("SELECT file_id, md5 FROM file_record")

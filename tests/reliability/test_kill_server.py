@@ -10,7 +10,7 @@ import pytest
 
 from tests.server_fixtures import IMPORTER
 
-from .checks import compare_archives, temp_files
+from .checks import compare_archives, temp_written_since
 from .replication import BackgroundExporter, export_to, more_work, pending
 
 # (protocol, kills in CI, kills in --long); version 2 is what exporters use by default.
@@ -41,7 +41,7 @@ def test_central_server_sigkilled_at_random_moments_converges(make_database, ser
                 more_work(node, tmp_path, events=3, files_per_event=2, standalone=2, file_size=24 * 1024,
                           seed=rng.randrange(10 ** 6))
                 time.sleep(rng.uniform(0.02, 0.2))
-            in_flight += any(p.stat().st_mtime > restarted for p in temp_files(central))
+            in_flight += temp_written_since(central, restarted)
             during += pending(node) > 0
             server.kill()
             tally.add("kills")
