@@ -4,9 +4,11 @@ See meteorpi_server/batch_routes.py for the server half. One batch is:
 
 1. ``POST v2/check`` with every id the batch refers to: which statuses, entities and file bytes
    the target lacks (entities it holds are complete at once, as in version 1);
-2. ``POST v2/data``, once per ~64 MiB: the missing files back to back after a one-line manifest,
-   read from the store in 1 MiB pieces and hashed as they leave;
-3. ``POST v2/import`` with the missing statuses and entities: one answer per entity.
+2. ``POST v2/data``, once per ~32 MiB, two at a time: the missing files back to back after a
+   one-line manifest, read from the store in 1 MiB pieces and hashed as they leave;
+3. ``POST v2/import`` with the missing statuses and entities, one answer per entity: sent while
+   the uploads go on, for the entities whose bytes are all in, so the batch does not end with
+   the link idle while one big import is written.
 
 A file whose bytes on this node no longer match their MD5 is caught while it is sent (the
 server refuses it too, so corrupt bytes are never held) and fails its entity with a log line.
@@ -21,7 +23,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from meteorpi_model import Event, FileRecord
@@ -33,6 +35,7 @@ log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
 UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 UPLOADS_IN_FLIGHT = 2
+IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
 READ_SIZE = 1024 * 1024
 FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
 
@@ -116,10 +119,9 @@ class BatchExchange(Conversation):
             "file_data": [{"file_id": f.file_id.hex, "md5": f.md5} for f in all_files.values()],
         }, f"check of {len(present)} entities")
         missing = {uuid.UUID(i) for key in ("events", "files") for i in _ids(check, key)}
-        missing_data = set(uuid.UUID(i) for i in _ids(check, "file_data"))
+        missing_data = {uuid.UUID(i) for i in _ids(check, "file_data")}
         refused = {uuid.UUID(r["file_id"]): _message(r) for r in check.get("refused_file_data", [])
                    if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
-        problems: dict[uuid.UUID, str] = {}
         to_send = []
         for task in present:
             if task.entity_id not in missing:
@@ -130,44 +132,72 @@ class BatchExchange(Conversation):
                 outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {refusal}")
                 continue
             to_send.append(task)
-        uploads = [all_files[i] for i in dict.fromkeys(f.file_id for t in to_send for f in files_of[t.entity_id])
-                   if i in missing_data]
-        problems.update(self._upload(uploads))
-        statuses = sorted({s for i in _ids(check, "statuses") for s in [uuid.UUID(i)]}, key=lambda s: s.hex)
-        importable = []
-        for task in to_send:
-            bad = next((problems[f.file_id] for f in files_of[task.entity_id] if f.file_id in problems), None)
-            if bad:
-                outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad)
-            else:
-                importable.append(task)
-        if importable:
-            outcomes.update(self._import(importable, statuses))
+        statuses = {uuid.UUID(i) for i in _ids(check, "statuses")}
+        outcomes.update(self._send(to_send, files_of, missing_data, statuses))
         return [outcomes[t.entity_id] for t in self.tasks]
 
-    def _upload(self, records: list[FileRecord]) -> dict[uuid.UUID, str]:
-        """Send missing bytes in ~UPLOAD_BYTES requests; {file_id: why it was not stored}."""
-        problems: dict[uuid.UUID, str] = {}
+    def _send(self, tasks: list[ExportTask], files_of: dict, missing_data: set[uuid.UUID],
+              statuses: set[uuid.UUID]) -> dict[uuid.UUID, BatchOutcome]:
+        """Upload the bytes the target lacks and import each entity as soon as its bytes are in.
+
+        Imports run one at a time beside the uploads (each taking what became ready while the
+        previous one ran), so the link and the server's disk never wait for a last, big import.
+        """
+        needed = {t.entity_id: [f.file_id for f in files_of[t.entity_id] if f.file_id in missing_data] for t in tasks}
+        records = {f.file_id: f for t in tasks for f in files_of[t.entity_id] if f.file_id in missing_data}
+        problems = self._missing_on_node(records.values())
+        finished = set(problems)
+        waiting, ready, outcomes = list(tasks), [], {}
+        imports: list[Future] = []
+        unsent_statuses = set(statuses)
+
+        def release(final: bool = False) -> None:
+            nonlocal waiting
+            still = []
+            for task in waiting:
+                if not all(i in finished for i in needed[task.entity_id]):
+                    still.append(task)
+                    continue
+                bad = next((problems[i] for i in needed[task.entity_id] if i in problems), None)
+                if bad:
+                    outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad)
+                else:
+                    ready.append(task)
+            waiting = still
+            idle = all(f.done() for f in imports)
+            if ready and (final or (idle and len(ready) >= IMPORT_AT_LEAST)):
+                uses = {s for t in ready for s in _status_ids(self.entities[t.entity_id])} & unsent_statuses
+                unsent_statuses.difference_update(uses)  # imports run in order: later ones find them held
+                imports.append(importer.submit(self._import, list(ready), sorted(uses, key=lambda s: s.hex)))
+                ready.clear()
+
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as uploader, ThreadPoolExecutor(1) as importer:
+            sending = {uploader.submit(self._send_files, group): group
+                       for group in _groups([r for r in records.values() if r.file_id not in problems])}
+            try:
+                release()
+                for done in as_completed(sending):
+                    problems.update(done.result())
+                    finished.update(r.file_id for r in sending[done])
+                    release()
+                release(final=True)
+                for done in imports:
+                    outcomes.update(done.result())
+            except BaseException:
+                for future in [*sending, *imports]:
+                    future.cancel()
+                raise
+        return outcomes
+
+    def _missing_on_node(self, records) -> dict[uuid.UUID, str]:
+        """{file_id: why not sent} for records whose bytes this node's store no longer holds."""
+        problems = {}
         store = self.exporter.db.file_store
-        pending = []
         for record in records:
             if not store.path(record.file_id, record.md5).is_file():
                 problems[record.file_id] = (f"file {record.file_id.hex}: its bytes are missing from this node's store; "
                                             "not sent (restore the file or re-register it)")
                 log.error("%s", problems[record.file_id])
-            else:
-                pending.append(record)
-        groups: list[list[FileRecord]] = []
-        for record in pending:
-            if groups and sum(r.file_size for r in groups[-1]) + record.file_size <= UPLOAD_BYTES:
-                groups[-1].append(record)
-            else:
-                groups.append([record])
-        # Two uploads in flight: the server fsyncs one group while the next one streams in,
-        # so neither the link nor the disk waits for the other.
-        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
-            for result in pool.map(self._send_files, groups):
-                problems.update(result)
         return problems
 
     def _send_files(self, group: list[FileRecord]) -> dict[uuid.UUID, str]:
@@ -210,6 +240,20 @@ class BatchExchange(Conversation):
             else:
                 out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {_message(item)}")
         return out
+
+
+def _groups(records: list[FileRecord]) -> list[list[FileRecord]]:
+    """Consecutive records in requests of about UPLOAD_BYTES (a bigger file travels alone)."""
+    groups: list[list[FileRecord]] = []
+    size = 0
+    for record in records:
+        if groups and size + record.file_size <= UPLOAD_BYTES:
+            groups[-1].append(record)
+            size += record.file_size
+        else:
+            groups.append([record])
+            size = record.file_size
+    return groups
 
 
 def probe_protocol(conversation: Conversation) -> int:

@@ -15,7 +15,7 @@ import requests
 from meteorpi_server import MeteorApp, add_routes
 from meteorpi_server.importer_api import BaseImportReceiver, MeteorDatabaseImportReceiver
 
-from .export_fixtures import add_export, exporter, night
+from .export_fixtures import add_export, exporter, in_thread, night
 from .server_fixtures import IMPORTER, add_users, serve_in_thread
 
 FILES = "application/vnd.meteorpi.files"
@@ -79,6 +79,33 @@ def test_fast_path_costs_a_few_requests_per_batch(node, central, tmp_path):
     assert totals.requests == 3
     assert totals.bytes_sent == registered.total_bytes
     assert central.check(node).ok
+
+
+def test_entities_are_imported_while_later_uploads_are_still_on_the_wire(node, central, tmp_path, monkeypatch):
+    """An operator sees the night arrive event by event, and a link that drops late in a batch
+    loses no import already made: the first events are held while bytes of later ones are still
+    travelling."""
+    import dataclasses
+    import time
+
+    from meteorpi_db import export_batch
+    from meteorpi_db.exporter import MeteorExporter
+
+    monkeypatch.setattr(export_batch, "UPLOAD_BYTES", 2 * 64 * 1024)  # an event's two files per upload
+    monkeypatch.setattr(export_batch, "IMPORT_AT_LEAST", 1)
+    night(node, tmp_path, events=8, files_per_event=2, standalone=0, file_size=64 * 1024)
+    add_export(node, central.import_url, "event")
+    seen: list[tuple[int, int]] = []  # (events held, files' bytes held) at the central archive
+    e = MeteorExporter(node, dataclasses.replace(node.config.export), rate_limit=512 * 1024)
+    e.mark_all()
+    result = []
+    run = in_thread(lambda: result.append(e.export_due()))
+    while run.is_alive():
+        seen.append((central.counts()[0], len(list(central.db.file_store.root.glob("??/??/*_*")))))
+        time.sleep(0.02)
+    totals = result[0]
+    assert totals.ok and totals.completed == 8
+    assert any(0 < events and held < 16 for events, held in seen), seen[-20:]
 
 
 def upload(base, manifest_files, payload: bytes, content_type=FILES):
