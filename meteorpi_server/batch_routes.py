@@ -38,7 +38,7 @@ from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError
 from meteorpi_model.fields import MD5, Int, UUIDCodec
 
 from .errors import BadRequest, PayloadTooLarge, ResourceNotFound, json_errors
-from .bodies import parse_json_object, read_body
+from .bodies import parse_json_object, read_body, upload_stream
 from .jsonp import jsonify
 
 if TYPE_CHECKING:
@@ -85,9 +85,10 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
         found = batch_receiver()
         if request.mimetype != FILES_MEDIA_TYPE:
             raise BadRequest(f"body: expected Content-Type {FILES_MEDIA_TYPE}, got {request.mimetype or 'none'}")
-        manifest = _read_manifest(request.stream, server.max_upload_bytes)
+        stream = upload_stream()
         try:
-            results = found.batch_store_files(manifest, request.stream)
+            manifest = _read_manifest(stream, server.max_upload_bytes)
+            results = found.batch_store_files(manifest, stream)
         except TruncatedUpload as e:
             raise BadRequest(f"body: {e}") from None
         except OSError as e:  # a stalled or broken connection (server.timeout_seconds)
