@@ -6,8 +6,8 @@ from .config import Config, load_config
 from .database import MeteorDatabase, embedded_url
 from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, FileStoreError,
                      NotFound, StorageUnavailable)
-from .file_store import FileStore, FileTooLarge, Md5Mismatch, TruncatedUpload
+from .file_store import FileStore, FileTooLarge, Md5Mismatch, StoreWriteFailed, TruncatedUpload
 
 __all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "FileStore",
            "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
-           "StorageUnavailable", "TruncatedUpload", "embedded_url", "load_config"]
+           "StorageUnavailable", "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config"]

@@ -9,6 +9,8 @@
         ├── NotFound                  the named entity / user / export does not exist
         ├── Conflict                  the write contradicts what is held (e.g. time outside status)
         └── FileStoreError            bytes could not be stored or did not match their MD5
+            ├── Md5Mismatch, FileTooLarge, TruncatedUpload   (file_store) what was sent is wrong
+            └── StoreWriteFailed      (file_store) the store's disk refused a write: full, failing
 
 Driver exceptions are kept as ``.original`` and chained (``raise ... from e``).
 """

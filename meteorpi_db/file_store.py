@@ -12,6 +12,7 @@ counted as held (PROTOCOL.md weak point 2); temp files are swept when a store op
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -62,6 +63,13 @@ class Md5Mismatch(FileStoreError):
     """The bytes received do not hash to the MD5 they were sent with."""
 
 
+class StoreWriteFailed(FileStoreError):
+    """The store's disk refused a write, a flush or a rename (full, read-only, failing).
+
+    Kept apart from errors of the stream being read, so a full disk is reported as the
+    server's trouble, never as the client's broken connection."""
+
+
 class FileStore:
     """Bytes by (file_id, md5) under one directory."""
 
@@ -104,18 +112,20 @@ class FileStore:
             for _ in _chunks(chunks):
                 pass
             return final.stat().st_size
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        fd, tmp_name = self._temp(file_id)
         try:
             digest, size = hashlib.md5(), 0
-            with os.fdopen(fd, "wb") as out:
+            try:
                 for chunk in _chunks(chunks):
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise FileTooLarge(f"file {file_id.hex} is larger than the limit of {max_bytes} bytes")
                     digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                    self._write(fd, chunk)
+                with self._disk():
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             if digest.hexdigest() != md5:
                 raise Md5Mismatch(f"file {file_id.hex}: received bytes have MD5 {digest.hexdigest()}, "
                                   f"expected {md5}")
@@ -153,39 +163,61 @@ class FileStore:
                 written.append((tmp_name, final, pool.submit(_fsync_file, tmp_name)))
                 results[file_id] = None
             wait([done for _, _, done in written])
-            for _, _, done in written:
-                done.result()
+            with self._disk():
+                for _, _, done in written:
+                    done.result()
         except BaseException:
             wait([done for _, _, done in written])  # no flush may still hold a name we remove
             for tmp_name, _, _ in written:
                 _unlink(tmp_name)
             raise
         directories: set[Path] = set()
-        for tmp_name, final, _ in written:
-            directories |= self._make_parents(final)
-            os.replace(tmp_name, final)
-            directories.add(final.parent)
-        # The renames are durable once their directories are: flushed together, not in turn.
-        for done in [pool.submit(_fsync_dir, d) for d in directories]:
-            done.result()
+        with self._disk():
+            for tmp_name, final, _ in written:
+                directories |= self._make_parents(final)
+                os.replace(tmp_name, final)
+                directories.add(final.parent)
+            # The renames are durable once their directories are: flushed together, not in turn.
+            for done in [pool.submit(_fsync_dir, d) for d in directories]:
+                done.result()
         return results
 
     def _receive_exactly(self, file_id: uuid.UUID, stream: BinaryIO, size: int) -> tuple[str, str]:
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        fd, tmp_name = self._temp(file_id)
         try:
             digest, left = hashlib.md5(), size
-            with os.fdopen(fd, "wb") as out:
+            try:
                 while left:
                     chunk = stream.read(min(CHUNK_SIZE, left))
                     if not chunk:
                         raise TruncatedUpload(f"file {file_id.hex}: the body ended {left} bytes early")
                     digest.update(chunk)
-                    out.write(chunk)
+                    self._write(fd, chunk)
                     left -= len(chunk)
+            finally:
+                os.close(fd)
             return tmp_name, digest.hexdigest()
         except BaseException:
             _unlink(tmp_name)
             raise
+
+    def _temp(self, file_id: uuid.UUID) -> tuple[int, str]:
+        with self._disk():
+            return tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+
+    def _write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        with self._disk():
+            while view:
+                view = view[os.write(fd, view):]
+
+    @contextlib.contextmanager
+    def _disk(self):
+        """Turn the store's own OSErrors into StoreWriteFailed (the stream's stay OSErrors)."""
+        try:
+            yield
+        except OSError as e:
+            raise StoreWriteFailed(f"cannot write to the file store at {self.root}: {e.strerror or e}", e) from e
 
     def store_file(self, file_id: uuid.UUID, source: str | os.PathLike) -> tuple[int, str]:
         """Copy a local file into the store; returns (size, md5) measured while copying."""
@@ -193,16 +225,23 @@ class FileStore:
             src = open(source, "rb")
         except OSError as e:
             raise FileStoreError(f"cannot read {source}: {e.strerror}", e) from e
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+        try:
+            fd, tmp_name = self._temp(file_id)
+        except BaseException:
+            src.close()
+            raise
         try:
             digest, size = hashlib.md5(), 0
-            with src, os.fdopen(fd, "wb") as out:
-                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            with src:
+                try:
+                    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        self._write(fd, chunk)
+                    with self._disk():
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             md5 = digest.hexdigest()
             self._publish(tmp_name, self.path(file_id, md5))
             return size, md5
@@ -254,10 +293,11 @@ class FileStore:
         return changed
 
     def _publish(self, tmp_name: str, final: Path) -> None:
-        changed = self._make_parents(final)
-        os.replace(tmp_name, final)
-        for directory in changed | {final.parent}:
-            _fsync_dir(directory)
+        with self._disk():
+            changed = self._make_parents(final)
+            os.replace(tmp_name, final)
+            for directory in changed | {final.parent}:
+                _fsync_dir(directory)
 
 
 def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:

@@ -5,6 +5,7 @@
     ├── DatabaseError                (meteorpi_db)
     │   ├── StorageUnavailable       -> 503 with Retry-After: PostgreSQL is away, try again later
     │   ├── FileTooLarge             -> 413: an upload over the store's limit
+    │   ├── StoreWriteFailed         -> 507 with Retry-After: the file store's disk refused a write
     │   └── anything else            -> 500 "internal error" (logged with its traceback)
     └── ApiError                     an answer this package chooses: ``.status`` and ``.message``
         ├── BadRequest               400: malformed JSON or multipart, a field the model cannot check
@@ -24,7 +25,7 @@ from typing import Callable, TypeVar
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
-from meteorpi_db import FileTooLarge, StorageUnavailable
+from meteorpi_db import FileTooLarge, StorageUnavailable, StoreWriteFailed
 from meteorpi_model import MeteorpiError, ValidationError
 
 from .jsonp import jsonify
@@ -85,6 +86,12 @@ def error_response(exc: BaseException) -> Response:
     if isinstance(exc, StorageUnavailable):
         log.warning("answering 503: %s", exc)
         response = failed("database unavailable, retry later", 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if isinstance(exc, StoreWriteFailed):
+        log.error("answering 507: %s", exc)  # the path and errno stay in the log
+        response = failed("the archive cannot store file bytes right now (its disk refused a write); "
+                          "retry later", 507)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     if isinstance(exc, HTTPException):

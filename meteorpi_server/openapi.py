@@ -142,7 +142,8 @@ def _json(schema: dict, description: str, jsonp: bool = False) -> dict:
 def _failures(*codes: int, jsonp: bool = False) -> dict:
     what = {400: "bad input: the message names the field", 401: "no or wrong credentials",
             403: "the user lacks the role", 404: "not held here", 413: "body or upload over the limit",
-            503: "the database is unreachable: retry after Retry-After seconds"}
+            503: "the database is unreachable: retry after Retry-After seconds",
+            507: "the archive's disk refused to store the bytes: retry after Retry-After seconds"}
     out = {}
     for code in codes:
         if code == 414:  # gunicorn's own refusal, before the app: not JSON
@@ -152,7 +153,7 @@ def _failures(*codes: int, jsonp: bool = False) -> dict:
         response = _json(_ref("Failed"), what[code], jsonp)
         if code == 401:
             response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-        if code == 503:
+        if code in (503, 507):
             response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
         out[str(code)] = response
     return out
@@ -178,7 +179,7 @@ def _import_paths(base: str, security: list) -> dict:
                            _path_param("md5", MD5(), "MD5 of the bytes, as the exporter computed it")],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload}}},
             "responses": {"200": _json(_ref("DataAnswer"), "continue: stored and verified (or already held)"),
-                          **_failures(400, 401, 403, 413, 414, 503)}}},
+                          **_failures(400, 401, 403, 413, 414, 503, 507)}}},
     }
 
 
@@ -202,10 +203,11 @@ def _batch_paths(base: str, security: list) -> dict:
                         _object({"id": _codec_schema(UUIDCodec()), "state": {"const": "failed"},
                                  "message": {"type": "string"}})]}
 
-    def post(operation: str, summary: str, content: dict, ok: dict) -> dict:
+    def post(operation: str, summary: str, content: dict, ok: dict, *more_codes: int) -> dict:
+        codes = (400, 401, 403, 404, 413, 414, 503, *more_codes)
         return {"post": {"operationId": f"{operation}{suffix}", "summary": summary, "security": security,
                          "requestBody": {"required": True, "content": content},
-                         "responses": {"200": _json(ok, "done"), **_failures(400, 401, 403, 404, 413, 414, 503)}}}
+                         "responses": {"200": _json(ok, "done"), **_failures(*codes)}}}
     return {
         v2: {"get": {"operationId": f"v2_capabilities{suffix}", "summary": "Whether and how the fast path is offered",
                      "security": security, "responses": {
@@ -218,7 +220,7 @@ def _batch_paths(base: str, security: list) -> dict:
                             {"application/json": {"schema": check}}, lacking),
         v2 + "/data": post("v2_data", "Bytes of many files: a JSON manifest line, then the bytes back to back",
                            {FILES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-                           _object({"stored": _ids(MAX_FILES_PER_UPLOAD), "failed": refusal})),
+                           _object({"stored": _ids(MAX_FILES_PER_UPLOAD), "failed": refusal}), 507),
         v2 + "/import": post("v2_import", "Import many statuses, events and files in one transaction",
                              {"application/json": {"schema": batch}}, _object({"results": {"type": "array",
                                                                                           "items": result}})),

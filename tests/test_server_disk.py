@@ -1,0 +1,69 @@
+"""The archive's disk refusing writes (full, read-only, failing) while bytes arrive.
+
+What an operator must see: a 507 JSON answer saying the archive cannot store bytes (never a
+400 blaming the client's connection, never a bare 500), no temp file left, no file counted as
+held, and uploads working again as soon as the disk takes writes. The refusal is real: the
+server thread writes under RLIMIT_FSIZE, so the kernel answers EFBIG past the limit.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import signal
+import uuid
+
+import requests
+
+from .server_fixtures import IMPORTER, TIMEOUT, Api
+
+LIMIT = 256 * 1024
+FILES = "application/vnd.meteorpi.files"
+
+
+@contextlib.contextmanager
+def disk_refusing_writes_past(limit: int):
+    """Writes of this process past ``limit`` bytes of a file fail with EFBIG meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def v2_upload(base: str, data: bytes, file_id: uuid.UUID) -> requests.Response:
+    manifest = {"files": [{"file_id": file_id.hex, "md5": hashlib.md5(data).hexdigest(), "size": len(data)}]}
+    return requests.post(f"{base}/import/v2/data", data=json.dumps(manifest).encode() + b"\n" + data,
+                         auth=IMPORTER, timeout=TIMEOUT, headers={"Content-Type": FILES})
+
+
+def assert_disk_refusal(response: requests.Response, store_root) -> None:
+    assert response.status_code == 507, response.text
+    body = response.json()
+    assert body["state"] == "failed" and "cannot store file bytes" in body["message"]
+    assert str(store_root) not in body["message"]  # the server's paths stay in its log
+    assert response.headers["Retry-After"]
+
+
+def test_full_disk_answers_507_keeps_nothing_and_recovers(central, caplog):
+    data = os.urandom(2 * LIMIT)
+    store = central.db.file_store
+    v1_id, v2_id = uuid.uuid4(), uuid.uuid4()
+    api = Api(central.url)
+    md5 = hashlib.md5(data).hexdigest()
+    with disk_refusing_writes_past(LIMIT):
+        v1 = api.http.post(f"{central.url}/import/data/{v1_id.hex}/{md5}", auth=IMPORTER, timeout=TIMEOUT,
+                           files={"file": ("blob", data, "application/octet-stream")})
+        v2 = v2_upload(central.url, data, v2_id)
+    assert_disk_refusal(v1, store.root)
+    assert_disk_refusal(v2, store.root)
+    assert "File too large" in caplog.text  # the cause, for the operator, in the server's log
+    assert not any(store.tmp.iterdir())
+    assert not store.has(v1_id, md5) and not store.has(v2_id, md5)
+    assert v2_upload(central.url, data, v2_id).json()["stored"] == [v2_id.hex]  # the disk is back
+    assert store.verify(v2_id, md5)
