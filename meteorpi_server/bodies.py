@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from flask import request
 
@@ -54,18 +54,16 @@ class DeclaredBody:
         self.stream, self.left = stream, length
 
     def read(self, size: int) -> bytes:
-        size = min(size, self.left)
-        if size <= 0:
-            return b""
-        data = self.stream.read(size)
-        self.left -= len(data)
-        return data
+        return self._bounded(self.stream.read, size)
 
     def readline(self, size: int) -> bytes:
+        return self._bounded(self.stream.readline, size)
+
+    def _bounded(self, read: Callable[[int], bytes], size: int) -> bytes:
         size = min(size, self.left)
         if size <= 0:
             return b""
-        data = self.stream.readline(size)
+        data = read(size)
         self.left -= len(data)
         return data
 

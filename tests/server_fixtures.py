@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ def serve_in_thread(app) -> tuple[str, Any]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="test-http-server", daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}", server
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Shut a relayed socket down both ways and close it, whatever state it is in."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def add_users(db: MeteorDatabase) -> None:

@@ -16,7 +16,7 @@ from meteorpi_db import Config, MeteorDatabase
 from meteorpi_server import create_app
 
 from .conftest import database_url
-from .server_fixtures import IMPORTER, READER, TIMEOUT, USERS, serve_in_thread
+from .server_fixtures import IMPORTER, READER, TIMEOUT, USERS, close_socket, serve_in_thread
 
 
 class Relay:
@@ -47,7 +47,7 @@ class Relay:
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            _close(conn)
+            close_socket(conn)
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
@@ -76,16 +76,9 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        _close(src)
-        _close(dst)
+        close_socket(src)
+        close_socket(dst)
 
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @pytest.fixture

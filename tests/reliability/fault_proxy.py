@@ -24,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tests.server_fixtures import close_socket
+
 CHUNK = 16 * 1024
 DRIP_CHUNK = 256
 
@@ -87,7 +89,7 @@ class FaultProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            _close(sock)
+            close_socket(sock)
 
     @property
     def resets(self) -> int:
@@ -166,7 +168,7 @@ class FaultProxy:
             pass
         finally:
             for sock in (client, upstream):
-                _close(sock)
+                close_socket(sock)
 
 
 def _abort(sock: socket.socket) -> None:
@@ -177,10 +179,3 @@ def _abort(sock: socket.socket) -> None:
         pass
     sock.close()
 
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
