@@ -37,12 +37,18 @@ class ExportState(str, enum.Enum):
     SKIPPED = "skipped"    # the entity is no longer held on this node: nothing to send
 
 
-class TaskEnded(Exception):
-    """Ends the exchange of one task early, with its state and why."""
+# The longest wait a server's Retry-After may impose on a node (a typo there must not park
+# a camera's exports for days).
+MAX_RETRY_AFTER_SECONDS = 3600
 
-    def __init__(self, state: ExportState, message: str):
+
+class TaskEnded(Exception):
+    """Ends the exchange of one task early, with its state and why; ``retry_after`` is the
+    wait the target asked for (Retry-After on a 5xx), if any."""
+
+    def __init__(self, state: ExportState, message: str, retry_after: float | None = None):
         super().__init__(message)
-        self.state, self.message = state, message
+        self.state, self.message, self.retry_after = state, message, retry_after
 
 
 def _failed(message: str) -> TaskEnded:
@@ -51,6 +57,14 @@ def _failed(message: str) -> TaskEnded:
 
 def _confused(message: str) -> TaskEnded:
     return TaskEnded(ExportState.CONFUSED, message)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header in its delta-seconds form, capped; None otherwise
+    (an HTTP-date is not worth trusting a remote clock for)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(min(int(value.strip()), MAX_RETRY_AFTER_SECONDS))
 
 
 class Conversation:
@@ -110,7 +124,9 @@ class Conversation:
             answer = None
         if code >= 500:
             detail = f": {_message(answer)}" if isinstance(answer, dict) and "message" in answer else ""
-            raise _failed(f"{where} answered HTTP {code} to {label}{detail}; will retry later")
+            ended = _failed(f"{where} answered HTTP {code} to {label}{detail}; will retry later")
+            ended.retry_after = retry_after(response.headers.get("Retry-After"))
+            raise ended
         if isinstance(answer, dict) and answer.get("state") == "failed":
             return answer
         if code >= 300:

@@ -13,7 +13,8 @@ they still match their MD5, then ``cached_entity``; the full entity again after
 * ``confused`` — an answer the protocol does not allow at that point.
 
 A failed or confused task counts against its configuration (``record_task_failure``): every due
-task of that configuration is deferred by ``export.defer_on_failure_seconds`` and
+task of that configuration is deferred by ``export.defer_on_failure_seconds`` (or the target's
+Retry-After, when longer: a server that says it is away is not asked again meanwhile) and
 ``export.max_failures_before_disable`` failures in a row disable it; a success resets the count.
 Passwords go in the Authorization header only, never into a log line or a message. The
 conversation of one task is export_exchange.py; this module schedules tasks and records outcomes.
@@ -145,15 +146,15 @@ class MeteorExporter:
             state, message = ExportState.SKIPPED, f"{task.entity_type} is no longer held on this node"
             self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
         else:
-            exchange = TaskExchange(self, task, entity)
+            exchange, wait = TaskExchange(self, task, entity), None
             try:
                 exchange.run()
                 state, message = ExportState.COMPLETE, None
             except TaskEnded as ended:
-                state, message = ended.state, ended.message
+                state, message, wait = ended.state, ended.message, ended.retry_after
             except OSError as e:  # reading the file store
                 state, message = ExportState.FAILED, f"cannot read a file of this node: {e}"
-            self._record(task, state, message)
+            self._record(task, state, message, wait)
         report = TaskReport(task, state, message, exchange.requests if exchange else 0,
                             exchange.bytes_sent if exchange else 0, time.monotonic() - started)
         self.last_report = report
@@ -163,17 +164,21 @@ class MeteorExporter:
             self.on_task(report)
         return state
 
-    def _record(self, task: ExportTask, state: ExportState, message: str | None) -> None:
+    def _record(self, task: ExportTask, state: ExportState, message: str | None,
+                retry_after: float | None = None) -> None:
+        """A task's end in the database; a failure defers its configuration's tasks, for as long
+        as the target asked if that is longer than ``export.defer_on_failure_seconds``."""
         config = task.config
         if state == ExportState.COMPLETE:
             self.db.mark_task_complete(config.config_id, task.entity_id)
             return
+        wait = max(self.settings.defer_on_failure_seconds, retry_after or 0)
         count = self.db.record_task_failure(config.config_id, task.entity_id, f"{state.value}: {message}",
-                                            self.settings.defer_on_failure_seconds,
-                                            self.settings.max_failures_before_disable)
-        log.warning("export %s: %s %s %s: %s (failure %d in a row; its tasks wait %gs)", config.name,
+                                            wait, self.settings.max_failures_before_disable)
+        asked = ", as the target asked" if retry_after and retry_after >= wait else ""
+        log.warning("export %s: %s %s %s: %s (failure %d in a row; its tasks wait %gs%s)", config.name,
                     task.entity_type, task.entity_id.hex, state.value, message, count.consecutive_failures,
-                    self.settings.defer_on_failure_seconds)
+                    wait, asked)
         if count.disabled:
             log.error("export %s DISABLED after %d failures in a row; last: %s. Fix the cause, then "
                       "`meteorpi export enable %s`", config.name, count.consecutive_failures, message,
@@ -215,7 +220,7 @@ class MeteorExporter:
             firsts = list({t.config.config_id: t for t in reversed(tasks)}.values())
             outcomes = [(task, state, message) for task in firsts]
             for task in firsts:
-                self._record(task, state, message)
+                self._record(task, state, message, e.retry_after if isinstance(e, TaskEnded) else None)
         else:
             for config in configs:
                 done = [t.entity_id for t, state, _ in outcomes

@@ -15,8 +15,10 @@ import resource
 import signal
 import uuid
 
+import pytest
 import requests
 
+from .export_fixtures import add_export, exporter, night
 from .server_fixtures import IMPORTER, TIMEOUT, Api
 
 LIMIT = 256 * 1024
@@ -67,3 +69,18 @@ def test_full_disk_answers_507_keeps_nothing_and_recovers(central, caplog):
     assert not store.has(v1_id, md5) and not store.has(v2_id, md5)
     assert v2_upload(central.url, data, v2_id).json()["stored"] == [v2_id.hex]  # the disk is back
     assert store.verify(v2_id, md5)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "protocol-1"])
+def test_exporter_waits_as_long_as_the_refusing_archive_asks(node, central, tmp_path, fast_path):
+    """The archive answers 507 with Retry-After: the node's exporter fails the task and leaves
+    the target alone for that long, even when its own failure delay is shorter (zero here)."""
+    night(node, tmp_path, events=1, files_per_event=1, standalone=0, file_size=2 * LIMIT)
+    config = add_export(node, central.import_url, "event")
+    with exporter(node, defer_on_failure_seconds=0, fast_path=fast_path) as e:
+        e.mark_all()
+        with disk_refusing_writes_past(LIMIT):
+            totals = e.export_due()
+        assert totals.failed == 1 and "HTTP 507" in totals.failures[0], totals.failures
+        assert node.get_due_tasks(config, 10) == []  # deferred by the server's Retry-After
+        assert node.get_export_progress()[0].pending == 1  # still to do, not lost
