@@ -27,8 +27,9 @@ VECTORS = Path(os.environ.get("METEORPI_VECTORS",
 
 def pytest_configure(config):
     # No test may hang CI: a generous per-test ceiling unless --timeout says otherwise.
+    # --long runs tens of thousands of examples per test: an hour each, still not for ever.
     if hasattr(config.option, "timeout") and not config.option.timeout:
-        config.option.timeout = 300
+        config.option.timeout = 3600 if config.getoption("--long", False) else 300
 
 
 def pytest_addoption(parser):

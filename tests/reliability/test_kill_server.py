@@ -64,5 +64,7 @@ def test_central_server_sigkilled_at_random_moments_converges(make_database, ser
     assert not result.problems, result.problems[:10]
     assert result.lost == 0 and result.duplicated == 0
     assert exporter.totals.completed >= result.entities
-    assert during >= kills - 1  # (a batch may complete between the look and the kill)
+    # Nearly every kill found work pending (a batch may complete between the look and the kill:
+    # 4 times in 200 seen in a --long run).
+    assert during >= kills - max(1, kills // 20)
     assert result.entities > kills  # it carried on between kills, not only after the last
