@@ -6,6 +6,7 @@ the test users of server_fixtures. Test modules import what they use from here.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -14,7 +15,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -65,22 +66,29 @@ def node(make_database) -> MeteorDatabase:
     return make_database("export_node")
 
 
+@contextlib.contextmanager
+def archive_named(make_database, name: str) -> Iterator[Archive]:
+    """A clean database ``name`` served over HTTP for the duration."""
+    archive = serve_archive(make_database(name))
+    try:
+        yield archive
+    finally:
+        archive.server.shutdown()
+        archive.server.server_close()
+
+
 @pytest.fixture
 def central(make_database):
     """A clean central archive served over HTTP."""
-    archive = serve_archive(make_database("export_central"))
-    yield archive
-    archive.server.shutdown()
-    archive.server.server_close()
+    with archive_named(make_database, "export_central") as archive:
+        yield archive
 
 
 @pytest.fixture
 def relay(make_database):
     """A second archive, for node -> relay -> central."""
-    archive = serve_archive(make_database("export_relay"))
-    yield archive
-    archive.server.shutdown()
-    archive.server.server_close()
+    with archive_named(make_database, "export_relay") as archive:
+        yield archive
 
 
 def night(db: MeteorDatabase, tmp_path: Path, events: int = 2, files_per_event: int = 2, standalone: int = 1,

@@ -79,17 +79,22 @@ def served(tmp_path) -> Callable[..., ServeProcess]:
     started: list[ServeProcess] = []
 
     def start(db: MeteorDatabase, workers: int = 1, **env: str) -> ServeProcess:
-        add_users(db)
-        env = {"METEORPI_LOGGING_LEVEL": "INFO", **env}
-        server = ServeProcess(db.url, Path(db.file_store.root).parent, workers=workers,
-                              log_path=tmp_path / f"serve-{len(started)}.log", env=env)
-        server.start()
+        server = start_served(db, tmp_path / f"serve-{len(started)}.log", workers, **env)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+def start_served(db: MeteorDatabase, log_path: Path, workers: int = 1, **env: str) -> ServeProcess:
+    """``meteorpi serve`` on ``db`` with the test users, started; the caller stops it."""
+    add_users(db)
+    server = ServeProcess(db.url, Path(db.file_store.root).parent, workers=workers, log_path=log_path,
+                          env={"METEORPI_LOGGING_LEVEL": "INFO", **env})
+    server.start()
+    return server
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:

@@ -14,6 +14,8 @@ import requests
 
 from tests.server_fixtures import IMPORTER, TIMEOUT
 
+from .conftest import start_served
+
 MAX_BODY = 1024 * 1024
 MiB = 1024 * 1024
 STATUS_PREFIX = '{"type": "status", "status": {"status_id": "' + "a" * 32 + '", "camera_id": "c", "lens": '
@@ -44,14 +46,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def hostile_server(make_database, tmp_path_factory, request):
-    from meteorpi_server.demo import ServeProcess
-    from tests.server_fixtures import add_users
-    db = make_database("rel_hostile")
-    add_users(db)
-    server = ServeProcess(db.url, db.file_store.root.parent, workers=1,
-                          log_path=tmp_path_factory.mktemp("hostile") / "serve.log",
-                          env={"METEORPI_SERVER_MAX_BODY_BYTES": str(MAX_BODY)})
-    server.start()
+    server = start_served(make_database("rel_hostile"), tmp_path_factory.mktemp("hostile") / "serve.log",
+                          METEORPI_SERVER_MAX_BODY_BYTES=str(MAX_BODY))
     request.addfinalizer(server.stop)
     return server
 

@@ -15,6 +15,8 @@ from meteorpi_server import create_app
 from meteorpi_server.openapi import _rewrite_refs, openapi_document
 from tests.server_fixtures import IMPORTER, TIMEOUT
 
+from .conftest import start_served
+
 # Examples per operation: (CI, --long).
 SCHEMATHESIS_EXAMPLES = (25, 500)
 # Cross-field rules (lat_min <= lat_max, valid_to >= valid_from, an event's files on its camera)
@@ -99,14 +101,8 @@ def test_a_bound_changed_in_the_model_changes_the_document(monkeypatch, db):
 @pytest.fixture(scope="module")
 def api_schema(make_database, tmp_path_factory, request):
     """The document as served by `meteorpi serve` (gunicorn, own database), loaded by schemathesis."""
-    from meteorpi_server.demo import ServeProcess
-    from tests.server_fixtures import add_users
-    db = make_database("rel_schemathesis")
-    add_users(db)
-    server = ServeProcess(db.url, db.file_store.root.parent, workers=1,
-                          log_path=tmp_path_factory.mktemp("schemathesis") / "serve.log",
-                          env={"METEORPI_SERVER_MAX_BODY_BYTES": str(256 * 1024)})
-    server.start()
+    server = start_served(make_database("rel_schemathesis"), tmp_path_factory.mktemp("schemathesis") / "serve.log",
+                          METEORPI_SERVER_MAX_BODY_BYTES=str(256 * 1024))
     request.addfinalizer(server.stop)
     return schemathesis.openapi.from_url(server.url + "/openapi.json"), server
 
