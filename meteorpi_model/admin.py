@@ -5,7 +5,6 @@ import uuid
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .errors import ValidationError
 from .fields import Bool, Choice, Model, Nested, Str, UUIDCodec, field, ListOf
 from .search import EventSearch, FileRecordSearch
 

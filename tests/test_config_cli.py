@@ -1,7 +1,6 @@
 """Configuration loading and the `meteorpi` command's user management, as a user runs them."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meteorpi_db import ConfigError, MeteorDatabase, load_config
+from meteorpi_db import ConfigError, load_config
 from meteorpi_db.config import Config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,8 @@ import psycopg2
 import pytest
 
 from meteorpi_db import Conflict, FileTooLarge, Md5Mismatch, NotFound
-from meteorpi_db.migrations import migrate
 from meteorpi_db.pool import ConnectionPool
-from meteorpi_model import (CameraStatus, Event, FileRecord, Location, Meta, NSString, Orientation,
-                            ValidationError, now)
+from meteorpi_model import CameraStatus, Event, FileRecord, Location, Meta, Orientation, ValidationError
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, 18, 0, tzinfo=UTC)

@@ -4,7 +4,6 @@ and very slow clients that must not hold up the others."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import random
 import statistics
 import threading

@@ -24,7 +24,7 @@ from meteorpi_model import EventSearch, FileRecordSearch, fields
 from meteorpi_server import create_app
 from tests import test_server_auth
 from tests.export_fixtures import cli_env, meteorpi
-from tests.server_fixtures import IMPORTER, READER, TIMEOUT, USERS, VIEWER, Api, Records, deliver
+from tests.server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER, Api, Records, deliver
 
 from .checks import fingerprint
 from .hostile import SQL_METACHARACTERS, TRAVERSALS
