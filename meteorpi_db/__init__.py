@@ -4,10 +4,11 @@ The public face is ``MeteorDatabase``; configuration is ``load_config()``.
 """
 from .config import Config, load_config
 from .database import MeteorDatabase, embedded_url
-from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, FileStoreError,
-                     NotFound, StorageUnavailable)
+from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, ExporterBusy,
+                     FileStoreError, NotFound, StorageUnavailable)
 from .file_store import FileStore, FileTooLarge, Md5Mismatch, StoreWriteFailed, TruncatedUpload
 
-__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "FileStore",
+__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "ExporterBusy",
+           "FileStore",
            "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
            "StorageUnavailable", "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config"]

@@ -14,6 +14,7 @@ import threading
 import click
 
 from meteorpi_db.database import redact_url
+from meteorpi_db.export_lock import exporter_lock
 from meteorpi_db.exporter import ExportTotals, MeteorExporter
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
 
@@ -149,10 +150,22 @@ def export_delete(ctx: Context, name: str) -> None:
 @pass_ctx
 @domain_errors
 def export_run(ctx: Context, once: bool, limit_rate: int | None) -> None:
-    """Export every `export.interval_seconds` until SIGTERM (which finishes the current task)."""
+    """Export every `export.interval_seconds` until SIGTERM (which finishes the current task).
+
+    One exporter per node: `--once` refuses to start while another is sending; the long-running
+    form waits for it to finish.
+    """
     db = ctx.db
     stop = threading.Event()
     _stop_on_signals(stop)
+    with exporter_lock(db, wait=None if once else stop) as held:
+        if held:
+            _export(db, once, limit_rate, stop)
+        else:
+            click.echo("export run stopped before another exporter on this node finished", err=True)
+
+
+def _export(db, once: bool, limit_rate: int | None, stop: threading.Event) -> None:
     with ProgressDisplay() as display, MeteorExporter(db, on_task=display.on_task, on_bytes=display.on_bytes,
                                                       rate_limit=limit_rate) as exporter:
         if once:

@@ -107,3 +107,56 @@ def test_scheduled_run_picks_up_new_entities_and_stops_on_sigterm(node, central,
     assert proc.returncode == 0, output
     assert "export run stopped: completed 2, failed 0" in output
     assert {e.event_id for e in registered.events} == set(node.get_export_task_states("to-events"))
+
+
+def _lock_holder(node) -> str:
+    try:
+        return (node.file_store.root / "exporter.lock").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _stop(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=30)
+    return output
+
+
+def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_path):
+    """A cron `--once` overlapping the service would send every task twice: it is refused,
+    naming the exporter in the way; a second service waits and takes over when the first stops."""
+    add_export(node, central.import_url, "event")
+    env = cli_env(node, METEORPI_EXPORT_INTERVAL_SECONDS="1")
+    first = start_meteorpi("export", "run", env=env)
+    waiting = None
+    try:
+        _until(lambda: _lock_holder(node) == str(first.pid), "the first exporter to take the lock")
+        refused = meteorpi("export", "run", "--once", env=env)
+        assert refused.returncode == 1
+        assert f"Error: another exporter (pid {first.pid}) is already sending this node's exports" \
+            in refused.stderr and "Traceback" not in refused.stderr
+        waiting = start_meteorpi("export", "run", env=env)
+        time.sleep(1.5)
+        assert waiting.poll() is None and _lock_holder(node) == str(first.pid)
+        assert first.poll() is None
+        assert "export run stopped" in _stop(first)
+        _until(lambda: _lock_holder(node) == str(waiting.pid), "the waiting exporter to take over")
+        night(node, tmp_path, events=2, standalone=0)
+        _until(lambda: central.counts()[0] == 2, "the night to arrive through the second exporter")
+        quitter = start_meteorpi("export", "run", env=env)
+        time.sleep(1.0)
+        output = _stop(quitter)
+        assert quitter.returncode == 0 and "stopped before another exporter on this node finished" in output
+    finally:
+        for proc in (first, waiting):
+            if proc is not None and proc.poll() is None:
+                _stop(proc)
+    assert waiting.returncode == 0
+    assert _lock_holder(node) == ""  # released, and no stale pid left to mislead
+
+
+def _until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
