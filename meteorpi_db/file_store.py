@@ -8,7 +8,10 @@ of files), plus ``<root>/tmp/`` for bytes in flight. The MD5 is part of the name
 A file is held only after its bytes were completely written to a temp name on the same
 filesystem, fsynced, hashed, compared with the expected MD5 and renamed into place (and the
 directory fsynced). A crash at any point leaves either nothing or a temp file that is never
-counted as held (PROTOCOL.md weak point 2); temp files are swept when a store opens.
+counted as held (PROTOCOL.md weak point 2). Temp names carry the writer's host and pid
+(``<file_id hex>.<host>.<pid>.<random>``), so a store that opens (a server starting, a worker
+replacing a dead one) removes at once the temp files of writers of this host that no longer
+exist; anything else (another host sharing the store) is removed once untouched for six hours.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -30,6 +35,8 @@ from .errors import FileStoreError
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
 STALE_TEMP_SECONDS = 6 * 3600
+# This host, as it appears in temp names (letters, digits and dashes: the name splits on dots).
+_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 
 
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
@@ -203,7 +210,7 @@ class FileStore:
 
     def _temp(self, file_id: uuid.UUID) -> tuple[int, str]:
         with self._disk():
-            return tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.")
+            return tempfile.mkstemp(dir=self.tmp, prefix=f"{file_id.hex}.{_HOST}.{os.getpid()}.")
 
     def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -271,15 +278,20 @@ class FileStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def sweep_temp_files(self, older_than_seconds: float) -> int:
-        """Remove temp files left by crashed writers; returns how many."""
+        """Remove temp files left by crashed writers, returning how many: at once those of a
+        process of this host that no longer exists, any other once untouched for
+        ``older_than_seconds`` (a killed server's half-received uploads would otherwise fill
+        the disk kill by kill: 749 left by 200 kills before this)."""
         cutoff, removed = time.time() - older_than_seconds, 0
         for entry in self.tmp.iterdir():
             try:
-                if entry.stat().st_mtime < cutoff:
+                if _writer_gone(entry.name) or entry.stat().st_mtime < cutoff:
                     entry.unlink()
                     removed += 1
             except OSError:
                 continue
+        if removed:
+            log.info("removed %d temp file(s) left by writers that died in %s", removed, self.tmp)
         return removed
 
     def _make_parents(self, final: Path) -> set[Path]:
@@ -328,6 +340,29 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _writer_gone(temp_name: str) -> bool:
+    """Whether the temp file was written by a process of this host that has exited.
+
+    A killed server's workers may linger a moment as zombies (their parent died with them):
+    those count as gone, since a zombie writes nothing more. A pid reused since looks alive, and
+    its temp waits for the age rule: this errs on the side of never removing bytes in writing."""
+    parts = temp_name.split(".")
+    if len(parts) < 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    try:  # Linux: "<pid> (<name>) <state> ..."; elsewhere the age rule alone
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[:1] == [b"Z"]
+    except OSError:
+        return False
 
 
 def _unlink(path: str | os.PathLike) -> None:

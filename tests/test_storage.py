@@ -207,6 +207,29 @@ def test_crashed_writer_leaves_nothing_held(db):
     assert db.file_store.sweep_temp_files(3600) == 1 and not leftover.exists()
 
 
+def test_opening_the_store_removes_at_once_the_temp_files_of_writers_that_died(tmp_path):
+    """A server SIGKILLed mid-upload leaves its half-received bytes; the next process to open the
+    store removes them without waiting hours, and leaves alone what live writers are writing."""
+    from meteorpi_db import FileStore
+    root = tmp_path / "store"
+    code = ("import sys, time, uuid\nfrom meteorpi_db import FileStore\n"
+            "def chunks():\n    yield b'x' * 1000\n    print('writing', flush=True)\n    time.sleep(60)\n"
+            f"FileStore({str(root)!r}).store_stream(uuid.uuid4(), '0' * 32, chunks())\n")
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "writing\n"
+        [dead] = (root / "tmp").iterdir()
+    finally:
+        writer.kill()
+        writer.communicate()
+    alive = dead.with_name(dead.name.replace(f".{writer.pid}.", f".{os.getpid()}."))  # this process writing
+    elsewhere = dead.with_name(dead.name.replace(dead.name.split(".")[1], "another-host"))
+    for path in (alive, elsewhere):
+        path.write_bytes(b"still arriving")
+    FileStore(root)  # the next process opening the store
+    assert sorted((root / "tmp").iterdir()) == sorted([alive, elsewhere])
+
+
 # -- users -------------------------------------------------------------------------------------
 def test_user_password_is_checked_and_only_a_hash_is_stored(db):
     db.create_or_update_user("alice", "correct horse", ["import", "user"])

@@ -63,6 +63,9 @@ def test_central_server_sigkilled_at_random_moments_converges(make_database, ser
     tally.measure("seconds to converge after the last kill", round(seconds, 1))
     assert not result.problems, result.problems[:10]
     assert result.lost == 0 and result.duplicated == 0
+    # The restarted server removed what the killed one was receiving (79 left by 20 kills before
+    # it did); one may remain when a killed worker was still inside an fsync at the last restart.
+    assert result.temp_files_left <= 1
     assert exporter.totals.completed >= result.entities
     # Nearly every kill found work pending (a batch may complete between the look and the kill:
     # 4 times in 200 seen in a --long run).
