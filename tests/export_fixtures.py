@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -130,6 +131,14 @@ def start_meteorpi(*args: str, env: dict, stdout=subprocess.PIPE) -> subprocess.
     """Start the ``meteorpi`` command in a child process (the caller stops it by its pid)."""
     return subprocess.Popen([sys.executable, "-m", "meteorpi_server", *args], env=env, stdout=stdout,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
+        time.sleep(interval)
 
 
 def in_thread(target, *args) -> threading.Thread:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from meteorpi_server.cli import main
-from tests.export_fixtures import add_export, cli_env, meteorpi, night, start_meteorpi
+from tests.export_fixtures import add_export, cli_env, meteorpi, night, start_meteorpi, wait_for
 from tests.server_fixtures import IMPORTER
 
 SECRET = "correct-horse-battery"
@@ -130,7 +130,7 @@ def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_p
     first = start_meteorpi("export", "run", env=env)
     waiting = None
     try:
-        _until(lambda: _lock_holder(node) == str(first.pid), "the first exporter to take the lock")
+        wait_for(lambda: _lock_holder(node) == str(first.pid), 30, "the first exporter to take the lock")
         refused = meteorpi("export", "run", "--once", env=env)
         assert refused.returncode == 1
         assert f"Error: another exporter (pid {first.pid}) is already sending this node's exports" \
@@ -140,9 +140,9 @@ def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_p
         assert waiting.poll() is None and _lock_holder(node) == str(first.pid)
         assert first.poll() is None
         assert "export run stopped" in _stop(first)
-        _until(lambda: _lock_holder(node) == str(waiting.pid), "the waiting exporter to take over")
+        wait_for(lambda: _lock_holder(node) == str(waiting.pid), 30, "the waiting exporter to take over")
         night(node, tmp_path, events=2, standalone=0)
-        _until(lambda: central.counts()[0] == 2, "the night to arrive through the second exporter")
+        wait_for(lambda: central.counts()[0] == 2, 30, "the night to arrive through the second exporter")
         quitter = start_meteorpi("export", "run", env=env)
         time.sleep(1.0)
         output = _stop(quitter)
@@ -153,10 +153,3 @@ def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_p
                 _stop(proc)
     assert waiting.returncode == 0
     assert _lock_holder(node) == ""  # released, and no stale pid left to mislead
-
-
-def _until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)

@@ -3,21 +3,13 @@ node's archive converges at the central server, byte for byte, with nothing dupl
 from __future__ import annotations
 
 import signal
-import time
 
 from meteorpi_server.demo import ServeProcess, replicate
 from meteorpi_server.progress import ProgressDisplay
-from tests.export_fixtures import add_export, cli_env, exporter, meteorpi, night, start_meteorpi
+from tests.export_fixtures import add_export, cli_env, exporter, meteorpi, night, start_meteorpi, wait_for
 from tests.server_fixtures import IMPORTER, READER, add_users
 
 MIB = 1024 * 1024
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _size(path) -> int:
@@ -37,7 +29,7 @@ def test_exporter_killed_mid_upload_then_restarted_converges(node, central, tmp_
     incoming = central.db.file_store.tmp
     proc = start_meteorpi("export", "run", "--once", "--limit-rate", "256K", env=cli_env(node))
     try:
-        _wait_for(lambda: any(_size(p) > 0 for p in incoming.iterdir()), 30, "an upload in flight")
+        wait_for(lambda: any(_size(p) > 0 for p in incoming.iterdir()), 30, "an upload in flight")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -49,7 +41,7 @@ def test_exporter_killed_mid_upload_then_restarted_converges(node, central, tmp_
     check = central.check(node)
     assert check.ok, check.problems
     assert central.counts() == (2, 3)
-    _wait_for(lambda: not any(incoming.iterdir()), 10, "the half-received upload to be discarded")
+    wait_for(lambda: not any(incoming.iterdir()), 10, "the half-received upload to be discarded")
 
 
 def test_central_server_killed_and_restarted_mid_run_converges(node, make_database, tmp_path):

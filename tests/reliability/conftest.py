@@ -7,7 +7,6 @@ database of the session's PostgreSQL and stops it, by its own process group, at 
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -95,11 +94,3 @@ def start_served(db: MeteorDatabase, log_path: Path, workers: int = 1, **env: st
                           env={"METEORPI_LOGGING_LEVEL": "INFO", **env})
     server.start()
     return server
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
-        time.sleep(interval)

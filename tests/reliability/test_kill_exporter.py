@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from tests.export_fixtures import cli_env, meteorpi, start_meteorpi
+from tests.export_fixtures import cli_env, meteorpi, start_meteorpi, wait_for
 from tests.server_fixtures import IMPORTER
 
 from .checks import compare_archives, temp_files
-from .conftest import wait_for
 from .replication import export_to, more_work, pending
 
 SEED = 7_2026

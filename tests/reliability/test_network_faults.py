@@ -14,10 +14,10 @@ import pytest
 import requests
 
 
+from tests.export_fixtures import wait_for
 from tests.server_fixtures import IMPORTER, READER, TIMEOUT, Api, Records, deliver
 
 from .checks import compare_archives, temp_files
-from .conftest import wait_for
 from .fault_proxy import FaultProxy, Plan
 from .replication import BackgroundExporter, export_to, more_work, pending
 

@@ -17,10 +17,10 @@ import requests
 
 from meteorpi_db import Config, MeteorDatabase, embedded
 from meteorpi_db.database import ensure_database
+from tests.export_fixtures import wait_for
 from tests.server_fixtures import IMPORTER, READER, TIMEOUT
 
 from .checks import compare_archives
-from .conftest import wait_for
 from .replication import BackgroundExporter, export_to, more_work
 
 SEED = 5_0303
