@@ -154,8 +154,9 @@ What each area does (the tests' docstrings say more):
 
 - **kill server** — `meteorpi serve` (gunicorn) SIGKILLed at seeded random moments while a
   node's exporter replicates to it, restarted each time; then node and central are compared
-  entity by entity and byte by byte (`archive_check`), rows are counted per table, temp files
-  left by the kills are checked to be not held.
+  entity by entity and byte by byte (`archive_check`), rows are counted per table, and the
+  killed servers' half-received uploads must be neither held nor left on disk (each restart
+  removes them).
 - **kill exporter** — `meteorpi export run --once` SIGKILLed mid-upload and restarted, repeatedly.
 - **postgres** — the central's embedded PostgreSQL stopped with `pg_ctl stop -m immediate` under
   a running `meteorpi serve`, then started: 503 JSON with Retry-After meanwhile, recovery without
