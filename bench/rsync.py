@@ -129,9 +129,15 @@ class RsyncDaemon:
         return f"rsync://127.0.0.1:{port or self.port}/{self.MODULE}/"
 
 
+# What a node's file store holds beside the night's files: bytes in flight and the exporter's
+# lock. Neither is part of the night, and the copy is checked file by file.
+STORE_EXTRAS = ["--exclude=/tmp/", "--exclude=/exporter.lock"]
+
+
 def timed_push(source: Path, url: str, fsync: bool) -> float:
-    """Seconds for ``rsync -a [--fsync] source/ url``; raises on a failed transfer."""
-    argv = ["rsync", "-a"] + (["--fsync"] if fsync else []) + [f"{source}/", url]
+    """Seconds for ``rsync -a [--fsync] source/ url`` (a node's file store: its files alone);
+    raises on a failed transfer."""
+    argv = ["rsync", "-a"] + (["--fsync"] if fsync else []) + STORE_EXTRAS + [f"{source}/", url]
     t0 = time.perf_counter()
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=TRANSFER_TIMEOUT_SECONDS)

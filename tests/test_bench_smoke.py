@@ -1,13 +1,38 @@
 """The benchmark's own machinery, quickly: the link emulator keeps its promises and the harness
-turns timings into figures correctly. The benchmark itself (``python -m bench --quick``) is
-not run here: it takes minutes, and speed is judged by its figures, never by a test."""
+turns timings into figures correctly; and ``python -m bench --quick`` end to end, as CI's smoke
+run of the benchmark (about a minute): every figure gets a value and nothing failed. Its values
+are never judged here: speed is judged by the figures of a full run, never by a test."""
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from bench.harness import (Figure, alternate, goal_met, median_ratio, pairwise_ratios,
                            percentile)
+from bench.figures import ALL_NAMES
 from bench.link import Pacer, calibrate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(900)  # a fresh machine may first have to install rsync with apt-get
+def test_quick_bench_gives_every_figure_a_value_and_counts_no_errors(tmp_path):
+    """What a full run would report, in small: a change that breaks a figure (a baseline that no
+    longer copies what it should, an export run that fails) shows here, not weeks later."""
+    results = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--results", str(results)], cwd=REPO,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    missing = set(ALL_NAMES) - set(figures)
+    assert not missing, f"no line for {sorted(missing)}:\n{proc.stdout}"
+    broken = {name: value for name, value in figures.items() if value.startswith("n/a")}
+    assert not broken, f"{broken}\n{proc.stderr[-3000:]}"
+    assert figures["errors"] == "0", proc.stderr[-3000:]
+    assert "| `replication_vs_rsync_fsync` |" in results.read_text()
 
 
 def test_link_emulator_calibration_meets_its_rate_and_round_trip():
