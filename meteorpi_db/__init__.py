@@ -9,6 +9,5 @@ from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, 
 from .file_store import FileStore, FileTooLarge, Md5Mismatch, StoreWriteFailed, TruncatedUpload
 
 __all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "ExporterBusy",
-           "FileStore",
-           "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
+           "FileStore", "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
            "StorageUnavailable", "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config"]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .database import MeteorDatabase
-from .errors import ExporterBusy
+from .errors import ExporterBusy, FileStoreError
 
 log = logging.getLogger("meteorpi.exporter")
 LOCK_FILE = "exporter.lock"
@@ -35,7 +35,11 @@ def exporter_lock(db: MeteorDatabase, wait: threading.Event | None = None) -> It
     lock is free (True) or ``wait`` is set (False: stopped before it ever ran).
     """
     path = db.file_store.root / LOCK_FILE
-    with open(path, "a+") as fh:
+    try:
+        fh = open(path, "a+")
+    except OSError as e:  # a store owned by another user, a read-only disk
+        raise FileStoreError(f"cannot open the exporter lock {path}: {e.strerror or e}", e) from e
+    with fh:
         announced = False
         while True:
             try:

@@ -153,3 +153,15 @@ def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_p
                 _stop(proc)
     assert waiting.returncode == 0
     assert _lock_holder(node) == ""  # released, and no stale pid left to mislead
+
+
+def test_an_exporter_lock_that_cannot_be_opened_is_a_one_line_error(node):
+    blocker = node.file_store.root / "exporter.lock"
+    blocker.unlink(missing_ok=True)
+    blocker.mkdir()  # as good as a store the running user may not write to (tests run as root)
+    try:
+        result = _cli(node, "export", "run", "--once")
+    finally:
+        blocker.rmdir()
+    assert result.exit_code == 1
+    assert f"Error: cannot open the exporter lock {blocker}" in result.output and "Traceback" not in result.output
