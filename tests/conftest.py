@@ -20,9 +20,9 @@ import pytest
 from meteorpi_db import Config, MeteorDatabase
 from meteorpi_db.database import ensure_database
 
-# The protocol vectors live in shared/ beside the repository (as in CI's clean clone).
-VECTORS = Path(os.environ.get("METEORPI_VECTORS",
-                              Path(__file__).resolve().parents[2] / "shared" / "vectors"))
+# The protocol vectors: request bodies as deployed version-1 exporters send them, and the
+# bytes they describe (tests/vectors/README.md). Kept in the repository: a clone stands alone.
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def pytest_configure(config):
@@ -91,7 +91,7 @@ def db(make_database) -> MeteorDatabase:
 
 @pytest.fixture(scope="session")
 def vectors() -> dict:
-    """The protocol vectors from ../shared/vectors: bodies by name, bytes by file name."""
+    """The protocol vectors of tests/vectors: bodies by name, bytes by file name."""
     out = {name: json.loads((VECTORS / f"{name}.json").read_text()) for name in ("status", "file", "event")}
     out["bytes"] = {p.name: p.read_bytes() for p in VECTORS.glob("*.bin")}
     return out
