@@ -12,9 +12,10 @@ import importlib
 _EXPORTS = {"MeteorApp": "app", "create_app": "app", "ApiError": "errors", "BadRequest": "errors",
             "CallbackRefused": "errors", "PayloadTooLarge": "errors", "ResourceNotFound": "errors",
             "add_routes": "import_routes", "BaseImportReceiver": "importer_api",
-            "ImportRequest": "importer_api", "MeteorDatabaseImportReceiver": "importer_api"}
+            "ImportRequest": "importer_api", "MeteorDatabaseImportReceiver": "importer_api",
+            "FileData": "file_data"}
 
-__all__ = ["ApiError", "BadRequest", "BaseImportReceiver", "CallbackRefused", "ImportRequest",
+__all__ = ["ApiError", "BadRequest", "BaseImportReceiver", "CallbackRefused", "FileData", "ImportRequest",
            "MeteorApp", "MeteorDatabaseImportReceiver", "PayloadTooLarge", "ResourceNotFound",
            "add_routes", "create_app"]
 

@@ -20,6 +20,7 @@ from .batch_routes import add_batch_routes
 from .entity_cache import EntityCache
 from .bodies import parse_json_object, read_body, read_stream
 from .errors import BadRequest, PayloadTooLarge, json_errors
+from .file_data import FileData
 from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver, answer, dispatch
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = Non
             raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {limit} bytes")
         chunks = file_part_chunks(request.stream, multipart_boundary(), limit)
         try:
-            result = receiver().receive_file_data(file_uuid, chunks, md5_hex)
+            result = receiver().receive_file_data(file_uuid, FileData(chunks), md5_hex)
         finally:
             chunks.close()
         return result if result is not None else answer("continue")

@@ -5,6 +5,12 @@
 "the receiver returned nothing" into the protocol's default answer. A receiver decides;
 ``MeteorDatabaseImportReceiver`` decides as PROTOCOL.md says, against a MeteorDatabase.
 An application embedding the routes may pass any ``BaseImportReceiver``.
+
+Receivers written for the original meteorpi importer run unchanged: the answers that need no
+request (``response_failed``, ``response_continue_after_file``, ``response_need_file_data``)
+and ``get_importing_user_id`` are static, so they work on the class as before and on an instance
+as today; ``process_request()`` with no body is the request Flask is serving; and ``file_data``
+has ``save(path)`` besides yielding chunks (file_data.py).
 """
 from __future__ import annotations
 
@@ -13,20 +19,28 @@ import logging
 import uuid
 from typing import Any, Iterable, Mapping
 
-from flask import Response, make_response
+from flask import Response, abort, current_app, g, make_response
 
 from meteorpi_db import Conflict, MeteorDatabase, Md5Mismatch
+from meteorpi_db.config import ServerConfig
 from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
                             instant_to_ms)
 from meteorpi_model.fields import Choice, UUIDCodec
 
 from .auth import current_user
+from .bodies import parse_json_object, read_body
 from .entity_cache import EntityCache
+from .errors import ApiError, error_response
+from .file_data import FileData
 from .jsonp import jsonify
 
 import_log = logging.getLogger("meteorpi.server.import")
 BODY_TYPES = ("status", "file", "event", "cached_entity")
 _ENTITY_TYPES = {Event: "event", FileRecord: "file", CameraStatus: "status"}
+# Where the request being served keeps its ImportRequest (flask.g), for process_request().
+_CURRENT = "meteorpi_import_request"
+# Where an app keeps the entity cache of process_request() called in its own views.
+_APP_CACHE = "meteorpi.process_request_cache"
 
 
 def answer(state: str, **fields: Any) -> Response:
@@ -52,21 +66,24 @@ class ImportRequest:
     def __repr__(self) -> str:
         return f"ImportRequest({self.entity_type}, {self.entity_id.hex})"
 
-    # -- answers ---------------------------------------------------------------------------
+    # -- answers (the static ones need no request: callable on the class or an instance) ----
     def response_complete(self) -> Response:
         return answer("complete")
 
-    def response_failed(self, message: str = "import failed") -> Response:
+    @staticmethod
+    def response_failed(message: str = "import failed") -> Response:
         return answer("failed", message=message)
 
     def response_continue(self) -> Response:
         """``continue``; ``continue-nocache`` when the entity is unknown, so the exporter resends it."""
         return answer("continue" if self.entity is not None else "continue-nocache")
 
-    def response_continue_after_file(self) -> Response:
+    @staticmethod
+    def response_continue_after_file() -> Response:
         return answer("continue")
 
-    def response_need_file_data(self, file_id: uuid.UUID) -> Response:
+    @staticmethod
+    def response_need_file_data(file_id: uuid.UUID) -> Response:
         return answer("need_file_data", file_id=file_id)
 
     def response_need_status(self, status_id: uuid.UUID | None = None) -> Response:
@@ -75,12 +92,20 @@ class ImportRequest:
 
     # -- parsing ---------------------------------------------------------------------------
     @staticmethod
-    def process_request(body: Mapping[str, Any], cache: EntityCache | None = None) -> "ImportRequest":
+    def process_request(body: Mapping[str, Any] | None = None, cache: EntityCache | None = None
+                        ) -> "ImportRequest":
         """The request a parsed JSON body makes; raises ValidationError naming the bad field.
 
         A full event or file is remembered in ``cache`` for the ``cached_entity`` requests that
         follow it; a cached id that is not found gives an ImportRequest with no entity.
+
+        With no ``body`` (the original importer's form) it is the request Flask is serving:
+        inside a receiver, the one being handled; in an application's own view, its body read
+        and parsed now (with the app's own cache unless ``cache`` is given), a bad one aborting
+        the request with the 400 JSON answer.
         """
+        if body is None:
+            return _current_request(cache)
         if "type" not in body:
             raise ValidationError("type", "required")
         kind = Choice(*BODY_TYPES).decode(body["type"], "type")
@@ -95,6 +120,24 @@ class ImportRequest:
         if cache is not None and kind != "status":
             cache.put(entity_id, entity)
         return ImportRequest(entity, entity_id)
+
+
+def _current_request(cache: EntityCache | None) -> ImportRequest:
+    held = g.get(_CURRENT)
+    if held is not None:
+        return held
+    meteor_app = current_app.extensions.get("meteorpi")
+    settings = meteor_app.config.server if meteor_app is not None else ServerConfig()
+    if cache is None:
+        cache = current_app.extensions.get(_APP_CACHE)
+        if cache is None:  # two threads racing here: one cache wins, the other's entry is a miss
+            cache = current_app.extensions.setdefault(_APP_CACHE, EntityCache(settings.entity_cache_size))
+    try:
+        held = ImportRequest.process_request(parse_json_object(read_body(settings.max_body_bytes)), cache)
+    except (ApiError, ValidationError) as e:
+        abort(error_response(e))  # whatever error handlers the host app has: the protocol's answer
+    setattr(g, _CURRENT, held)
+    return held
 
 
 def _required_uuid(body: Mapping[str, Any], key: str) -> uuid.UUID:
@@ -124,14 +167,18 @@ class BaseImportReceiver:
     def receive_status(self, import_request: ImportRequest) -> Response | None:
         return None
 
-    def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
-        """``file_data`` yields the uploaded bytes in chunks as they arrive; consume it to store them."""
+    def receive_file_data(self, file_id: uuid.UUID, file_data: FileData, md5_hex: str) -> Response | None:
+        """``file_data`` yields the uploaded bytes in chunks as they arrive, or ``save(path)``
+        writes them to a file; consume it to store them."""
         for _ in file_data:
             pass
         return None
 
-    def get_importing_user_id(self) -> str | None:
-        """Who sent this request (the authenticated user), to record beside what they imported."""
+    @staticmethod
+    def get_importing_user_id() -> str | None:
+        """Who sent this request (the authenticated user), to record beside what they imported.
+
+        Static, as in the original importer: ``BaseImportReceiver.get_importing_user_id()``."""
         user = current_user()
         return user.user_id if user is not None else None
 
@@ -139,6 +186,7 @@ class BaseImportReceiver:
 def dispatch(receiver: BaseImportReceiver, import_request: ImportRequest) -> Response:
     """Hand the request to ``receiver``, fill in the default answer, log completed imports."""
     kind = import_request.entity_type
+    setattr(g, _CURRENT, import_request)  # what process_request() answers inside the receiver
     if kind == "none":
         return import_request.response_continue()
     handle = {"event": receiver.receive_event, "file": receiver.receive_file_record,
