@@ -1,8 +1,8 @@
 """Fixtures of the reliability suite: scale (CI or ``--long``), tallies, real servers.
 
 ``scale(ci, long)`` picks the number for this run. ``tally`` records what a test did; at the end
-of the session the tallies of the tests that ran go into results.json and RESULTS.md is
-regenerated (results.py). ``served`` starts ``meteorpi serve`` (gunicorn, real processes) on a
+of the session the tallies of the tests that ran are written outside the repository (results.py;
+``python -m tests.reliability.results --update`` puts them in the committed report). ``served`` starts ``meteorpi serve`` (gunicorn, real processes) on a
 database of the session's PostgreSQL and stops it, by its own process group, at teardown.
 """
 from __future__ import annotations
@@ -67,8 +67,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not ran:
         return
     mode = "long" if session.config.getoption("--long") else "ci"
-    data = results.merge(mode, ran)
-    results.write_markdown(data)
+    results.save_run(mode, ran)
 
 
 # -- servers ----------------------------------------------------------------------------------

@@ -2,15 +2,22 @@
 
 Each test adds to its ``Tally`` (the ``tally`` fixture): kills survived, faults injected, inputs
 tried, 5xx answers seen, entities lost, plus measurements worth reading. At the end of a session
-the conftest merges the tallies of the tests that ran into ``results.json`` (under ``ci`` or
-``long``, so a partial run updates only its own tests) and regenerates ``RESULTS.md``.
-``python -m tests.reliability.results`` re-renders RESULTS.md from results.json by hand.
+the conftest writes the tallies of the tests that ran to ``last-run.json`` in ``RUN_DIR``
+(outside the repository: a test run never dirties a checkout), with the committed results
+merged in and rendered to ``RUN_DIR/RESULTS.md`` for reading.
+
+``python -m tests.reliability.results --update`` is the one way to change the committed report:
+it merges the last run into ``results.json`` (under ``ci`` or ``long``, so a partial run
+updates only its own tests) and re-renders ``RESULTS.md``.
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
+import os
 import platform
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
+# Where a test session writes what it measured (METEORPI_RELIABILITY_RESULTS overrides).
+RUN_DIR = Path(os.environ.get("METEORPI_RELIABILITY_RESULTS",
+                              Path(tempfile.gettempdir()) / "meteorpi-reliability"))
+LAST_RUN = RUN_DIR / "last-run.json"
 # The standard columns, in order; anything else a test records goes to "measured".
 COLUMNS = [("kills", "kills survived"), ("faults", "faults injected"), ("inputs", "inputs tried"),
            ("server_errors", "5xx seen"), ("lost", "entities lost"), ("duplicated", "duplicated")]
@@ -42,18 +53,33 @@ class Tally:
         return {"title": self.title, "area": self.area, "counts": dict(self.counts), "measured": self.measured}
 
 
-def merge(mode: str, ran: dict[str, dict]) -> dict:
-    """Put this session's tallies (nodeid -> tally dict with outcome/seconds) into results.json."""
+def merge(mode: str, ran: dict[str, dict], into: Path = RESULTS_JSON) -> dict:
+    """The results of ``into`` with this session's tallies (nodeid -> tally with outcome/seconds)."""
     try:
-        data = json.loads(RESULTS_JSON.read_text())
+        data = json.loads(into.read_text())
     except (OSError, ValueError):
         data = {}
     section = data.setdefault(mode, {})
     section.update(ran)
     data[f"{mode}_environment"] = {"python": platform.python_version(), "machine": platform.machine(),
                                    "updated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    RESULTS_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data
+
+
+def save_run(mode: str, ran: dict[str, dict]) -> Path:
+    """Record a session's tallies in RUN_DIR (never in the repository); RUN_DIR/RESULTS.md shows them."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LAST_RUN.write_text(json.dumps({"mode": mode, "ran": ran}, indent=1, sort_keys=True) + "\n")
+    (RUN_DIR / "RESULTS.md").write_text(render(merge(mode, ran)))
+    return RUN_DIR / "RESULTS.md"
+
+
+def update_committed(run: Path = LAST_RUN) -> None:
+    """Merge a recorded run into the committed results.json and RESULTS.md."""
+    last = json.loads(run.read_text())
+    data = merge(last["mode"], last["ran"])
+    RESULTS_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write_markdown(data)
 
 
 def _cell(value) -> str:
@@ -220,5 +246,13 @@ FOOTER = """
 
 
 if __name__ == "__main__":
-    write_markdown(json.loads(RESULTS_JSON.read_text()))
+    parser = argparse.ArgumentParser(prog="python -m tests.reliability.results",
+                                     description="Update the committed reliability report.")
+    parser.add_argument("--update", action="store_true",
+                        help=f"merge the last test run ({LAST_RUN}) into results.json, then render RESULTS.md")
+    args = parser.parse_args()
+    if args.update:
+        update_committed()
+    else:
+        write_markdown(json.loads(RESULTS_JSON.read_text()))
     print(f"wrote {RESULTS_MD}")
