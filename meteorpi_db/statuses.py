@@ -5,6 +5,8 @@ import dataclasses
 import datetime as _dt
 import uuid
 
+from psycopg2.extras import execute_values
+
 from meteorpi_model import CameraStatus, Location, Orientation, Point, as_uuid, now
 
 from .pool import retry_stale
@@ -19,9 +21,8 @@ VALUES (%(status_id)s, %(camera_id)s, %(lens)s, %(sensor)s, %(inst_name)s, %(ins
         %(location_error)s, %(alt)s, %(az)s, %(rot)s, %(orientation_error)s, %(width)s)
 ON CONFLICT (status_id) DO NOTHING
 """
-INSERT_REGION_POINT = """
-INSERT INTO status_region (status_id, region_index, point_index, x, y)
-VALUES (%(status_id)s, %(region_index)s, %(point_index)s, %(x)s, %(y)s)
+INSERT_REGION_POINTS = """
+INSERT INTO status_region (status_id, region_index, point_index, x, y) VALUES %s
 """
 # A newer status of the same camera ends the validity of the one open before it.
 CLOSE_OPEN_STATUS = """
@@ -89,10 +90,10 @@ class StatusStore:
         params = {"time": status.valid_from, "camera_id": status.camera_id, "status_id": status.status_id}
         cur.execute(CLOSE_OPEN_STATUS, params)
         cur.execute(CLOSE_BEFORE_NEWER, params)
-        points = [{"status_id": status.status_id, "region_index": r, "point_index": p, "x": pt.x, "y": pt.y}
+        points = [(status.status_id, r, p, pt.x, pt.y)
                   for r, region in enumerate(status.regions) for p, pt in enumerate(region)]
-        if points:
-            cur.executemany(INSERT_REGION_POINT, points)
+        if points:  # one statement per thousand points, not one round trip per point
+            execute_values(cur, INSERT_REGION_POINTS, points, page_size=1000)
         return True
 
     def _load_status(self, cur, status_id: uuid.UUID) -> CameraStatus | None:
