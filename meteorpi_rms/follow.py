@@ -38,12 +38,12 @@ def follow(db: MeteorDatabase, paths: list[Path], interval: float, stop: threadi
     def seen(root: Path) -> bool:
         return _signature(root) in done
 
-    told: set[tuple[str, str]] = set()  # a night in progress is reported once, not every poll
+    told: set[tuple[str, str]] = set()  # a skip or refusal is reported once, not every poll
     while not stop.is_set():
         for result in ingest_paths(db, paths, on_plan, on_stored, skip=seen):
-            if result.state != "skipped" or (str(result.folder), result.message) not in told:
+            if result.state == "ingested" or (str(result.folder), result.message) not in told:
                 on_result(result)
-            if result.state == "skipped":
+            if result.state != "ingested":
                 told.add((str(result.folder), result.message))
             if result.state in ("ingested", "failed") and (sig := _signature(result.folder)) is not None:
                 done.add(sig)

@@ -255,9 +255,11 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
     for path in paths:
         try:
             nights = find_nights(Path(path))
-        except (FileNotFoundError, NotADirectoryError) as e:
-            yield NightResult(Path(path), "failed", message=str(e))
+        except OSError as e:
+            yield NightResult(Path(path), "failed", message=_unreadable(Path(path), e))
             continue
+        if not nights:
+            yield NightResult(Path(path), "skipped", message=f"{path}: no RMS night folders found")
         for root in nights:
             if skip is not None and skip(root):
                 continue
@@ -267,3 +269,12 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
                 yield NightResult(root, "skipped", message=str(e))
             except FormatError as e:
                 yield NightResult(root, "failed", message=f"{root.name}: {e}")
+            except OSError as e:  # the store's own disk errors are StoreWriteFailed, never here
+                yield NightResult(root, "failed", message=f"{root.name}: {_unreadable(root, e)}")
+
+
+def _unreadable(root: Path, e: OSError) -> str:
+    """A source we cannot read (permissions, I/O error), as one line."""
+    if e.filename is None:
+        return str(e)
+    return f"cannot read {e.filename}: {e.strerror or e}"

@@ -112,12 +112,15 @@ def find_nights(path: Path) -> list[Path]:
     data folder (ArchivedFiles preferred over CapturedFiles for the same night), else any
     night folders directly inside it. Sorted by night name, oldest first."""
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path}: not a folder (give a night folder or RMS's data folder)")
     parents = [path / p for p in NIGHT_PARENTS if (path / p).is_dir()]
     if not parents:
-        if (path / ".config").is_file() or any(f.startswith("FTPdetectinfo_") for f in os.listdir(path)):
-            return [path]  # a night folder under a name of its own
+        if is_night_folder(path) or (path / ".config").is_file() or \
+                any(f.startswith("FTPdetectinfo_") for f in os.listdir(path)):
+            return [path]  # a night folder (perhaps a copy under a name of its own)
         parents = [path]
     chosen: dict[str, Path] = {}
     for parent in parents:  # ArchivedFiles first: setdefault keeps it

@@ -309,6 +309,18 @@ def test_cli_summarises_each_night_and_refuses_garbled_ones_in_one_line(node, tm
     assert again.returncode == 0 and again.stdout.rstrip().endswith("(nothing new)"), again.stdout
 
 
+def test_cli_paths_that_are_no_nights_are_one_line_each(node, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    proc = meteorpi("ingest", "rms", str(tmp_path / "missing"), str(tmp_path / "notes.txt"), str(tmp_path / "empty"),
+                    env=cli_env(node))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"Error: {tmp_path / 'missing'}: no such folder",
+        f"Error: {tmp_path / 'notes.txt'}: not a folder (give a night folder or RMS's data folder)",
+        f"skipped {tmp_path / 'empty'}: no RMS night folders found"], proc.stderr
+
+
 def test_cli_full_disk_is_one_line(node, tmp_path):
     folder = write_night(tmp_path, NightSpec(ff_size=256 * 1024))
 
