@@ -9,6 +9,7 @@ night is ``<STATION>_<YYYYMMDD>_<HHMMSS>_<microseconds>``, the name of its folde
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -44,16 +45,19 @@ def _stamped(m: re.Match | None) -> Stamped | None:
     return Stamped(m.group("station"), base.replace(microsecond=micro, tzinfo=_dt.timezone.utc))
 
 
+@functools.lru_cache(maxsize=8192)  # names are parsed again at every step of a night
 def parse_ff_name(name: str) -> Stamped | None:
     """Station and start of an FF file name, or None when ``name`` is not one."""
     return _stamped(FF_RE.match(name))
 
 
+@functools.lru_cache(maxsize=8192)  # names are parsed again at every step of a night
 def parse_fr_name(name: str) -> Stamped | None:
     """Station and time of an FR file name (that of its FF), or None."""
     return _stamped(FR_RE.match(name))
 
 
+@functools.lru_cache(maxsize=8192)  # names are parsed again at every step of a night
 def parse_night_name(name: str) -> Stamped | None:
     """Station and start of a night name ``<STATION>_<YYYYMMDD>_<HHMMSS>_<micro>``, or None."""
     return _stamped(NIGHT_RE.match(name))
