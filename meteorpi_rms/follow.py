@@ -17,6 +17,9 @@ from .errors import RmsError
 from .ingest import NightResult, ingest_paths
 from .night import scan_night
 
+# RMS copies a finished night to ArchivedFiles after processing: wait until its files are quiet.
+DEFAULT_SETTLE_SECONDS = 60.0
+
 
 def _signature(root: Path) -> tuple | None:
     """What must change for a night to be looked at again: its FTPdetectinfo's identity."""
@@ -31,8 +34,10 @@ def _signature(root: Path) -> tuple | None:
 
 
 def follow(db: MeteorDatabase, paths: list[Path], interval: float, stop: threading.Event,
-           on_result: Callable[[NightResult], None], on_plan=None, on_stored=None) -> None:
-    """Poll ``paths`` every ``interval`` seconds until ``stop`` is set."""
+           on_result: Callable[[NightResult], None], on_plan=None, on_stored=None,
+           settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> None:
+    """Poll ``paths`` every ``interval`` seconds until ``stop`` is set; a night is taken once
+    none of its files changed for ``settle_seconds``."""
     done: set[tuple] = set()
 
     def seen(root: Path) -> bool:
@@ -40,7 +45,7 @@ def follow(db: MeteorDatabase, paths: list[Path], interval: float, stop: threadi
 
     told: set[tuple[str, str]] = set()  # a skip or refusal is reported once, not every poll
     while not stop.is_set():
-        for result in ingest_paths(db, paths, on_plan, on_stored, skip=seen):
+        for result in ingest_paths(db, paths, on_plan, on_stored, skip=seen, settle_seconds=settle_seconds):
             if result.state == "ingested" or (str(result.folder), result.message) not in told:
                 on_result(result)
             if result.state != "ingested":

@@ -21,9 +21,11 @@ def file_id(station: str, night: str, file_name: str, md5: str) -> uuid.UUID:
     return _id("file", station, night, file_name, md5.lower())
 
 
-def event_id(station: str, ff_name: str, meteor_number: int, content_hash: str, file_md5s: list[str]) -> uuid.UUID:
-    """A detection: station, its FF, meteor number, its rows' content and its files' bytes."""
-    return _id("event", station, ff_name, str(meteor_number), content_hash, *file_md5s)
+def event_id(station: str, ff_name: str, meteor_number: int, content_hash: str) -> uuid.UUID:
+    """A detection: station, its FF, meteor number and its rows' content. Not its files: RMS
+    deletes FF files of unconfirmed detections, and a night ingested before and after that
+    is still the same detection (a changed FF is kept beside the old one as a file)."""
+    return _id("event", station, ff_name, str(meteor_number), content_hash)
 
 
 def status_id(station: str, content: str, night: str | None = None) -> uuid.UUID:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -76,18 +77,37 @@ def _ms_floor(t: _dt.datetime) -> _dt.datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
-def plan_night(root: Path) -> NightPlan:
-    """Read and check a night folder; raises NightInProgress, NightVanished or FormatError."""
+def plan_night(root: Path, settle_seconds: float = 0.0) -> NightPlan:
+    """Read and check a night folder; raises NightInProgress, NightVanished or FormatError.
+
+    ``settle_seconds``: a night with a file changed more recently is still being written
+    (RMS copying it to ArchivedFiles, say), and is left for later."""
     folder = scan_night(root)
     folder.require_finished()
     elsewhere = in_progress_elsewhere(folder.root)
     if elsewhere:
         raise NightInProgress(elsewhere)
+    if settle_seconds > 0:
+        age = _quiet_seconds(folder.root)
+        if age < settle_seconds:
+            raise NightInProgress(f"{folder.root}: still being written (a file changed {age:.0f} s ago)")
     try:
         return _plan(folder)
     except FileNotFoundError as e:
         raise NightVanished(f"{folder.root}: {Path(e.filename).name} disappeared while read "
                             f"(RMS housekeeping?); will retry") from None
+
+
+def _quiet_seconds(root: Path) -> float:
+    """Seconds since the last change of any file in the folder."""
+    newest = 0.0
+    with os.scandir(root) as entries:
+        for entry in entries:
+            try:
+                newest = max(newest, entry.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+    return time.time() - newest
 
 
 def _plan(folder: NightFolder) -> NightPlan:
@@ -197,9 +217,11 @@ def _file_time(path: Path, plan: NightPlan) -> _dt.datetime:
     return _ms_floor(stamped.start) if stamped else plan.night_start
 
 
-def build_entities(plan: NightPlan, stored: dict[Path, tuple[uuid.UUID, int, str]],
-                   status: CameraStatus) -> list[Event | FileRecord]:
-    """Events (with their files) and stand-alone files of the night, on ``status``."""
+def build_entities(plan: NightPlan, stored: dict[Path, tuple[uuid.UUID, int, str]], status: CameraStatus,
+                   held_events: set[uuid.UUID] = frozenset()) -> list[Event | FileRecord]:
+    """Events (with their files) and stand-alone files of the night, on ``status``. The files
+    of an event already held (``held_events``) come as stand-alone files: a new version of
+    a detection's FF (RMS re-ran) is kept beside the one the event holds."""
     def record(path: Path, semantic_type: str) -> FileRecord:
         file_id, size, md5 = stored[path]
         return FileRecord(file_id=file_id, camera_id=plan.station, status_id=status.status_id,
@@ -209,11 +231,18 @@ def build_entities(plan: NightPlan, stored: dict[Path, tuple[uuid.UUID, int, str
     entities: list[Event | FileRecord] = [record(p, kind) for p, kind in plan.file_types.items()]
     for d, paths in zip(plan.info.detections, plan.event_files):
         files = [record(p, "rms:ff" if parse_ff_name(p.name) else "rms:fr") for p in paths]
-        entities.append(Event(
-            event_id=ids.event_id(plan.station, d.ff_name, d.meteor_number, d.content_hash, [f.md5 for f in files]),
-            camera_id=plan.station, status_id=status.status_id, event_time=d.start_time, event_type=EVENT_TYPE,
-            files=files, meta=_detection_meta(d, plan)))
+        event_id = detection_id(plan, d)
+        if event_id in held_events:
+            entities += files  # held ones are no-ops; a changed one is kept beside the old
+            continue
+        entities.append(Event(event_id=event_id, camera_id=plan.station, status_id=status.status_id,
+                              event_time=d.start_time, event_type=EVENT_TYPE, files=files,
+                              meta=_detection_meta(d, plan)))
     return entities
+
+
+def detection_id(plan: NightPlan, d: Detection) -> uuid.UUID:
+    return ids.event_id(plan.station, d.ff_name, d.meteor_number, d.content_hash)
 
 
 def _span(plan: NightPlan) -> tuple[_dt.datetime, _dt.datetime]:
@@ -223,11 +252,11 @@ def _span(plan: NightPlan) -> tuple[_dt.datetime, _dt.datetime]:
 
 
 def ingest_night(db: MeteorDatabase, root: Path, on_plan: Callable[[NightPlan], None] | None = None,
-                 on_stored: Callable[[Path, int], None] | None = None) -> NightResult:
+                 on_stored: Callable[[Path, int], None] | None = None, settle_seconds: float = 0.0) -> NightResult:
     """Ingest one night folder, all or nothing. RmsError (format, in progress, vanished) and
     the store's or database's errors propagate; nothing of the night is registered then."""
     started = time.monotonic()
-    plan = plan_night(Path(root))
+    plan = plan_night(Path(root), settle_seconds)
     if on_plan is not None:
         on_plan(plan)
     try:
@@ -242,13 +271,15 @@ def ingest_night(db: MeteorDatabase, root: Path, on_plan: Callable[[NightPlan], 
     stored = dict(zip(plan.sources, stored_list))
     first, last = _span(plan)
     status = choose_status(db, plan, first, last)
-    registered = db.register_recorded([status], build_entities(plan, stored, status))
+    event_ids = [detection_id(plan, d) for d in plan.info.detections]
+    held_events = set(event_ids) - set(db.missing_ids(event_ids=event_ids)[1])
+    registered = db.register_recorded([status], build_entities(plan, stored, status, held_events))
     return NightResult(plan.folder.root, "ingested", plan.night, registered, len(plan.info.detections),
                        len(plan.sources), sum(size for _, size, _ in stored_list), time.monotonic() - started)
 
 
 def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=None,
-                 skip: Callable[[Path], bool] | None = None) -> Iterator[NightResult]:
+                 skip: Callable[[Path], bool] | None = None, settle_seconds: float = 0.0) -> Iterator[NightResult]:
     """Each night under ``paths`` in turn; a night that cannot be taken yields a skipped or
     failed result and the others go on. Store and database errors stop the run (they would
     fail every night the same way)."""
@@ -264,7 +295,7 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
             if skip is not None and skip(root):
                 continue
             try:
-                yield ingest_night(db, root, on_plan, on_stored)
+                yield ingest_night(db, root, on_plan, on_stored, settle_seconds)
             except (NightInProgress, NightVanished) as e:
                 yield NightResult(root, "skipped", message=str(e))
             except FormatError as e:

@@ -72,14 +72,17 @@ def ingest() -> None:
 @click.option("--follow", is_flag=True, help="Keep polling; ingest each night once it is finished (a service).")
 @click.option("--interval", type=click.FloatRange(1, 86400), default=DEFAULT_INTERVAL, show_default=True,
               help="Seconds between polls with --follow.")
+@click.option("--settle", type=click.FloatRange(0, 86400), default=None,
+              help="Leave a night whose files changed less than this many seconds ago for later "
+                   "[60 with --follow, else 0].")
 @pass_ctx
 @domain_errors
-def ingest_rms(ctx: Context, paths: tuple[Path, ...], follow: bool, interval: float) -> None:
+def ingest_rms(ctx: Context, paths: tuple[Path, ...], follow: bool, interval: float, settle: float | None) -> None:
     """Ingest RMS nights: PATH is a night folder or RMS's data folder (every finished night in it).
 
     A night in progress is skipped; a garbled one is refused whole, with the file and line."""
     from meteorpi_rms import ingest_paths  # noqa: the domain loads only when used
-    from meteorpi_rms.follow import follow as follow_loop
+    from meteorpi_rms.follow import DEFAULT_SETTLE_SECONDS, follow as follow_loop
     db, bar, failures = ctx.db, Bar(), []
 
     def report(result) -> None:
@@ -97,9 +100,10 @@ def ingest_rms(ctx: Context, paths: tuple[Path, ...], follow: bool, interval: fl
             stop = threading.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-            follow_loop(db, list(paths), interval, stop, report, bar.on_plan, bar.on_stored)
+            follow_loop(db, list(paths), interval, stop, report, bar.on_plan, bar.on_stored,
+                        DEFAULT_SETTLE_SECONDS if settle is None else settle)
             return
-        for result in ingest_paths(db, list(paths), bar.on_plan, bar.on_stored):
+        for result in ingest_paths(db, list(paths), bar.on_plan, bar.on_stored, settle_seconds=settle or 0.0):
             report(result)
     finally:
         bar.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meteorpi_db import StoreWriteFailed
-from meteorpi_rms import FormatError, NightVanished, ingest_night, ingest_paths
+from meteorpi_rms import FormatError, NightInProgress, NightVanished, ingest_night, ingest_paths
 from meteorpi_rms.config import read_config
 from meteorpi_rms.ftpdetectinfo import parse
 from tests.export_fixtures import add_export, cli_env, exporter, meteorpi, start_meteorpi, wait_for
@@ -168,14 +168,17 @@ def _all_files():
 
 
 def test_again_or_a_copy_elsewhere_registers_nothing_new(node, tmp_path):
-    """Ids come from the data: the same night twice, or copied under another folder name,
-    maps to what is held."""
+    """Ids come from the data: the same night twice, copied under another folder name, or
+    archived by RMS without some of its FF files, maps to what is held."""
     folder = write_night(tmp_path / "a")
     ingest_night(node, folder)
     held = counts(node)
     copy = tmp_path / "elsewhere" / "night-copy"
     shutil.copytree(folder, copy)
-    for again in (folder, copy):
+    archived = tmp_path / "ArchivedFiles" / folder.name  # RMS kept only some FF files there
+    shutil.copytree(folder, archived)
+    (archived / ff_name("XX0001", ff_start(NightSpec(), 12))).unlink()
+    for again in (folder, copy, archived):
         result = ingest_night(node, again)
         assert (result.registered.statuses, result.registered.events, result.registered.files) == (0, 0, 0)
     assert counts(node) == held
@@ -183,23 +186,29 @@ def test_again_or_a_copy_elsewhere_registers_nothing_new(node, tmp_path):
 
 
 def test_rerun_that_changed_a_file_registers_the_new_version_beside_the_old(node, tmp_path):
-    """RMS re-ran: the FF of meteor 1 and the FTPdetectinfo changed. Both versions are kept;
-    nothing held is overwritten."""
+    """RMS re-ran: the FF of meteor 1 changed, and meteor 3's rows (so the FTPdetectinfo).
+    The new versions are kept beside the old ones; nothing held is overwritten."""
     folder = write_night(tmp_path)
     ingest_night(node, folder)
     before = {f.file_id: f for f in node.search_files(_all_files())["files"]}
+    events_before = {e.event_id: e for e in node.search_events(_all())["events"]}
     ff = folder / ff_name("XX0001", ff_start(NightSpec(), 3))
     ff.write_bytes(os.urandom(4096))
     ftp = folder / f"FTPdetectinfo_{night_name()}.txt"
-    ftp.write_text(ftp.read_text().replace("Recalibrated with RMS on: 2026-08-13 06:00:00",
-                                           "Recalibrated with RMS on: 2026-08-14 06:00:00"))
+    ftp.write_text(detectinfo_text(NightSpec(meteors=[Meteor(3), Meteor(7, keep_ff=False),
+                                                      Meteor(12, fr=True, magnitude0=0.5)])))
     result = ingest_night(node, folder)
-    assert (result.registered.events, result.registered.files) == (1, 2)  # meteor 1's event, its FF, the FTPdetectinfo
+    # meteor 3's new event (its files are held), meteor 1's new FF and the new FTPdetectinfo
+    assert (result.registered.events, result.registered.files) == (1, 2)
     after = {f.file_id: f for f in node.search_files(_all_files())["files"]}
     assert set(before) < set(after)
     names = sorted(f.file_name for f in after.values())
     assert names.count(ff.name) == 2 and names.count(ftp.name) == 2
-    assert counts(node)[1] == 4
+    events_after = {e.event_id: e for e in node.search_events(_all())["events"]}
+    assert set(events_before) < set(events_after) and len(events_after) == 4
+    assert all(events_after[i] == e for i, e in events_before.items())  # the old ones unchanged
+    assert ingest_night(node, folder).registered == dataclasses.replace(result.registered, statuses=0, events=0,
+                                                                        files=0)
 
 
 def test_pointing_change_makes_a_new_status_and_the_same_config_reuses_it(node, tmp_path):
@@ -230,6 +239,19 @@ def test_night_in_progress_is_skipped_and_empty_night_is_fine(node, tmp_path):
     empty = write_night(tmp_path / "c", NightSpec(meteors=[]))
     result = ingest_night(node, empty)
     assert (result.registered.statuses, result.registered.events, result.registered.files) == (1, 0, 8)
+
+
+def test_night_still_being_written_waits_for_its_files_to_settle(node, tmp_path):
+    """RMS copies a finished night to ArchivedFiles: files changed within the settle time
+    mean the copy may be incomplete, so the night is left for the next poll."""
+    folder = write_night(tmp_path)
+    with pytest.raises(NightInProgress, match="still being written"):
+        ingest_night(node, folder, settle_seconds=60)
+    assert counts(node) == (0, 0, 0)
+    past = time.time() - 120
+    for f in folder.iterdir():
+        os.utime(f, (past, past))
+    assert ingest_night(node, folder, settle_seconds=60).registered.events == 3
 
 
 def test_garbled_night_registers_nothing(node, tmp_path):
@@ -338,7 +360,8 @@ def test_cli_full_disk_is_one_line(node, tmp_path):
 def test_cli_follow_ingests_each_night_once_when_finished(node, tmp_path):
     data = tmp_path / "RMS_data"
     first = write_night(data / "CapturedFiles")
-    proc = start_meteorpi("ingest", "rms", str(data), "--follow", "--interval", "1", env=cli_env(node))
+    proc = start_meteorpi("ingest", "rms", str(data), "--follow", "--interval", "1", "--settle", "0",
+                          env=cli_env(node))
     try:
         wait_for(lambda: counts(node)[1] == 3, 60, "the first night")
         second = write_night(data / "CapturedFiles", dataclasses.replace(NightSpec(), start=NIGHT_START + _dt.timedelta(days=1)))
