@@ -164,22 +164,23 @@ def status_content(config: StationConfig, platepar: Platepar | None) -> dict:
 
 
 def camera_status(plan: NightPlan, valid_from: _dt.datetime, night: str | None = None) -> CameraStatus:
-    """The status a night's configuration describes (``night`` set: its variant for that night)."""
+    """The status a night's configuration describes (``night`` set: its variant for that night).
+    Built from the rounded content alone, so one status id always carries the same values."""
     content = status_content(plan.config, plan.platepar)
     key = json.dumps(content, sort_keys=True)
-    c, p = plan.config, plan.platepar
-    if p is not None:
+    if plan.platepar is not None:
         orientation = Orientation(alt=content["alt"], az=content["az"], rot=content["rot"], error=0.1,
                                   width=content["fov_h"])
-        lens = f"{p.fov_h:.1f} x {p.fov_v:.1f} deg field, {p.scale:.3f} px/deg"
+        lens = f"{content['fov_h']:.1f} x {content['fov_v']:.1f} deg field (platepar)"
     else:  # no calibration yet: pointing unknown
-        orientation = Orientation(alt=90.0, az=0.0, rot=0.0, error=90.0, width=c.fov_w or 0.0)
-        lens = f"{c.fov_w:g} x {c.fov_h:g} deg field (approximate, uncalibrated)" if c.fov_w and c.fov_h else "uncalibrated"
+        orientation = Orientation(alt=90.0, az=0.0, rot=0.0, error=90.0, width=content["fov_h"] or 0.0)
+        lens = (f"{content['fov_h']:g} x {content['fov_v']:g} deg field (approximate, uncalibrated)"
+                if content["fov_h"] and content["fov_v"] else "uncalibrated")
     return CameraStatus(
         status_id=ids.status_id(plan.station, key, night), camera_id=plan.station, lens=lens,
-        sensor=f"{c.width}x{c.height} px, {c.fps:g} fps", software_version=SOFTWARE_VERSION, valid_from=valid_from,
-        location=Location(lat=c.latitude, long=c.longitude, gps=False, error=0.0), orientation=orientation,
-        inst_name=f"RMS station {plan.station}, elevation {c.elevation:g} m")
+        sensor=f"{content['width']}x{content['height']} px, {content['fps']:g} fps", software_version=SOFTWARE_VERSION,
+        valid_from=valid_from, location=Location(lat=content["lat"], long=content["lon"], gps=False, error=0.0),
+        orientation=orientation, inst_name=f"RMS station {plan.station}, elevation {content['elevation']} m")
 
 
 def choose_status(db: MeteorDatabase, plan: NightPlan, first: _dt.datetime, last: _dt.datetime) -> CameraStatus:
