@@ -122,8 +122,17 @@ def read_platepar(path: Path) -> Platepar:
 
 
 def read_recalibrated(path: Path) -> dict[str, Platepar]:
-    """Parse ``platepars_all_recalibrated.json``: FF file name -> its platepar."""
+    """Parse ``platepars_all_recalibrated.json``: FF file name -> its platepar. An entry RMS
+    could not fill (a failed recalibration) is left out; none usable is a FormatError."""
     data = _load_json(path)
     if not isinstance(data, dict):
         raise FormatError(path, None, "not a set of platepars (expected a JSON object keyed by FF name)")
-    return {name: _platepar(path, entry, f"{name}: ") for name, entry in sorted(data.items())}
+    out, first_problem = {}, None
+    for name, entry in sorted(data.items()):
+        try:
+            out[name] = _platepar(path, entry, f"{name}: ")
+        except FormatError as e:
+            first_problem = first_problem or e
+    if data and not out:
+        raise first_problem
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import os
 import resource
 import shutil
@@ -263,6 +264,33 @@ def test_garbled_night_registers_nothing(node, tmp_path):
     assert result.message == (f"{folder.name}: {ftp.name} line 18: a row has 10 fields, expected 9 or 12 "
                               "(frame x y ra dec az alt intensity mag [background snr saturated])")
     assert counts(node) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("platepar_cmn2010.cal", '{"az_centre": 12.5,\n "alt_centre": }', "platepar_cmn2010.cal line 2: not JSON: "),
+    ("platepar_cmn2010.cal", '{"az_centre": "north"}', "platepar_cmn2010.cal: az_centre: 'north' is not a number"),
+    (".config", "[System]\nstationID: XX0001\nlatitude: 95 ; north\n", ".config: [System] latitude: '95' is out of range"),
+    (".config", "[System]\nstationID: XX0002\nlatitude: 45\nlongitude: 13\n[Capture]\nfps: 25\nwidth: 1\nheight: 1\n",
+     ".config: stationID XX0002 differs from the night's station XX0001"),
+])
+def test_garbled_config_or_platepar_refuses_the_night_naming_the_file(node, tmp_path, name, text, message):
+    folder = write_night(tmp_path)
+    (folder / name).write_text(text)
+    [result] = ingest_paths(node, [folder])
+    assert result.state == "failed" and result.message.startswith(f"{folder.name}: {message}"), result.message
+    assert counts(node) == (0, 0, 0)
+
+
+def test_recalibrated_platepars_alone_give_the_pointing_and_a_failed_entry_is_skipped(node, tmp_path):
+    folder = write_night(tmp_path)
+    (folder / "platepar_cmn2010.cal").unlink()
+    recalibrated = folder / "platepars_all_recalibrated.json"
+    entries = json.loads(recalibrated.read_text())
+    entries = {"FF_XX0001_20260812_190000_000_0000000.fits": {"az_centre": None}, **entries}
+    recalibrated.write_text(json.dumps(entries))
+    ingest_night(node, folder)
+    status = node.get_camera_status_by_id(node.search_events(_all())["events"][0].status_id)
+    assert (status.orientation.az, status.orientation.alt) == (123.4, 55.0)
 
 
 def test_file_deleted_while_read_skips_the_night_for_a_retry(node, tmp_path):
