@@ -19,7 +19,7 @@ from meteorpi_db import StoreWriteFailed
 from meteorpi_rms import FormatError, NightInProgress, NightVanished, ingest_night, ingest_paths
 from meteorpi_rms.config import read_config
 from meteorpi_rms.ftpdetectinfo import parse
-from tests.export_fixtures import add_export, cli_env, exporter, meteorpi, start_meteorpi, wait_for
+from tests.export_fixtures import add_export, cli_env, meteorpi, start_meteorpi, wait_for
 from tests.rms_writer import (NIGHT_START, Meteor, NightSpec, detectinfo_text, ff_name, ff_start, night_name,
                               write_night)
 
@@ -411,20 +411,22 @@ def test_cli_follow_ingests_each_night_once_when_finished(node, tmp_path):
 # -- end to end -------------------------------------------------------------------------------------
 
 def test_ingested_night_reaches_central_byte_for_byte_and_again_sends_nothing(node, central, tmp_path):
+    """`meteorpi ingest rms` on the node, `meteorpi export run --once` to the central archive:
+    the status, events and files arrive byte for byte; ingesting again (and the captured copy
+    of the night) sends nothing more."""
     data, good, _, _ = _data_folder(tmp_path)
     env = cli_env(node)
     assert meteorpi("ingest", "rms", str(good), env=env).returncode == 0
     add_export(node, central.import_url, "event")
     add_export(node, central.import_url, "file")
-    with exporter(node) as e:
-        e.mark_all()
-        totals = e.export_due()
-    assert (totals.completed, totals.failed, totals.confused) == (3 + 8, 0, 0)
+    run = meteorpi("export", "run", "--once", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "completed 11, failed 0" in run.stdout + run.stderr
     check = central.check(node)
     assert check.ok, check.problems
     assert counts(central.db) == counts(node) == (1, 3, 11)
-    assert meteorpi("ingest", "rms", str(good), str(tmp_path / "RMS_data" / "CapturedFiles"), env=env).returncode == 0
-    with exporter(node) as e:
-        e.mark_all()
-        totals = e.export_due()
-    assert (totals.completed, totals.bytes_sent) == (0, 0)
+    again = meteorpi("ingest", "rms", str(good), str(tmp_path / "RMS_data" / "CapturedFiles"), env=env)
+    assert again.returncode == 0 and again.stdout.count("(nothing new)") == 2, again.stdout
+    run = meteorpi("export", "run", "--once", env=env)
+    assert run.returncode == 0 and "completed 0, failed 0" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert " 0 B sent" in run.stdout + run.stderr
