@@ -430,3 +430,13 @@ def test_ingested_night_reaches_central_byte_for_byte_and_again_sends_nothing(no
     run = meteorpi("export", "run", "--once", env=env)
     assert run.returncode == 0 and "completed 0, failed 0" in run.stdout + run.stderr, run.stdout + run.stderr
     assert " 0 B sent" in run.stdout + run.stderr
+
+
+def test_rms_ingest_depends_on_model_and_db_only():
+    """A camera node ingesting RMS nights loads neither the server nor an HTTP client."""
+    import subprocess
+    import sys
+    code = ("import sys, meteorpi_rms.ingest, meteorpi_rms.follow; "
+            "print(sorted(m for m in ('flask', 'requests', 'werkzeug', 'meteorpi_server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
