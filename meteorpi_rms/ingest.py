@@ -88,9 +88,9 @@ def plan_night(root: Path, settle_seconds: float = 0.0) -> NightPlan:
     if elsewhere:
         raise NightInProgress(elsewhere)
     if settle_seconds > 0:
-        age = _quiet_seconds(folder.root)
-        if age < settle_seconds:
-            raise NightInProgress(f"{folder.root}: still being written (a file changed {age:.0f} s ago)")
+        if _quiet_seconds(folder.root) < settle_seconds:
+            raise NightInProgress(f"{folder.root}: still being written (files changed within "
+                                  f"the last {settle_seconds:g} s)")
     try:
         return _plan(folder)
     except FileNotFoundError as e:
