@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from meteorpi_db import MeteorDatabase
+from meteorpi_db import Conflict, MeteorDatabase
 from meteorpi_db.registrations import Registered
 from meteorpi_model import CameraStatus, Event, FileRecord, Location, Meta, Orientation
 
@@ -299,7 +299,7 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
                 yield ingest_night(db, root, on_plan, on_stored, settle_seconds)
             except (NightInProgress, NightVanished) as e:
                 yield NightResult(root, "skipped", message=str(e))
-            except FormatError as e:
+            except (FormatError, Conflict) as e:  # Conflict: contradicts what is held (say, another status)
                 yield NightResult(root, "failed", message=f"{root.name}: {e}")
             except OSError as e:  # the store's own disk errors are StoreWriteFailed, never here
                 yield NightResult(root, "failed", message=f"{root.name}: {_unreadable(root, e)}")
