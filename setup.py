@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_server*"]),
+    packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_rms*", "meteorpi_server*"]),
     package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"]},
     install_requires=[
         # PostgreSQL driver; the -binary wheel carries libpq so no system package is needed.

@@ -117,8 +117,9 @@ class BatchStore:
         _insert(cur, BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)])
         _insert(cur, BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)])
         _insert(cur, BULK_EVENT_FILES, [(e.event_id, i, f.file_id) for e in events for i, f in enumerate(e.files)])
-        _insert(cur, BULK_IMPORTS, [(e.event_id, "event", user_id) for e in events]
-                + [(f.file_id, "file", user_id) for f in files])
+        if user_id is not None:  # None: registered on this node, not imported
+            _insert(cur, BULK_IMPORTS, [(e.event_id, "event", user_id) for e in events]
+                    + [(f.file_id, "file", user_id) for f in files])
 
 
 def _held(cur, query: str, ids: list[uuid.UUID]) -> list[uuid.UUID]:

@@ -24,6 +24,7 @@ from .file_store import FileStore
 from .migrations import migrate
 from .pool import ConnectionPool
 from .records import RecordStore
+from .registrations import RegistrationStore
 from .searches import SearchStore
 from .statuses import StatusStore
 from .users import UserStore
@@ -72,7 +73,8 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore):
+class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
+                     RegistrationStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

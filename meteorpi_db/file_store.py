@@ -26,9 +26,9 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from .errors import FileStoreError
 
@@ -40,6 +40,7 @@ _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 
 
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
+COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
 _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -255,6 +256,91 @@ class FileStore:
         except BaseException:
             _unlink(tmp_name)
             raise
+
+    def store_files(self, sources: list[str | os.PathLike],
+                    id_for: Callable[[Path, str], uuid.UUID],
+                    on_stored: Callable[[Path, int], None] | None = None) -> list[tuple[uuid.UUID, int, str]]:
+        """Copy local files into the store, each named by ``id_for(source, md5)``: an id that
+        depends on the bytes (content-addressed), known only once they were read. Returns
+        (file_id, size, md5) per source, in order.
+
+        One read per file, hashed as it is copied, several files at once (hashing and writing
+        release the GIL); each copy's fsync starts in the flushing threads as soon as it is
+        written, so the disk flushes while later files are hashed, and all are published
+        (renamed into place, directories flushed) only once every copy and flush succeeded: a
+        failure publishes nothing and leaves no temp file. Bytes already held are not written
+        again. A source that cannot be read raises its OSError as it is; the store refusing a
+        write raises StoreWriteFailed.
+        """
+        paths = [Path(s) for s in sources]
+        done: list = [None] * len(paths)
+        flushes: list[Future] = []
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max(1, min(COPY_THREADS, len(paths))), thread_name_prefix="meteorpi-copy") as pool:
+            futures = {pool.submit(self._copy_in, p, id_for): i for i, p in enumerate(paths)}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    done[i] = future.result()
+                except BaseException as e:  # keep the first; the others still finish or fail
+                    failure = failure or e
+                    continue
+                if done[i][3] is not None and failure is None:
+                    flushes.append(_fsync_pool().submit(_fsync_file, done[i][3]))
+                if on_stored is not None and failure is None:
+                    try:
+                        on_stored(paths[i], done[i][1])
+                    except BaseException as e:
+                        failure = e
+        wait(flushes)  # no flush may still hold a name we publish or remove
+        if failure is None:
+            try:
+                with self._disk():
+                    for flushed in flushes:
+                        flushed.result()
+            except BaseException as e:
+                failure = e
+        if failure is not None:
+            for item in done:
+                if item is not None and item[3] is not None:
+                    _unlink(item[3])
+            raise failure
+        directories: set[Path] = set()
+        with self._disk():
+            for file_id, _, md5, tmp_name in done:
+                if tmp_name is None:
+                    continue
+                final = self.path(file_id, md5)
+                directories |= self._make_parents(final)
+                os.replace(tmp_name, final)
+                directories.add(final.parent)
+            for flushed in [_fsync_pool().submit(_fsync_dir, d) for d in directories]:
+                flushed.result()
+        return [(file_id, size, md5) for file_id, size, md5, _ in done]
+
+    def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]) -> tuple[uuid.UUID, int, str, str | None]:
+        """(file_id, size, md5, unflushed temp name or None when these bytes are held already)."""
+        with open(source, "rb", buffering=0) as src:
+            fd, tmp_name = self._temp(uuid.uuid4())
+            try:
+                digest, size, buffer = hashlib.md5(), 0, bytearray(CHUNK_SIZE)
+                try:
+                    while n := src.readinto(buffer):
+                        chunk = memoryview(buffer)[:n]
+                        digest.update(chunk)
+                        size += n
+                        self._write(fd, chunk)
+                finally:
+                    os.close(fd)
+                md5 = digest.hexdigest()
+                file_id = id_for(source, md5)
+                if self.has(file_id, md5):
+                    _unlink(tmp_name)
+                    return file_id, size, md5, None
+                return file_id, size, md5, tmp_name
+            except BaseException:
+                _unlink(tmp_name)
+                raise
 
     def verify(self, file_id: uuid.UUID, md5: str) -> bool:
         """Re-hash held bytes: whether they still match (disks do rot)."""

@@ -1,0 +1,442 @@
+"""Ingesting RMS nights (meteorpi_rms, ``meteorpi ingest rms``): the parser, what becomes
+what, ids derived from the data, refusals of bad input, and the night reaching a central
+archive byte for byte. Every night is written by tests/rms_writer.py: no copied RMS data."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import resource
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from meteorpi_db import StoreWriteFailed
+from meteorpi_rms import FormatError, NightInProgress, NightVanished, ingest_night, ingest_paths
+from meteorpi_rms.config import read_config
+from meteorpi_rms.ftpdetectinfo import parse
+from tests.export_fixtures import add_export, cli_env, meteorpi, start_meteorpi, wait_for
+from tests.rms_writer import (NIGHT_START, Meteor, NightSpec, detectinfo_text, ff_name, ff_start, night_name,
+                              write_night)
+
+COUNTS = """SELECT (SELECT count(*) FROM camera_status), (SELECT count(*) FROM event),
+                   (SELECT count(*) FROM file_record)"""
+
+
+def counts(db) -> tuple[int, int, int]:
+    """(statuses, events, files) held."""
+    with db.transaction() as cur:
+        cur.execute(COUNTS)
+        return tuple(cur.fetchone())
+
+
+def write_detectinfo(tmp_path: Path, spec: NightSpec) -> Path:
+    path = tmp_path / f"FTPdetectinfo_{night_name(spec.station, spec.start)}.txt"
+    path.write_text(detectinfo_text(spec))
+    return path
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("columns", [9, 12])
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+def test_parser_reads_9_and_12_columns_padded_or_not_with_negatives(tmp_path, columns, padded):
+    """The same detections, written as old (9) or new (12 columns) RMS, zero-padded or bare
+    (negative magnitudes, declinations and altitudes), read to the same numbers."""
+    spec = NightSpec(columns=columns, padded=padded)
+    info = parse(write_detectinfo(tmp_path, spec))
+    assert info.count == 3 and info.rms_version == "RMS 1.0"
+    first = info.detections[0]
+    assert first.ff_name == ff_name(spec.station, ff_start(spec, 3))
+    assert (first.meteor_number, first.fps, len(first.rows)) == (1, 25.0, 12)
+    row = first.rows[1]
+    assert (row.frame, row.x, row.y) == (31.0, 632.5, 23.25)
+    assert row.dec == pytest.approx(-12.55) and row.alt == pytest.approx(-0.1) and row.magnitude == 1.0
+    assert first.peak_magnitude == pytest.approx(-1.5)
+    assert (row.background, row.snr) == ((51.0, 12.5) if columns == 12 else (None, None))
+    assert first.angular_speed == 7.9 and first.rho == -123.4
+
+
+@pytest.mark.parametrize("micro", [False, True], ids=["milliseconds", "microseconds"])
+def test_detection_time_is_ff_start_plus_first_frame_over_fps_to_the_millisecond(tmp_path, micro):
+    """FF names carry milli- or (some RMS versions) microseconds; the event time is rounded to
+    the millisecond the wire form holds."""
+    spec = NightSpec(micro_ff_names=micro, meteors=[Meteor(0, first_frame=30.5)])
+    detection = parse(write_detectinfo(tmp_path, spec)).detections[0]
+    expected = ff_start(spec, 0) + _dt.timedelta(seconds=30.5 / 25)
+    assert abs(detection.start_time - expected) < _dt.timedelta(microseconds=500)
+    assert detection.start_time.microsecond % 1000 == 0
+
+
+def _garble(text: str, how: str) -> str:
+    lines = text.splitlines(keepends=True)
+    if how == "text in a number":
+        lines[15] = lines[15].replace("0640.00", "06x0.00")
+    elif how == "row with 10 fields":
+        lines[17] = " ".join(lines[17].split()[:10]) + "\n"
+    elif how == "parameter line short":
+        lines[14] = "   0 0001 0012 0025.00 000.0\n"
+    elif how == "not an FF name":
+        lines[12] = "XX0001_image.fits\n"
+    elif how == "cut mid-line":
+        return "".join(lines[:20]) + lines[20][:12]
+    elif how == "count too high":
+        lines[0] = "Meteor Count = 000004\n"
+    elif how == "not FTPdetectinfo":
+        lines[0] = "hello\n"
+    elif how == "cut mid-detection":
+        return "".join(lines[:14])
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("how, line, phrase", [
+    ("text in a number", 16, "'06x0.00' is not a number"),
+    ("row with 10 fields", 18, "a row has 10 fields"),
+    ("parameter line short", 15, "expected 10 fields"),
+    ("not an FF name", 13, "is not an FF file name"),
+    ("cut mid-line", 21, "truncated"),
+    ("count too high", 59, "3 detection(s) found, the header announces 4"),
+    ("not FTPdetectinfo", 1, "not an FTPdetectinfo file"),
+    ("cut mid-detection", 14, "ends before its parameter line"),
+])
+def test_garbled_ftpdetectinfo_names_file_and_line(tmp_path, how, line, phrase):
+    path = write_detectinfo(tmp_path, NightSpec())
+    path.write_text(_garble(path.read_text(), how))
+    with pytest.raises(FormatError) as e:
+        parse(path)
+    assert str(e.value).startswith(f"{path.name} line {line}: "), str(e.value)
+    assert phrase in str(e.value)
+
+
+def test_config_reads_rms_syntax_and_names_a_missing_key(tmp_path):
+    """':' and '=' separators, '; comments' after values, a GStreamer pipeline full of '=';
+    and a config without latitude is refused naming the key."""
+    folder = write_night(tmp_path)
+    config = read_config(folder / ".config")
+    assert (config.station_id, config.latitude, config.longitude, config.fps) == ("XX0001", 45.125, -81.5, 25.0)
+    text = (folder / ".config").read_text()
+    (folder / ".config").write_text("\n".join(l for l in text.splitlines() if not l.startswith("latitude")))
+    with pytest.raises(FormatError, match=r"^\.config: \[System\] latitude is missing$"):
+        read_config(folder / ".config")
+
+
+# -- what becomes what --------------------------------------------------------------------------
+
+def test_night_becomes_status_events_and_files(node, tmp_path):
+    """One status, one meteorpi:meteor event per detection (with its FF and FR when present,
+    none when RMS deleted the FF), night products as stand-alone rms:* files."""
+    folder = write_night(tmp_path)
+    result = ingest_night(node, folder)
+    assert (result.registered.statuses, result.registered.events, result.registered.files) == (1, 3, 11)
+    status = node.get_camera_status_by_id(node.search_events(_all())["events"][0].status_id)
+    assert (status.camera_id, status.location.lat, status.location.long) == ("XX0001", 45.125, -81.5)
+    assert (status.orientation.az, status.orientation.alt, status.orientation.rot) == (123.4, 55.0, -3.2)
+    events = node.search_events(_all())["events"]
+    assert [str(e.event_type) for e in events] == ["meteorpi:meteor"] * 3
+    assert [[f.file_name for f in e.files] for e in events] == [
+        [ff_name("XX0001", ff_start(NightSpec(), 3))], [],
+        [ff_name("XX0001", ff_start(NightSpec(), 12)), "FR_XX0001_20260812_190416_003_0000512.bin"]]
+    assert [str(f.semantic_type) for f in events[2].files] == ["rms:ff", "rms:fr"]
+    meta = {str(m.key): m.value for m in events[0].meta}
+    assert meta["meteorpi:peak_magnitude"] == -1.5 and meta["meteorpi:duration"] == 0.44
+    assert meta["rms:frames"] == 12 and meta["rms:fps"] == 25 and meta["rms:meteor_number"] == 1
+    assert meta["meteorpi:start_dec"] == -12.25 and meta["rms:version"] == "RMS 1.0"
+    assert events[0].event_time == ff_start(NightSpec(), 3) + _dt.timedelta(seconds=1.2)
+    standalone = {f.file_name: str(f.semantic_type) for f in node.search_files(_all_files())["files"]
+                  if not f.file_name.startswith(("FF_", "FR_"))}
+    name = night_name()
+    assert standalone == {
+        ".config": "rms:config", f"FTPdetectinfo_{name}.txt": "rms:ftpdetectinfo",
+        "platepar_cmn2010.cal": "rms:platepar", "platepars_all_recalibrated.json": "rms:platepars_recalibrated",
+        f"CALSTARS_{name}.txt": "rms:calstars", f"{name}_stack_3_meteors.jpg": "rms:stack",
+        f"{name}_FF_thumbs.jpg": "rms:thumbnails", f"{name}_timelapse.mp4": "rms:timelapse"}
+    held = node.file_path_for_id(events[0].files[0].file_id)
+    assert held.read_bytes() == (folder / events[0].files[0].file_name).read_bytes()
+
+
+def _all():
+    from meteorpi_model import EventSearch
+    return EventSearch(limit=0)
+
+
+def _all_files():
+    from meteorpi_model import FileRecordSearch
+    return FileRecordSearch(limit=0)
+
+
+def test_again_or_a_copy_elsewhere_registers_nothing_new(node, tmp_path):
+    """Ids come from the data: the same night twice, copied under another folder name, or
+    archived by RMS without some of its FF files, maps to what is held."""
+    folder = write_night(tmp_path / "a")
+    ingest_night(node, folder)
+    held = counts(node)
+    copy = tmp_path / "elsewhere" / "night-copy"
+    shutil.copytree(folder, copy)
+    archived = tmp_path / "ArchivedFiles" / folder.name  # RMS kept only some FF files there
+    shutil.copytree(folder, archived)
+    (archived / ff_name("XX0001", ff_start(NightSpec(), 12))).unlink()
+    for again in (folder, copy, archived):
+        result = ingest_night(node, again)
+        assert (result.registered.statuses, result.registered.events, result.registered.files) == (0, 0, 0)
+    assert counts(node) == held
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+def test_rerun_that_changed_a_file_registers_the_new_version_beside_the_old(node, tmp_path):
+    """RMS re-ran: the FF of meteor 1 changed, and meteor 3's rows (so the FTPdetectinfo).
+    The new versions are kept beside the old ones; nothing held is overwritten."""
+    folder = write_night(tmp_path)
+    ingest_night(node, folder)
+    before = {f.file_id: f for f in node.search_files(_all_files())["files"]}
+    events_before = {e.event_id: e for e in node.search_events(_all())["events"]}
+    ff = folder / ff_name("XX0001", ff_start(NightSpec(), 3))
+    ff.write_bytes(os.urandom(4096))
+    ftp = folder / f"FTPdetectinfo_{night_name()}.txt"
+    ftp.write_text(detectinfo_text(NightSpec(meteors=[Meteor(3), Meteor(7, keep_ff=False),
+                                                      Meteor(12, fr=True, magnitude0=0.5)])))
+    result = ingest_night(node, folder)
+    # meteor 3's new event (its files are held), meteor 1's new FF and the new FTPdetectinfo
+    assert (result.registered.events, result.registered.files) == (1, 2)
+    after = {f.file_id: f for f in node.search_files(_all_files())["files"]}
+    assert set(before) < set(after)
+    names = sorted(f.file_name for f in after.values())
+    assert names.count(ff.name) == 2 and names.count(ftp.name) == 2
+    events_after = {e.event_id: e for e in node.search_events(_all())["events"]}
+    assert set(events_before) < set(events_after) and len(events_after) == 4
+    assert all(events_after[i] == e for i, e in events_before.items())  # the old ones unchanged
+    assert ingest_night(node, folder).registered == dataclasses.replace(result.registered, statuses=0, events=0,
+                                                                        files=0)
+
+
+def test_pointing_change_makes_a_new_status_and_the_same_config_reuses_it(node, tmp_path):
+    spec = NightSpec()
+    ingest_night(node, write_night(tmp_path, spec))
+    later = dataclasses.replace(spec, start=NIGHT_START + _dt.timedelta(days=1))
+    ingest_night(node, write_night(tmp_path, later))
+    assert counts(node)[0] == 1
+    moved = dataclasses.replace(spec, start=NIGHT_START + _dt.timedelta(days=2), az=200.0)
+    assert ingest_night(node, write_night(tmp_path, moved)).registered.statuses == 1
+    # an older night of the first configuration, ingested late, still finds a status valid then
+    older = dataclasses.replace(spec, start=NIGHT_START - _dt.timedelta(days=1))
+    result = ingest_night(node, write_night(tmp_path, older))
+    assert (result.registered.statuses, result.registered.events) == (1, 3)
+    assert ingest_night(node, write_night(tmp_path / "copy", older)).registered.statuses == 0
+
+
+def test_night_in_progress_is_skipped_and_empty_night_is_fine(node, tmp_path):
+    working = write_night(tmp_path / "a")
+    (working / "rms_queue_bkup_20260812_190211.pickle").write_bytes(b"queue")
+    fresh = write_night(tmp_path / "b", dataclasses.replace(NightSpec(), start=NIGHT_START + _dt.timedelta(days=1)))
+    for f in fresh.glob("FTPdetectinfo_*"):
+        f.unlink()
+    results = list(ingest_paths(node, [working, fresh]))
+    assert [r.state for r in results] == ["skipped", "skipped"]
+    assert "queue backup" in results[0].message and "no FTPdetectinfo yet" in results[1].message
+    assert counts(node) == (0, 0, 0)
+    empty = write_night(tmp_path / "c", NightSpec(meteors=[]))
+    result = ingest_night(node, empty)
+    assert (result.registered.statuses, result.registered.events, result.registered.files) == (1, 0, 8)
+
+
+def test_night_still_being_written_waits_for_its_files_to_settle(node, tmp_path):
+    """RMS copies a finished night to ArchivedFiles: files changed within the settle time
+    mean the copy may be incomplete, so the night is left for the next poll."""
+    folder = write_night(tmp_path)
+    with pytest.raises(NightInProgress, match="still being written"):
+        ingest_night(node, folder, settle_seconds=60)
+    assert counts(node) == (0, 0, 0)
+    past = time.time() - 120
+    for f in folder.iterdir():
+        os.utime(f, (past, past))
+    assert ingest_night(node, folder, settle_seconds=60).registered.events == 3
+
+
+def test_garbled_night_registers_nothing(node, tmp_path):
+    folder = write_night(tmp_path)
+    ftp = folder / f"FTPdetectinfo_{night_name()}.txt"
+    ftp.write_text(_garble(ftp.read_text(), "row with 10 fields"))
+    [result] = ingest_paths(node, [folder])
+    assert result.state == "failed"
+    assert result.message == (f"{folder.name}: {ftp.name} line 18: a row has 10 fields, expected 9 or 12 "
+                              "(frame x y ra dec az alt intensity mag [background snr saturated])")
+    assert counts(node) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("platepar_cmn2010.cal", '{"az_centre": 12.5,\n "alt_centre": }', "platepar_cmn2010.cal line 2: not JSON: "),
+    ("platepar_cmn2010.cal", '{"az_centre": "north"}', "platepar_cmn2010.cal: az_centre: 'north' is not a number"),
+    (".config", "[System]\nstationID: XX0001\nlatitude: 95 ; north\n", ".config: [System] latitude: '95' is out of range"),
+    (".config", "[System]\nstationID: XX0002\nlatitude: 45\nlongitude: 13\n[Capture]\nfps: 25\nwidth: 1\nheight: 1\n",
+     ".config: stationID XX0002 differs from the night's station XX0001"),
+])
+def test_garbled_config_or_platepar_refuses_the_night_naming_the_file(node, tmp_path, name, text, message):
+    folder = write_night(tmp_path)
+    (folder / name).write_text(text)
+    [result] = ingest_paths(node, [folder])
+    assert result.state == "failed" and result.message.startswith(f"{folder.name}: {message}"), result.message
+    assert counts(node) == (0, 0, 0)
+
+
+def test_recalibrated_platepars_alone_give_the_pointing_and_a_failed_entry_is_skipped(node, tmp_path):
+    folder = write_night(tmp_path)
+    (folder / "platepar_cmn2010.cal").unlink()
+    recalibrated = folder / "platepars_all_recalibrated.json"
+    entries = json.loads(recalibrated.read_text())
+    entries = {"FF_XX0001_20260812_190000_000_0000000.fits": {"az_centre": None}, **entries}
+    recalibrated.write_text(json.dumps(entries))
+    ingest_night(node, folder)
+    status = node.get_camera_status_by_id(node.search_events(_all())["events"][0].status_id)
+    assert (status.orientation.az, status.orientation.alt) == (123.4, 55.0)
+
+
+def test_file_deleted_while_read_skips_the_night_for_a_retry(node, tmp_path):
+    """RMS housekeeping deletes an FF while we copy the night: nothing is registered, the
+    night is skipped, and the next attempt takes the night as it then is."""
+    folder = write_night(tmp_path)
+    victim = folder / ff_name("XX0001", ff_start(NightSpec(), 12))
+
+    def housekeeping(path, size):
+        if victim.exists():
+            victim.unlink()
+
+    with pytest.raises(NightVanished, match=f"{victim.name} disappeared while read"):
+        ingest_night(node, folder, on_stored=housekeeping)
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+    assert ingest_night(node, folder).registered.events == 3
+
+
+def test_full_disk_is_a_clear_error_and_registers_nothing(node, tmp_path):
+    """The store's disk refuses writes (the kernel's EFBIG under RLIMIT_FSIZE, as a full disk
+    would): one clear error, no half-registered night, no temp file left."""
+    folder = write_night(tmp_path, NightSpec(ff_size=64 * 1024))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+    try:
+        with pytest.raises(StoreWriteFailed, match="cannot write to the file store"):
+            ingest_night(node, folder)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def _data_folder(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """RMS's data folder: a good night (archived and captured), a garbled one, one in progress."""
+    data = tmp_path / "RMS_data"
+    good = write_night(data / "ArchivedFiles")
+    write_night(data / "CapturedFiles")
+    bad = write_night(data / "ArchivedFiles", dataclasses.replace(NightSpec(), start=NIGHT_START + _dt.timedelta(days=1)))
+    ftp = next(bad.glob("FTPdetectinfo_*[0-9].txt"))
+    ftp.write_text(_garble(ftp.read_text(), "text in a number"))
+    working = write_night(data / "CapturedFiles", dataclasses.replace(NightSpec(), start=NIGHT_START + _dt.timedelta(days=2)))
+    (working / "rms_queue_bkup_x.pickle").write_bytes(b"q")
+    return data, good, bad, working
+
+
+def test_cli_summarises_each_night_and_refuses_garbled_ones_in_one_line(node, tmp_path):
+    data, good, bad, working = _data_folder(tmp_path)
+    proc = meteorpi("ingest", "rms", str(data), env=cli_env(node))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith(
+        f"{good.name}: 3 detection(s), 11 file(s) (")
+    assert "-> 3 new event(s), 11 new file(s), 1 new status in" in proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    assert errors == [f"Error: {bad.name}: {next(bad.glob('FTPdetectinfo_*[0-9].txt')).name} line 16: "
+                      "row: '06x0.00' is not a number"], proc.stderr
+    assert f"skipped {working}: in progress" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert counts(node) == (1, 3, 11)
+    again = meteorpi("ingest", "rms", str(good), env=cli_env(node))
+    assert again.returncode == 0 and again.stdout.rstrip().endswith("(nothing new)"), again.stdout
+
+
+def test_cli_paths_that_are_no_nights_are_one_line_each(node, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    proc = meteorpi("ingest", "rms", str(tmp_path / "missing"), str(tmp_path / "notes.txt"), str(tmp_path / "empty"),
+                    env=cli_env(node))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"Error: {tmp_path / 'missing'}: no such folder",
+        f"Error: {tmp_path / 'notes.txt'}: not a folder (give a night folder or RMS's data folder)",
+        f"skipped {tmp_path / 'empty'}: no RMS night folders found"], proc.stderr
+
+
+def test_cli_full_disk_is_one_line(node, tmp_path):
+    folder = write_night(tmp_path, NightSpec(ff_size=256 * 1024))
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (128 * 1024, resource.RLIM_INFINITY))
+
+    proc = meteorpi("ingest", "rms", str(folder), env=cli_env(node), preexec_fn=limit)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: cannot write to the file store at "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert counts(node) == (0, 0, 0)
+
+
+def test_cli_follow_ingests_each_night_once_when_finished(node, tmp_path):
+    data = tmp_path / "RMS_data"
+    first = write_night(data / "CapturedFiles")
+    proc = start_meteorpi("ingest", "rms", str(data), "--follow", "--interval", "1", "--settle", "0",
+                          env=cli_env(node))
+    try:
+        wait_for(lambda: counts(node)[1] == 3, 60, "the first night")
+        second = write_night(data / "CapturedFiles", dataclasses.replace(NightSpec(), start=NIGHT_START + _dt.timedelta(days=1)))
+        marker = second / "rms_queue_bkup_x.pickle"
+        marker.write_bytes(b"q")
+        time.sleep(2.5)
+        assert counts(node)[1] == 3  # in progress: not yet
+        marker.unlink()
+        wait_for(lambda: counts(node)[1] == 6, 60, "the second night once finished")
+        time.sleep(2.5)  # more polls: nothing twice
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert out.count(f"{first.name}: 3 detection(s)") == 1 and out.count(f"{second.name}: 3 detection(s)") == 1, out
+    assert out.count(f"skipped {second}: in progress") == 1, out
+
+
+# -- end to end -------------------------------------------------------------------------------------
+
+def test_ingested_night_reaches_central_byte_for_byte_and_again_sends_nothing(node, central, tmp_path):
+    """`meteorpi ingest rms` on the node, `meteorpi export run --once` to the central archive:
+    the status, events and files arrive byte for byte; ingesting again (and the captured copy
+    of the night) sends nothing more."""
+    data, good, _, _ = _data_folder(tmp_path)
+    env = cli_env(node)
+    assert meteorpi("ingest", "rms", str(good), env=env).returncode == 0
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file")
+    run = meteorpi("export", "run", "--once", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "completed 11, failed 0" in run.stdout + run.stderr
+    check = central.check(node)
+    assert check.ok, check.problems
+    assert counts(central.db) == counts(node) == (1, 3, 11)
+    again = meteorpi("ingest", "rms", str(good), str(tmp_path / "RMS_data" / "CapturedFiles"), env=env)
+    assert again.returncode == 0 and again.stdout.count("(nothing new)") == 2, again.stdout
+    run = meteorpi("export", "run", "--once", env=env)
+    assert run.returncode == 0 and "completed 0, failed 0" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert " 0 B sent" in run.stdout + run.stderr
+
+
+def test_rms_ingest_depends_on_model_and_db_only():
+    """A camera node ingesting RMS nights loads neither the server nor an HTTP client."""
+    import subprocess
+    import sys
+    code = ("import sys, meteorpi_rms.ingest, meteorpi_rms.follow; "
+            "print(sorted(m for m in ('flask', 'requests', 'werkzeug', 'meteorpi_server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
