@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import hashlib
 import os
+import threading
+import time
 import uuid
 
+import psycopg2
 import pytest
+
+from meteorpi_db import Conflict
+from meteorpi_model import CameraStatus, Event, EventSearch, FileRecord
 
 from .export_fixtures import add_export, exporter, night
 from .server_fixtures import deliver, manifest_of
+from .test_storage import T0, make_status, store_vector_bytes, write
 
 
 def md5(data: bytes) -> str:
@@ -145,3 +153,67 @@ def test_exporter_reports_a_contradicted_task_failed_never_complete(node, centra
     for file_id, (_, held) in theirs.items():
         assert central.db.get_file(file_id).md5 == held
     assert central.counts() == (0, 2)
+
+
+# -- storage: what only a race, or a caller of the Python API, reaches ------------------------
+def test_register_event_naming_a_file_with_another_md5_is_refused(db, tmp_path):
+    """A node's own event naming a registered file with another MD5 is refused, not stored."""
+    db.update_camera_status(make_status(), time=T0)
+    when = T0 + dt.timedelta(hours=1)
+    record = db.register_file(write(tmp_path, "f", os.urandom(100)), "image/png", "meteorpi:frame", when, [], "cam-a")
+    wrong = dataclasses.replace(record, md5="0" * 32)
+    with pytest.raises(Conflict, match=f"{record.file_id.hex} is held with MD5 {record.md5}.* says {'0' * 32}"):
+        db.register_event("cam-a", when, "meteorpi:meteor", [wrong])
+    assert db.search_events(EventSearch(limit=1))["count"] == 0
+
+
+@pytest.mark.parametrize("how", ["v1", "batch"])
+def test_a_file_written_meanwhile_with_another_md5_refuses_the_entity(db, vectors, how):
+    """Another import writes the event's file id with another MD5 while this one waits to write
+    it: the event is refused naming both MD5s and nothing of it is kept (the check runs again
+    on every file row an insert found held)."""
+    status = CameraStatus.from_dict(vectors["status"]["status"])
+    event = Event.from_dict(vectors["event"]["event"])
+    db.import_camera_status(status)
+    store_vector_bytes(db, vectors, event, FileRecord.from_dict(vectors["file"]["file"]))
+    first = event.files[0]
+    other = psycopg2.connect(db.url)
+    watcher = psycopg2.connect(db.url)
+    watcher.autocommit = True
+    outcome = []
+    try:
+        with other.cursor() as cur:  # written, not yet committed: the import must wait for it
+            cur.execute("INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type,"
+                        " semantic_type, file_size, md5) VALUES (%s, %s, %s, %s, 0, 'x/y', 'a:b', 1, %s)",
+                        (first.file_id, first.camera_id, first.status_id, first.file_time, "f" * 32))
+
+        def run():
+            try:
+                outcome.append(db.import_event(event, "node") if how == "v1"
+                               else db.import_batch([], [event], "node")[event.event_id])
+            except Conflict as e:
+                outcome.append(str(e))
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not _waiting_for_a_lock(watcher, other):
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.02)
+        other.commit()
+        thread.join(20)
+    finally:
+        other.close()
+        watcher.close()
+    [message] = outcome
+    assert isinstance(message, str), outcome
+    assert first.file_id.hex in message and "f" * 32 in message and first.md5 in message
+    assert not db.has_event_id(event.event_id)
+    assert db.get_file(first.file_id).md5 == "f" * 32
+
+
+def _waiting_for_a_lock(watcher, holder) -> bool:
+    """Whether some session waits for a lock the ``holder`` connection's transaction holds."""
+    with watcher.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (holder.info.backend_pid,))
+        return cur.fetchone()[0] > 0
