@@ -196,7 +196,8 @@ def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key:
             with _savepoint(cur):
                 write([item])
         except REFUSALS as e:
-            refused[key(item)] = str(e) if isinstance(e, Conflict) else f"{describe(item)}: {_reason(e)}"
+            reason = _reason(e)
+            refused[key(item)] = reason if reason.startswith(describe(item)) else f"{describe(item)}: {reason}"
             log.warning("import refused: %s", refused[key(item)])
     return refused
 
