@@ -2,29 +2,48 @@
 
 Version 1 costs a request per entity and two per missing file; over a 40 ms link that is
 minutes per night. Here one query says which of many ids are missing, and one transaction
-imports many entities set-wise: the statuses they refer to are read once, each entity is
-checked against them (and its bytes against the store) in Python, and those that pass are
-written by a few multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` statements, in id
-order so two batches that overlap take their row locks in the same order and cannot deadlock.
-A refused entity writes nothing; the others are unaffected. An entity another import wrote
-meanwhile is simply not returned by its insert, and its parts are left to that import.
+imports many entities set-wise: the statuses they refer to and the file records they name are
+read once, each entity is checked against them (and its bytes against the store) in Python, and
+those that pass are written by a few multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+statements, in id order so two batches that overlap take their row locks in the same order and
+cannot deadlock.
+
+One refused entity never costs the others. An id sent twice is imported once (two different
+copies of one id are both refused: neither could be answered complete). A file id held, or named
+earlier in the batch, with another MD5 refuses the entity naming it. The set-wise write runs
+under one savepoint; when the database refuses it (a constraint, a value it cannot hold, a file
+row written meanwhile by another import with another MD5), the transaction rolls back to that
+savepoint and writes the entities again one by one, each under a savepoint of its own, so only
+the refused ones are left out, each answered with the reason. Statuses are written the same way
+before them. An entity another import wrote meanwhile is simply not returned by its insert, and
+its parts are left to that import.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
-from typing import Iterable
+from typing import Callable, Iterable
 
+import psycopg2
 from psycopg2.extras import execute_values
 
 from meteorpi_model import CameraStatus, Event, FileRecord, night_offset_seconds
 
+from .errors import Conflict
 from .pool import retry_stale
-from .records import _file_params, _meta_rows
+from .records import _file_params, _files, _meta_rows, held_md5_problem, md5_contradiction
+
+log = logging.getLogger("meteorpi.db")
+# What the database may refuse of one entity's rows, refusing that entity and not the batch: a
+# constraint, a value it cannot hold, a contradiction found while writing. Lost connections,
+# deadlocks and serialisation failures (OperationalError) still end the whole transaction: it is
+# retried whole (retry_stale) or answered 503.
+REFUSALS = (Conflict, psycopg2.IntegrityError, psycopg2.DataError, psycopg2.NotSupportedError)
 
 HELD_STATUSES = "SELECT status_id FROM camera_status WHERE status_id = ANY(%(ids)s)"
 HELD_EVENTS = "SELECT event_id FROM event WHERE event_id = ANY(%(ids)s)"
 HELD_FILES = "SELECT file_id FROM file_record WHERE file_id = ANY(%(ids)s)"
-SELECT_UPLOAD_FAILURES = "SELECT file_id, failures FROM upload_failure WHERE file_id = ANY(%(ids)s)"
 BULK_EVENTS = """
 INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type) VALUES %s
 ON CONFLICT (event_id) DO NOTHING RETURNING event_id
@@ -67,52 +86,65 @@ class BatchStore:
         return out[0], out[1], out[2]
 
     @retry_stale
-    def upload_failure_counts(self, file_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """Failed uploads so far for each of ``file_ids`` that has any."""
-        ids = list(file_ids)
-        if not ids:
-            return {}
-        with self.transaction() as cur:
-            cur.execute(SELECT_UPLOAD_FAILURES, {"ids": ids})
-            return dict(cur.fetchall())
-
-    @retry_stale
     def import_batch(self, statuses: Iterable[CameraStatus], entities: Iterable[Event | FileRecord],
                      user_id: str) -> dict[uuid.UUID, str | None]:
         """Import statuses, then events and files, in one transaction; {entity id: None or why not}.
 
         Same rules as ``import_event``/``import_file_record``: an entity already held is a no-op
-        (None), one that contradicts what is held is refused with the reason and nothing of it
-        is written; either way the others of the batch are unaffected.
+        (None) unless one of its file ids is held with another MD5; one that contradicts what is
+        held is refused with the reason and nothing of it is written; either way the others of
+        the batch are unaffected. Each id is answered once, however often it was sent.
         """
-        entities = sorted(entities, key=lambda e: (isinstance(e, FileRecord), _entity_id(e).bytes))
-        results: dict[uuid.UUID, str | None] = {}
+        entities, results = _distinct(entities)
+        statuses = sorted({s.status_id: s for s in statuses}.values(), key=lambda s: (s.camera_id, s.status_id.bytes))
         with self.transaction() as cur:
-            for status in sorted(statuses, key=lambda s: (s.camera_id, s.status_id.bytes)):
-                self._insert_status(cur, status)
-            held = set(_held(cur, HELD_EVENTS, [e.event_id for e in entities if isinstance(e, Event)]))
-            held |= set(_held(cur, HELD_FILES, [e.file_id for e in entities if isinstance(e, FileRecord)]))
-            rows = self._status_rows(cur, {s for e in entities for s in _status_ids(e)})
-            accepted, longitudes = [], {sid: row[4] for sid, row in rows.items()}
-            for entity in entities:
-                entity_id = _entity_id(entity)
-                problem = None if entity_id in held else self._check_importable(cur, entity, rows)[0]
-                results[entity_id] = problem
-                if problem is None and entity_id not in held:
-                    accepted.append(entity)
-            self._insert_many(cur, accepted, longitudes, user_id)
+            refused_statuses = _write_or_each_alone(
+                cur, statuses, lambda some: [self._insert_status(cur, s) for s in some],
+                lambda s: s.status_id, lambda s: f"camera status {s.status_id.hex}")
+            accepted, longitudes = self._accept(cur, entities, refused_statuses, results)
+            results.update(_write_or_each_alone(
+                cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id),
+                _entity_id, _describe))
         return results
 
+    def _accept(self, cur, entities: list[Event | FileRecord], refused_statuses: dict[uuid.UUID, str],
+                results: dict) -> tuple[list[Event | FileRecord], dict[uuid.UUID, float]]:
+        """Check each entity against what is held and what the batch named before it; fills
+        ``results``; (the entities to write, {status_id: longitude} of the statuses held)."""
+        held_events = set(_held(cur, HELD_EVENTS, [e.event_id for e in entities if isinstance(e, Event)]))
+        held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in _files(e)})
+        named: dict[uuid.UUID, str] = {}  # file_id -> MD5 of the files the batch's accepted entities name
+        rows = self._status_rows(cur, {s for e in entities for s in _status_ids(e)})
+        accepted = []
+        for entity in entities:
+            entity_id = _entity_id(entity)
+            held = entity_id in held_events if isinstance(entity, Event) else entity_id in held_md5
+            problem = (_refused_status(entity, refused_statuses)
+                       or held_md5_problem(entity, named, "is named earlier in this request")
+                       or (held_md5_problem(entity, held_md5) if held
+                           else self._check_importable(cur, entity, rows, held_md5)[0]))
+            results[entity_id] = problem
+            if problem is None:
+                named.update((f.file_id, f.md5) for f in _files(entity) if f.file_id not in held_md5)
+                if not held:
+                    accepted.append(entity)
+        return accepted, {sid: row[4] for sid, row in rows.items()}
+
     def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict, user_id: str) -> None:
+        """Write entities set-wise; Conflict when a file row found held has another MD5."""
         events = [e for e in entities if isinstance(e, Event)]
         new_events = set(_returned(cur, BULK_EVENTS, [
             (e.event_id, e.camera_id, e.status_id, e.event_time,
              night_offset_seconds(e.event_time, longitudes[e.status_id]), str(e.event_type)) for e in events]))
         events = [e for e in events if e.event_id in new_events]
-        files = sorted({f.file_id: f for e in events for f in e.files}.values(), key=lambda f: f.file_id.bytes)
-        files += [e for e in entities if isinstance(e, FileRecord)]
+        by_id = {f.file_id: f for e in events for f in e.files}
+        for record in entities:
+            if isinstance(record, FileRecord):
+                by_id.setdefault(record.file_id, record)  # a file also inside an event is written once
+        files = sorted(by_id.values(), key=lambda f: f.file_id.bytes)
         new_files = set(_returned(cur, BULK_FILES, [
             tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
+        self._check_held_md5s(cur, [f for f in files if f.file_id not in new_files])
         files = [f for f in files if f.file_id in new_files]
         _insert(cur, BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)])
         _insert(cur, BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)])
@@ -120,6 +152,84 @@ class BatchStore:
         if user_id is not None:  # None: registered on this node, not imported
             _insert(cur, BULK_IMPORTS, [(e.event_id, "event", user_id) for e in events]
                     + [(f.file_id, "file", user_id) for f in files])
+
+    def _check_held_md5s(self, cur, records: list[FileRecord]) -> None:
+        """Conflict if a file row an insert found held (perhaps written by another import since
+        the batch was checked) has another MD5 than the record that was to be written."""
+        held_md5 = self._held_md5s(cur, [r.file_id for r in records])
+        for record in records:
+            problem = md5_contradiction(record, held_md5.get(record.file_id))
+            if problem:
+                raise Conflict(problem)
+
+
+@contextlib.contextmanager
+def _savepoint(cur):
+    """Undo what the block wrote if the database (or a check) refuses it; the transaction goes on."""
+    cur.execute("SAVEPOINT batch_part")
+    try:
+        yield
+    except REFUSALS:
+        cur.execute("ROLLBACK TO SAVEPOINT batch_part")
+        raise
+    cur.execute("RELEASE SAVEPOINT batch_part")
+
+
+def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key: Callable,
+                         describe: Callable) -> dict[uuid.UUID, str]:
+    """Write ``items`` together under one savepoint; if that is refused, roll back to it and write
+    each alone under its own, leaving out only those refused: {key(item): why} for them.
+
+    The first attempt costs two statements more than no savepoint at all; the one-by-one
+    fallback runs only for a batch that holds a refusal.
+    """
+    if not items:
+        return {}
+    try:
+        with _savepoint(cur):
+            write(items)
+        return {}
+    except REFUSALS as e:
+        log.info("a batch of %d was refused as a whole (%s); writing each alone", len(items), _reason(e))
+    refused = {}
+    for item in items:
+        try:
+            with _savepoint(cur):
+                write([item])
+        except REFUSALS as e:
+            reason = _reason(e)
+            refused[key(item)] = reason if reason.startswith(describe(item)) else f"{describe(item)}: {reason}"
+            log.warning("import refused: %s", refused[key(item)])
+    return refused
+
+
+def _reason(error: Exception) -> str:
+    """What the database said, without the row's values (its first line: no DETAIL)."""
+    if isinstance(error, psycopg2.Error):
+        primary = error.diag.message_primary or str(error).strip().splitlines()[0]
+        return f"the database refused it ({primary})"
+    return str(error)
+
+
+def _distinct(entities: Iterable[Event | FileRecord]) -> tuple[list[Event | FileRecord], dict[uuid.UUID, str | None]]:
+    """Each id once, events first, each kind in id order (the order rows are locked in); and
+    {id: why} for the ids sent twice with different content, neither copy of which is kept."""
+    by_id: dict[uuid.UUID, Event | FileRecord] = {}
+    different: set[uuid.UUID] = set()
+    for entity in entities:
+        entity_id = _entity_id(entity)
+        if by_id.setdefault(entity_id, entity) != entity:
+            different.add(entity_id)
+    refused = {i: f"{_describe(by_id[i])}: sent twice in this request, with different content" for i in different}
+    unique = [e for i, e in by_id.items() if i not in different]
+    return sorted(unique, key=lambda e: (isinstance(e, FileRecord), _entity_id(e).bytes)), refused
+
+
+def _refused_status(entity: Event | FileRecord, refused_statuses: dict[uuid.UUID, str]) -> str | None:
+    for status_id in sorted(_status_ids(entity), key=lambda s: s.bytes):
+        if status_id in refused_statuses:
+            return f"{_describe(entity)}: its {refused_statuses[status_id]}"
+    return None
 
 
 def _held(cur, query: str, ids: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -146,3 +256,7 @@ def _status_ids(entity: Event | FileRecord) -> set[uuid.UUID]:
 
 def _entity_id(entity: Event | FileRecord) -> uuid.UUID:
     return entity.event_id if isinstance(entity, Event) else entity.file_id
+
+
+def _describe(entity: Event | FileRecord) -> str:
+    return f"event {entity.event_id.hex}" if isinstance(entity, Event) else f"file {entity.file_id.hex}"

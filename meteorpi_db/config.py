@@ -37,7 +37,7 @@ class ServerConfig:
     entity_cache_size: int = 1000   # entities per worker kept for cached_entity requests
     max_body_bytes: int = 16 * 1024 * 1024           # JSON bodies of /import
     max_upload_bytes: int = 16 * 1024 * 1024 * 1024  # one file's bytes on /import/data
-    max_failed_uploads: int = 3     # failed uploads of one file before its entity is refused
+    max_failed_uploads: int = 3     # refused uploads of a file by one account before its entity is refused
     timeout_seconds: int = 120      # a request stalled longer than this is dropped
     auth_cache_seconds: float = 60.0  # a verified login is remembered this long (0: never)
 

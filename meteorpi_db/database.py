@@ -4,7 +4,8 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``), each with its SQL beside it.
+(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``,
+``upload_failures``), each with its SQL beside it.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .records import RecordStore
 from .registrations import RegistrationStore
 from .searches import SearchStore
 from .statuses import StatusStore
+from .upload_failures import UploadFailureStore
 from .users import UserStore
 
 log = logging.getLogger("meteorpi.db")
@@ -74,7 +76,7 @@ def redact_url(url: str) -> str:
 
 
 class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
-                     RegistrationStore):
+                     RegistrationStore, UploadFailureStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

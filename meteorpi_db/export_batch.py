@@ -124,12 +124,14 @@ class BatchExchange(Conversation):
                    if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
         to_send = []
         for task in present:
-            if task.entity_id not in missing:
-                outcomes[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
-                continue
+            # A refusal first: an entity the target holds may still name a file it holds with
+            # another MD5, and then this node's version did not arrive.
             refusal = next((refused[f.file_id] for f in files_of[task.entity_id] if f.file_id in refused), None)
             if refusal:
                 outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {refusal}")
+                continue
+            if task.entity_id not in missing:
+                outcomes[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
                 continue
             to_send.append(task)
         statuses = {uuid.UUID(i) for i in _ids(check, "statuses")}

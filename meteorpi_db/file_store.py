@@ -28,7 +28,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Mapping
 
 from .errors import FileStoreError
 
@@ -143,10 +143,12 @@ class FileStore:
             _unlink(tmp_name)
             raise
 
-    def store_many(self, items: Iterable[tuple[uuid.UUID, str, int]], stream: BinaryIO) -> dict[uuid.UUID, str | None]:
+    def store_many(self, items: Iterable[tuple[uuid.UUID, str, int]], stream: BinaryIO,
+                   refused: Mapping[uuid.UUID, str] | None = None) -> dict[uuid.UUID, str | None]:
         """Receive several files sent back to back on one stream; {file_id: None or why not}.
 
-        Each (file_id, md5, size) takes exactly ``size`` bytes. Bytes are hashed as they pass and
+        Each (file_id, md5, size) takes exactly ``size`` bytes; those of a file in ``refused``
+        (file_id -> why) are read past and never written. Bytes are hashed as they pass and
         written to temp names; each file's fsync starts in a thread pool as soon as it is written,
         so the disk flushes while the next file arrives (group commit), and files are published
         only after every fsync of the batch returned. A mismatching file is dropped alone; a
@@ -159,6 +161,10 @@ class FileStore:
             for file_id, md5, size in items:
                 md5 = md5.lower()
                 final = self.path(file_id, md5)
+                if refused and file_id in refused:
+                    _drain(stream, size)
+                    results[file_id] = refused[file_id]
+                    continue
                 if final.is_file():
                     _drain(stream, size)
                     results[file_id] = None

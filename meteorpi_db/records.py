@@ -3,7 +3,10 @@
 An event is stored with its file records, their metadata and the file order in one
 transaction; an id already held makes the import a no-op (``ON CONFLICT DO NOTHING``), so two
 nodes delivering the same event at the same moment both succeed and one copy is kept
-(PROTOCOL.md weak point 4).
+(PROTOCOL.md weak point 4). A file id held with another MD5 is no such no-op: the record that
+says otherwise is refused (``Conflict``), checked before writing and again on every file row an
+insert found already held (another import may have written it meanwhile), so a node is never
+told its version arrived while the archive keeps another.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import datetime as _dt
 import os
 import uuid
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from meteorpi_model import (CameraStatus, Event, FileRecord, Meta, NSString, as_uuid,
                             night_offset_seconds)
@@ -65,6 +68,7 @@ SELECT_EVENT_FILES = """
 SELECT event_id, file_id FROM event_file WHERE event_id = ANY(%(ids)s) ORDER BY event_id, file_index
 """
 HAS_FILE = "SELECT 1 FROM file_record WHERE file_id = %(id)s"
+SELECT_FILE_MD5S = "SELECT file_id, md5 FROM file_record WHERE file_id = ANY(%(ids)s)"
 HAS_EVENT = "SELECT 1 FROM event WHERE event_id = %(id)s"
 SELECT_STATUS_VALIDITY = """
 SELECT status_id, camera_id, valid_from, valid_to, long FROM camera_status WHERE status_id = ANY(%(ids)s)
@@ -74,13 +78,6 @@ SELECT status_id FROM camera_status
 WHERE camera_id = %(camera_id)s AND valid_from <= %(time)s AND (valid_to IS NULL OR valid_to > %(time)s)
 ORDER BY valid_from DESC LIMIT 1
 """
-RECORD_UPLOAD_FAILURE = """
-INSERT INTO upload_failure (file_id, failures) VALUES (%(file_id)s, 1)
-ON CONFLICT (file_id) DO UPDATE SET failures = upload_failure.failures + 1, last_at = now()
-RETURNING failures
-"""
-SELECT_UPLOAD_FAILURES = "SELECT failures FROM upload_failure WHERE file_id = %(file_id)s"
-CLEAR_UPLOAD_FAILURES = "DELETE FROM upload_failure WHERE file_id = %(file_id)s"
 
 
 def _meta_rows(owner_id: uuid.UUID, metas: Iterable[Meta]) -> list[dict]:
@@ -104,6 +101,27 @@ def _meta_from_row(key, string_value, number_value, date_value) -> Meta:
 
 def _utc(value: _dt.datetime) -> _dt.datetime:
     return value.astimezone(_dt.timezone.utc)
+
+
+def md5_contradiction(record: FileRecord, held_md5: str | None, held_as: str = "is held") -> str | None:
+    """Why ``record`` contradicts the record held for its file id (another MD5), if it does."""
+    if held_md5 is None or held_md5.lower() == record.md5.lower():
+        return None
+    return f"file {record.file_id.hex} {held_as} with MD5 {held_md5.lower()}, this record says {record.md5.lower()}"
+
+
+def held_md5_problem(entity: Event | FileRecord, held_md5: Mapping[uuid.UUID, str],
+                     held_as: str = "is held") -> str | None:
+    """The first of ``entity``'s files held (``held_md5``: file_id -> MD5) with another MD5."""
+    for record in _files(entity):
+        problem = md5_contradiction(record, held_md5.get(record.file_id), held_as)
+        if problem:
+            return problem if isinstance(entity, FileRecord) else f"event {entity.event_id.hex}: {problem}"
+    return None
+
+
+def _files(entity: Event | FileRecord) -> list[FileRecord]:
+    return list(entity.files) if isinstance(entity, Event) else [entity]
 
 
 def _file_params(record: FileRecord, longitude: float) -> dict:
@@ -185,6 +203,20 @@ class RecordStore:
             cur.execute(HAS_FILE, {"id": as_uuid(file_id)})
             return cur.fetchone() is not None
 
+    def _held_md5s(self, cur, file_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+        ids = list(file_ids)
+        if not ids:
+            return {}
+        cur.execute(SELECT_FILE_MD5S, {"ids": ids})
+        return dict(cur.fetchall())
+
+    @retry_stale
+    def held_file_md5s(self, file_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """{file_id: MD5} of the file records held among ``file_ids``: what any record or upload
+        of those ids must agree with."""
+        with self.transaction() as cur:
+            return self._held_md5s(cur, file_ids)
+
     @retry_stale
     def has_event_id(self, event_id) -> bool:
         """Whether an event with this id is held."""
@@ -194,8 +226,12 @@ class RecordStore:
 
     # -- writing ------------------------------------------------------------------------------
     def _insert_file(self, cur, record: FileRecord, longitude: float, user_id: str | None) -> bool:
+        """Write a file record unless its id is held (False); Conflict if held with another MD5."""
         cur.execute(INSERT_FILE, _file_params(record, longitude))
         if cur.rowcount == 0:
+            problem = md5_contradiction(record, self._held_md5s(cur, [record.file_id]).get(record.file_id))
+            if problem:
+                raise Conflict(problem)
             return False
         if record.meta:
             cur.executemany(INSERT_FILE_META, _meta_rows(record.file_id, record.meta))
@@ -221,9 +257,11 @@ class RecordStore:
             cur.execute(INSERT_IMPORT, {"entity_id": event.event_id, "entity_type": "event", "user_id": user_id})
         return True
 
-    def _check_importable(self, cur, entity: Event | FileRecord, statuses: dict | None = None) -> tuple[str | None, dict]:
+    def _check_importable(self, cur, entity: Event | FileRecord, statuses: dict | None = None,
+                          held_md5: Mapping[uuid.UUID, str] | None = None) -> tuple[str | None, dict]:
         """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot.
-        ``statuses`` (status_id -> validity row) spares the query when a batch loaded them."""
+        ``statuses`` (status_id -> validity row) and ``held_md5`` (file_id -> MD5 of the records
+        held) spare the queries when a batch loaded them."""
         timed = [entity] + (list(entity.files) if isinstance(entity, Event) else [])
         if statuses is None:
             statuses = self._status_rows(cur, {t.status_id for t in timed})
@@ -240,7 +278,12 @@ class RecordStore:
                 return (f"{what}: time {time.isoformat()} lies outside the validity of camera status "
                         f"{item.status_id.hex} ({valid_from.isoformat()} to "
                         f"{valid_to.isoformat() if valid_to else 'open'})"), {}
-        for f in timed[1:] if isinstance(entity, Event) else timed:
+        if held_md5 is None:
+            held_md5 = self._held_md5s(cur, [f.file_id for f in _files(entity)])
+        problem = held_md5_problem(entity, held_md5)
+        if problem:
+            return problem, {}
+        for f in _files(entity):
             if not self.file_store.has(f.file_id, f.md5):
                 return f"file {f.file_id.hex}: verified bytes with MD5 {f.md5} are not held", {}
         return None, {t.status_id: statuses[t.status_id][4] for t in timed}
@@ -258,11 +301,18 @@ class RecordStore:
 
     def _import(self, entity: Event | FileRecord, user_id: str) -> bool:
         with self.transaction() as cur:
-            cur.execute(HAS_EVENT if isinstance(entity, Event) else HAS_FILE,
-                        {"id": entity.event_id if isinstance(entity, Event) else entity.file_id})
-            if cur.fetchone() is not None:
+            held_md5 = self._held_md5s(cur, [f.file_id for f in _files(entity)])
+            if isinstance(entity, Event):
+                cur.execute(HAS_EVENT, {"id": entity.event_id})
+                held = cur.fetchone() is not None
+            else:
+                held = entity.file_id in held_md5
+            if held:  # a no-op, unless what is held says otherwise
+                problem = held_md5_problem(entity, held_md5)
+                if problem:
+                    raise Conflict(problem)
                 return False
-            problem, longitudes = self._check_importable(cur, entity)
+            problem, longitudes = self._check_importable(cur, entity, held_md5=held_md5)
             if problem:
                 raise Conflict(problem)
             if isinstance(entity, Event):
@@ -272,13 +322,15 @@ class RecordStore:
     @retry_stale
     def import_file_record(self, file_record: FileRecord, user_id: str) -> bool:
         """Hold a stand-alone file record from ``user_id``; False if it was already held.
-        Raises Conflict (nothing written) when its status or bytes are missing or contradict it."""
+        Raises Conflict (nothing written) when its status or bytes are missing or contradict it,
+        or its id is held with another MD5."""
         return self._import(file_record, user_id)
 
     @retry_stale
     def import_event(self, event: Event, user_id: str) -> bool:
         """Hold an event, its files, metadata and file order in one transaction; False if held.
-        Raises Conflict (nothing written) when a status or file's bytes are missing or contradict it."""
+        Raises Conflict (nothing written) when a status or file's bytes are missing or contradict it,
+        or one of its file ids is held with another MD5."""
         return self._import(event, user_id)
 
     def _status_at(self, cur, camera_id: str, time: _dt.datetime) -> CameraStatus:
@@ -328,28 +380,6 @@ class RecordStore:
                     raise Conflict(f"event.files[{i}]: file {f.file_id.hex} is not registered")
             self._insert_event(cur, event, _longitudes_for(self, cur, event, status), None)
         return event
-
-    # -- failed uploads -----------------------------------------------------------------------
-    @retry_stale
-    def record_upload_failure(self, file_id) -> int:
-        """Count one more failed upload (bytes not matching the MD5) of ``file_id``; the total."""
-        with self.transaction() as cur:
-            cur.execute(RECORD_UPLOAD_FAILURE, {"file_id": as_uuid(file_id)})
-            return cur.fetchone()[0]
-
-    @retry_stale
-    def upload_failures(self, file_id) -> int:
-        """How many uploads of ``file_id`` failed verification since its last success."""
-        with self.transaction() as cur:
-            cur.execute(SELECT_UPLOAD_FAILURES, {"file_id": as_uuid(file_id)})
-            row = cur.fetchone()
-            return row[0] if row else 0
-
-    @retry_stale
-    def clear_upload_failures(self, file_id) -> None:
-        """Forget failed uploads of ``file_id`` (after a verified one)."""
-        with self.transaction() as cur:
-            cur.execute(CLEAR_UPLOAD_FAILURES, {"file_id": as_uuid(file_id)})
 
 
 def _longitudes_for(store, cur, event: Event, status: CameraStatus) -> dict:

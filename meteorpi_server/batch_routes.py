@@ -8,7 +8,8 @@ three requests, however many entities and files it holds:
     POST {base}/v2/check    {"statuses": [id], "events": [id], "files": [id],
                              "file_data": [{"file_id": id, "md5": hex}]}
                             -> the same keys, listing only what the server lacks, plus
-                               "refused_file_data": [{"file_id", "message"}] (too many failed uploads)
+                               "refused_file_data": [{"file_id", "message"}] (held with another MD5,
+                               or too many refused uploads by this account)
     POST {base}/v2/data     Content-Type: application/vnd.meteorpi.files
                             body: one JSON line {"files": [{"file_id", "md5", "size"}]} then the
                             files' bytes back to back, in that order (no multipart framing to scan)
@@ -23,8 +24,14 @@ application's own receiver keeps serving version 1 alone.
 
 The guarantees are version 1's: bytes are held only once verified and fsynced (here fsynced
 together, concurrently, before any of the batch is published); an entity is imported in one
-transaction (one per batch, with a savepoint per entity, so one refusal does not undo the rest);
-an id already held is a no-op answered complete.
+transaction, one per batch, so one refusal does not undo the rest: each entity is checked first
+(statuses, MD5s, bytes) and only those that pass are written, set-wise under one savepoint; if
+the database refuses that write, it is rolled back to the savepoint and the entities are written
+again one by one, each under a savepoint of its own, so only the refused ones are left out. An id
+sent twice in one request is imported once and answered once. An id already held is a no-op
+answered complete, unless a file id it names is held with another MD5: then it is answered
+failed, naming the file id and both MD5s, and bytes sent for that id under another MD5 are
+refused and not kept.
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ from meteorpi_db import TruncatedUpload
 from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError
 from meteorpi_model.fields import MD5, Int, UUIDCodec
 
-from .errors import BadRequest, PayloadTooLarge, ResourceNotFound, json_errors
+from .errors import BadRequest, ResourceNotFound, json_errors
 from .bodies import parse_json_object, read_body, upload_stream
 from .jsonp import jsonify
 
@@ -87,7 +94,7 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
             raise BadRequest(f"body: expected Content-Type {FILES_MEDIA_TYPE}, got {request.mimetype or 'none'}")
         stream = upload_stream()
         try:
-            manifest = _read_manifest(stream, server.max_upload_bytes)
+            manifest = _read_manifest(stream)
             results = found.batch_store_files(manifest, stream)
         except TruncatedUpload as e:
             raise BadRequest(f"body: {e}") from None
@@ -153,8 +160,11 @@ def _entities(body: dict, key: str, cls: type) -> list[Any]:
         raise BadRequest(str(e)) from None
 
 
-def _read_manifest(stream, max_upload_bytes: int) -> list[tuple[uuid.UUID, str, int]]:
-    """The JSON line before the bytes: which files follow, in order, and how long each is."""
+def _read_manifest(stream) -> list[tuple[uuid.UUID, str, int]]:
+    """The JSON line before the bytes: which files follow, in order, and how long each is.
+
+    Sizes over ``server.max_upload_bytes`` are the receiver's to refuse (413): it counts each
+    refused file against the importing account."""
     line = stream.readline(MAX_MANIFEST_LINE + 1)
     if len(line) > MAX_MANIFEST_LINE or not line.endswith(b"\n"):
         raise BadRequest("manifest: the first line must be a JSON object ending in a newline")
@@ -172,8 +182,6 @@ def _read_manifest(stream, max_upload_bytes: int) -> list[tuple[uuid.UUID, str, 
             raise BadRequest(f"{path}.file_id: appears twice in one upload")
         seen.add(file_id)
         size = Int(0, 2 ** 53).decode(item.get("size"), f"{path}.size")
-        if size > max_upload_bytes:
-            raise PayloadTooLarge(f"{path}.size: {size} bytes is more than the limit of {max_upload_bytes} bytes")
         out.append((file_id, MD5().decode(item.get("md5"), f"{path}.md5"), size))
     return out
 

@@ -67,12 +67,11 @@ def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = Non
     def import_file_data(file_id: str, md5: str):
         file_uuid = UUIDCodec().decode(file_id, "file_id")
         md5_hex = MD5().decode(md5, "md5")
-        limit = server.max_upload_bytes
-        if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
-            raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {limit} bytes")
-        chunks = file_part_chunks(request.stream, multipart_boundary(), limit)
+        chunks = upload_chunks(server.max_upload_bytes)
         try:
             result = receiver().receive_file_data(file_uuid, FileData(chunks), md5_hex)
+            for _ in chunks:  # whatever the receiver left unread: the body's limits hold all the same
+                pass
         finally:
             chunks.close()
         return result if result is not None else answer("continue")
@@ -87,6 +86,18 @@ def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = Non
 
 
 # -- multipart uploads -----------------------------------------------------------------------
+def upload_chunks(max_bytes: int) -> Iterator[bytes]:
+    """This request's file bytes, as ``file_part_chunks`` yields them.
+
+    Every refusal of the body (over ``max_bytes`` by its Content-Length or as it streams, not
+    multipart, malformed, cut short) is raised from the iteration itself, so the receiver that
+    consumes the bytes sees each one (the database receiver counts it as a refused upload).
+    """
+    if request.content_length is not None and request.content_length > max_bytes + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {max_bytes} bytes")
+    yield from file_part_chunks(request.stream, multipart_boundary(), max_bytes)
+
+
 def multipart_boundary() -> bytes:
     """The boundary of this request's ``multipart/form-data`` body, or a 400."""
     if request.mimetype != "multipart/form-data":

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping
 
 from flask import Response, abort, current_app, g, make_response
 
-from meteorpi_db import Conflict, MeteorDatabase, Md5Mismatch
+from meteorpi_db import (Conflict, FileTooLarge, MeteorDatabase, Md5Mismatch, TruncatedUpload,
+                         md5_contradiction)
 from meteorpi_db.config import ServerConfig
 from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
                             instant_to_ms)
@@ -30,7 +31,7 @@ from meteorpi_model.fields import Choice, UUIDCodec
 from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .entity_cache import EntityCache
-from .errors import ApiError, error_response
+from .errors import ApiError, PayloadTooLarge, error_response
 from .file_data import FileData
 from .jsonp import jsonify
 
@@ -204,7 +205,15 @@ def dispatch(receiver: BaseImportReceiver, import_request: ImportRequest) -> Res
 
 
 class MeteorDatabaseImportReceiver(BaseImportReceiver):
-    """The receiver PROTOCOL.md describes, holding what it receives in a MeteorDatabase."""
+    """The receiver PROTOCOL.md describes, holding what it receives in a MeteorDatabase.
+
+    A file id held with another MD5 is never answered ``complete``: whatever names it (an
+    event, a file record, an upload of bytes) is refused, naming the id and both MD5s. Every
+    refused upload of a file (bytes not matching their MD5, over ``server.max_upload_bytes``,
+    a body cut short or malformed) counts against the importing account; at
+    ``server.max_failed_uploads`` the file's entity is refused instead of its bytes asked for
+    again. A fault of the server's own disk (507) counts against nobody.
+    """
 
     def __init__(self, db: MeteorDatabase):
         self.db = db
@@ -219,64 +228,113 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
 
     def receive_file_record(self, import_request: ImportRequest) -> Response | None:
         record: FileRecord = import_request.entity
-        if self.db.has_file_id(record.file_id):
+        held = self.db.held_file_md5s([record.file_id])
+        problem = md5_contradiction(record, held.get(record.file_id))
+        if problem:
+            return import_request.response_failed(f"file.md5: {problem}")
+        if record.file_id in held:
             return import_request.response_complete()
         return self._import(import_request, [("file", record)], self.db.import_file_record)
 
     def receive_event(self, import_request: ImportRequest) -> Response | None:
         event: Event = import_request.entity
+        parts = [("event", event)] + [(f"event.files[{i}]", f) for i, f in enumerate(event.files)]
+        held = self.db.held_file_md5s([f.file_id for f in event.files])
+        for path, record in parts[1:]:
+            problem = md5_contradiction(record, held.get(record.file_id))
+            if problem:
+                return import_request.response_failed(f"{path}.md5: {problem}")
         if self.db.has_event_id(event.event_id):
             return import_request.response_complete()
-        parts = [("event", event)] + [(f"event.files[{i}]", f) for i, f in enumerate(event.files)]
         return self._import(import_request, parts, self.db.import_event)
 
     def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
+        user_id = self.get_importing_user_id()
+        problem = _upload_contradiction(file_id, md5_hex, self.db.held_file_md5s([file_id]).get(file_id))
         try:
-            self.db.file_store.store_stream(file_id, md5_hex, file_data,
-                                            max_bytes=self.db.config.server.max_upload_bytes)
+            if problem:
+                for _ in file_data:  # read to its end (the body's own refusals still apply), keep nothing
+                    pass
+            else:
+                self.db.file_store.store_stream(file_id, md5_hex, file_data,
+                                                max_bytes=self.db.config.server.max_upload_bytes)
         except Md5Mismatch as e:
-            count = self.db.record_upload_failure(file_id)
-            return answer("failed", message=f"{e} (failed uploads of this file so far: {count})")
+            problem = str(e)
+        except UPLOAD_REFUSALS:
+            self.db.record_upload_failure(file_id, md5_hex, user_id)
+            raise
+        if problem:
+            count = self.db.record_upload_failure(file_id, md5_hex, user_id)
+            return answer("failed", message=f"{problem} (refused uploads of this file so far: {count})")
         self.db.clear_upload_failures(file_id)
         return None
 
     # -- protocol version 2 (batch_routes.py) ------------------------------------------------
     def batch_check(self, statuses: list[uuid.UUID], events: list[uuid.UUID], files: list[uuid.UUID],
                     file_data: list[tuple[uuid.UUID, str]]) -> dict:
-        """Which of these the server lacks; bytes refused after too many failed uploads."""
+        """Which of these the server lacks; bytes refused (a file id held with another MD5, or
+        too many refused uploads by this account), each with the reason."""
         missing_statuses, missing_events, missing_files = self.db.missing_ids(statuses, events, files)
-        missing_data = [fid for fid, md5 in file_data if not self.db.file_store.has(fid, md5)]
-        failures = self.db.upload_failure_counts(missing_data)
-        refused = [{"file_id": fid.hex, "message": f"file {fid.hex} failed MD5 verification {failures[fid]} "
-                                                    "times; check its bytes on the camera node"}
-                   for fid in missing_data if failures.get(fid, 0) >= self.max_failed_uploads]
-        refused_ids = {r["file_id"] for r in refused}
+        held_md5 = self.db.held_file_md5s({fid for fid, _ in file_data})
+        refused: dict[uuid.UUID, str] = {}
+        for fid, md5 in file_data:
+            problem = _upload_contradiction(fid, md5, held_md5.get(fid), "the record sent says {md5}")
+            if problem:
+                refused[fid] = problem
+        missing_data = [(fid, md5) for fid, md5 in file_data
+                        if fid not in refused and not self.db.file_store.has(fid, md5)]
+        failures = self.db.upload_failure_counts(missing_data, self.get_importing_user_id())
+        for fid, md5 in missing_data:
+            if failures.get(fid, 0) >= self.max_failed_uploads:
+                refused[fid] = _refused_too_often(fid, md5, failures[fid])
         return {"statuses": [i.hex for i in missing_statuses], "events": [i.hex for i in missing_events],
                 "files": [i.hex for i in missing_files],
-                "file_data": [i.hex for i in missing_data if i.hex not in refused_ids],
-                "refused_file_data": refused}
+                "file_data": [fid.hex for fid, _ in missing_data if fid not in refused],
+                "refused_file_data": [{"file_id": fid.hex, "message": message} for fid, message in refused.items()]}
 
     def batch_store_files(self, manifest: list[tuple[uuid.UUID, str, int]], stream) -> dict[uuid.UUID, str | None]:
-        """Receive the manifest's files from one stream; count failed uploads, forget them on success."""
-        earlier = self.db.upload_failure_counts([fid for fid, _, _ in manifest])
-        results = self.db.file_store.store_many(manifest, stream)
+        """Receive the manifest's files from one stream: {file_id: None (held) or why refused}.
+
+        Enforces ``server.max_upload_bytes`` (413 for the whole upload, before any byte is read)
+        and counts every refused file against the importing account: over the limit, not
+        matching its MD5, held with another MD5, or the file the body was cut short in (400,
+        nothing of the upload published). A verified file forgets every count of it.
+        """
+        user_id = self.get_importing_user_id()
+        limit = self.db.config.server.max_upload_bytes
+        too_large = [(i, fid, md5, size) for i, (fid, md5, size) in enumerate(manifest) if size > limit]
+        if too_large:
+            for _, fid, md5, _ in too_large:
+                self.db.record_upload_failure(fid, md5, user_id)
+            i, _, _, size = too_large[0]
+            raise PayloadTooLarge(f"manifest.files[{i}].size: {size} bytes is more than the limit of {limit} bytes")
+        held_md5 = self.db.held_file_md5s([fid for fid, _, _ in manifest])
+        refused = {fid: problem for fid, md5, _ in manifest
+                   if (problem := _upload_contradiction(fid, md5, held_md5.get(fid)))}
+        counted = _CountedStream(stream)
+        try:
+            results = self.db.file_store.store_many(manifest, counted, refused)
+        except (TruncatedUpload, OSError):  # the client's body ended or stalled
+            cut = _file_at(manifest, counted.position)
+            if cut is not None:
+                self.db.record_upload_failure(cut[0], cut[1], user_id)
+            raise
+        md5_of = {fid: md5 for fid, md5, _ in manifest}
         for file_id, problem in results.items():
             if problem is not None:
-                count = self.db.record_upload_failure(file_id)
-                results[file_id] = f"{problem} (failed uploads of this file so far: {count})"
-            elif file_id in earlier:
-                self.db.clear_upload_failures(file_id)
+                count = self.db.record_upload_failure(file_id, md5_of[file_id], user_id)
+                results[file_id] = f"{problem} (refused uploads of this file so far: {count})"
+        self.db.clear_upload_failures(*[fid for fid, problem in results.items() if problem is None])
         return results
 
     def batch_import(self, statuses: list[CameraStatus], entities: list[Event | FileRecord]) -> dict[uuid.UUID, str | None]:
         """Import a batch in one transaction; {id: None (complete) or why it was refused}."""
         user_id = self.get_importing_user_id()
         results = self.db.import_batch(statuses, entities, user_id)
-        for entity in entities:
-            entity_id = _entity_id(entity)
-            if results.get(entity_id) is None:
-                import_log.info("imported %s %s from %s (protocol 2)", _ENTITY_TYPES[type(entity)],
-                                entity_id.hex, user_id)
+        kinds = {_entity_id(e): _ENTITY_TYPES[type(e)] for e in entities}
+        for entity_id, problem in results.items():
+            if problem is None:
+                import_log.info("imported %s %s from %s (protocol 2)", kinds[entity_id], entity_id.hex, user_id)
         return results
 
     def _import(self, import_request: ImportRequest, parts: list[tuple[str, Any]], store) -> Response:
@@ -297,11 +355,9 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                 problem = self._other_bytes_held(path, record)
                 if problem:
                     return import_request.response_failed(problem)
-                failures = self.db.upload_failures(record.file_id)
+                failures = self.db.upload_failures(record.file_id, record.md5, self.get_importing_user_id())
                 if failures >= self.max_failed_uploads:
-                    return import_request.response_failed(
-                        f"file {record.file_id.hex} failed MD5 verification {failures} times; "
-                        "check its bytes on the camera node")
+                    return import_request.response_failed(_refused_too_often(record.file_id, record.md5, failures))
                 return import_request.response_need_file_data(record.file_id)
         try:
             store(import_request.entity, self.get_importing_user_id())
@@ -309,13 +365,12 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
             return import_request.response_failed(str(e))
         return import_request.response_complete()
 
-
     def _other_bytes_held(self, path: str, record: FileRecord) -> str | None:
         """Why bytes held for this file id under another MD5 make the record fail, if they are.
 
         An exporter may put the MD5 of the bytes it has now in the upload URL: they verify
         against that and are stored, yet never match the record, and it would be asked for them
-        for ever. Such stray bytes count as a failed upload and are removed (so a later, right
+        for ever. Such stray bytes count as a refused upload and are removed (so a later, right
         upload is asked for); bytes of a held record are the record's, never removed.
         """
         held = self.db.file_store.find(record.file_id)
@@ -324,13 +379,57 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         other_md5 = held.name.rsplit("_", 1)[-1]
         if other_md5 == record.md5.lower():
             return None  # the right bytes, published by a concurrent upload since we looked
-        if self.db.has_file_id(record.file_id):
-            return (f"{path}.md5: file {record.file_id.hex} is held with MD5 {other_md5}, "
-                    f"this record says {record.md5}")
+        held_md5 = self.db.held_file_md5s([record.file_id]).get(record.file_id)
+        problem = md5_contradiction(record, held_md5)
+        if problem:
+            return f"{path}.md5: {problem}"
+        if held_md5 is not None:
+            return None  # held with this record's MD5: its bytes are asked for, the stray ones stay
         self.db.file_store.remove(record.file_id, other_md5)
-        count = self.db.record_upload_failure(record.file_id)
+        count = self.db.record_upload_failure(record.file_id, record.md5, self.get_importing_user_id())
         return (f"{path}.md5: the bytes uploaded for file {record.file_id.hex} have MD5 {other_md5}, "
-                f"the record says {record.md5} (failed uploads of this file so far: {count})")
+                f"the record says {record.md5} (refused uploads of this file so far: {count})")
+
+
+# What refuses an upload as it is read, the client's doing: a body over the limit, malformed or
+# cut short (ApiError from the multipart stream), a stream that broke. Each counts as a refused
+# upload; a fault of the server's own disk (StoreWriteFailed) does not.
+UPLOAD_REFUSALS = (ApiError, FileTooLarge, TruncatedUpload, OSError)
+
+
+def _upload_contradiction(file_id: uuid.UUID, md5: str, held_md5: str | None,
+                          sent: str = "these bytes were sent as MD5 {md5}: refused, not kept") -> str | None:
+    """Why bytes for ``file_id`` under ``md5`` are refused: the archive holds it with another MD5."""
+    if held_md5 is None or held_md5.lower() == md5.lower():
+        return None
+    return f"file {file_id.hex} is held with MD5 {held_md5.lower()}, " + sent.format(md5=md5.lower())
+
+
+def _refused_too_often(file_id: uuid.UUID, md5: str, count: int) -> str:
+    return (f"file {file_id.hex}: {count} uploads of its bytes (MD5 {md5.lower()}) were refused (not matching "
+            "the MD5, over the size limit, or cut short); check its bytes on the camera node")
+
+
+class _CountedStream:
+    """A body stream that counts the bytes read from it, to tell which file a cut fell in."""
+
+    def __init__(self, stream):
+        self.stream, self.position = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.position += len(data)
+        return data
+
+
+def _file_at(manifest: list[tuple[uuid.UUID, str, int]], position: int) -> tuple[uuid.UUID, str] | None:
+    """(file_id, md5) of the manifest's file whose bytes include offset ``position``."""
+    start = 0
+    for file_id, md5, size in manifest:
+        if position < start + size:
+            return file_id, md5
+        start += size
+    return None
 
 
 def status_contradiction(path: str, record: Event | FileRecord, status: CameraStatus) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -24,9 +25,11 @@ from meteorpi_db import MeteorDatabase
 from meteorpi_server import MeteorApp, create_app
 
 # name -> (password, roles). "viewer" is a real user holding neither read nor import role.
+# "other-importer" is a second import account (another node's), for what must stay per account.
 USERS = {"importer": ("importer-pw", ["import"]), "reader": ("reader-pw", ["user"]),
-         "viewer": ("viewer-pw", ["camera_admin"])}
+         "viewer": ("viewer-pw", ["camera_admin"]), "other-importer": ("other-importer-pw", ["import"])}
 IMPORTER = ("importer", USERS["importer"][0])
+OTHER_IMPORTER = ("other-importer", USERS["other-importer"][0])
 READER = ("reader", USERS["reader"][0])
 VIEWER = ("viewer", USERS["viewer"][0])
 TIMEOUT = 30
@@ -78,6 +81,25 @@ class Api:
 
     def get(self, path: str, auth=READER, params=None) -> requests.Response:
         return self.http.get(self.url + path, auth=auth, params=params, timeout=TIMEOUT)
+
+    def batch(self, path: str, body: dict, auth=IMPORTER):
+        """``POST {import}/v2/{path}`` (``check`` or ``import``) with a JSON body."""
+        r = self.http.post(f"{self.url}{self.import_path}/v2/{path}", json=body, auth=auth, timeout=TIMEOUT)
+        return r.status_code, _json(r)
+
+    def batch_upload(self, manifest: list[dict], payload: bytes, auth=IMPORTER):
+        """``POST {import}/v2/data``: the manifest line, then ``payload`` (the files' bytes)."""
+        body = json.dumps({"files": manifest}).encode() + b"\n" + payload
+        r = self.http.post(f"{self.url}{self.import_path}/v2/data", data=body, auth=auth, timeout=TIMEOUT,
+                           headers={"Content-Type": "application/vnd.meteorpi.files"})
+        return r.status_code, _json(r)
+
+
+def manifest_of(files: dict[str, bytes]) -> tuple[list[dict], bytes]:
+    """(manifest, payload) of a fast-path upload of ``files`` (file id -> bytes), in that order."""
+    manifest = [{"file_id": fid, "md5": hashlib.md5(data).hexdigest(), "size": len(data)}
+                for fid, data in files.items()]
+    return manifest, b"".join(files.values())
 
 
 def _json(response: requests.Response):

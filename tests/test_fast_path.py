@@ -126,7 +126,7 @@ def test_batch_upload_stores_good_files_and_refuses_a_bad_one(central):
     assert body["failed"][0]["file_id"] == ids[1].hex and "MD5" in body["failed"][0]["message"]
     assert central.db.file_store.has(ids[0], files[0]["md5"])
     assert central.db.file_store.find(ids[1]) is None
-    assert central.db.upload_failures(ids[1]) == 1
+    assert central.db.upload_failures(ids[1], files[1]["md5"], IMPORTER[0]) == 1
     assert not any(central.db.file_store.tmp.iterdir())
 
 

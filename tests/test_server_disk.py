@@ -67,6 +67,8 @@ def test_full_disk_answers_507_keeps_nothing_and_recovers(central, caplog):
     assert "File too large" in caplog.text  # the cause, for the operator, in the server's log
     assert not any(store.tmp.iterdir())
     assert not store.has(v1_id, md5) and not store.has(v2_id, md5)
+    # the server's own fault: not counted against the node as a refused upload
+    assert central.db.upload_failures(v1_id, md5, IMPORTER[0]) == central.db.upload_failures(v2_id, md5, IMPORTER[0]) == 0
     assert v2_upload(central.url, data, v2_id).json()["stored"] == [v2_id.hex]  # the disk is back
     assert store.verify(v2_id, md5)
 

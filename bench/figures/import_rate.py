@@ -2,7 +2,7 @@
 
 Ours (the judged ``import_vs_raw_sql``): the path the exporter takes when the server offers it,
 protocol version 2: ``POST /import/v2/import`` with BATCH events per request, imported in one
-transaction with a savepoint per event. ``import_v1_vs_raw_sql`` (reported): version 1, one
+transaction, set-wise under one savepoint (one by one only when the database refuses a part). ``import_v1_vs_raw_sql`` (reported): version 1, one
 ``POST /import`` per event, so every request is parse + auth + checks + one transaction +
 answer. One client thread with a keep-alive ``requests.Session`` either way: the figure is
 per-entity cost, not parallelism (the baseline is one connection too). Baseline: the rows our import writes for such an event

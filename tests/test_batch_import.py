@@ -1,0 +1,126 @@
+"""One fast-path import request holding many entities: duplicates are imported once, and one
+entity refused — for any reason, the database's own included — never costs the others.
+
+Over real HTTP against the shared server (entities with fresh ids, a camera of their own).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from meteorpi_model import FileRecordSearch
+
+from .server_fixtures import manifest_of
+
+
+def _upload_all(api, files: dict[str, bytes]) -> None:
+    code, answer = api.batch_upload(*manifest_of(files))
+    assert code == 200 and not answer["failed"], answer
+
+
+def _results(answer: dict) -> dict[str, dict]:
+    ids = [r["id"] for r in answer["results"]]
+    assert len(ids) == len(set(ids)), f"an id answered twice: {ids}"
+    return {r["id"]: r for r in answer["results"]}
+
+
+def _batch(records, api):
+    """A status, an event of two files (with meta) and an unrelated stand-alone file, all
+    bytes uploaded: (status body, event, unrelated file record)."""
+    status = records.status()
+    event_body, event_files = records.event(status, sizes=(700, 900))
+    other_body, other_data = records.file(status)
+    _upload_all(api, {**event_files, other_body["file"]["file_id"]: other_data})
+    return status["status"], event_body["event"], other_body["file"]
+
+
+@pytest.mark.parametrize("case", ["same file record twice", "an event and a record of one of its files",
+                                  "same event twice"])
+def test_duplicates_in_one_batch_are_imported_once_and_the_rest_is_held(server, api, records, case):
+    """The same entity sent twice (or a file both inside an event and on its own): each id is
+    answered once, complete, held once with its metadata; the unrelated file beside it is held."""
+    status, event, other = _batch(records, api)
+    in_event = event["files"][0]  # a record with meta: the rows a second copy would repeat
+    events, files = {
+        "same file record twice": ([], [in_event, copy.deepcopy(in_event)]),
+        "an event and a record of one of its files": ([event], [copy.deepcopy(in_event)]),
+        "same event twice": ([event, copy.deepcopy(event)], []),
+    }[case]
+    code, answer = api.batch("import", {"statuses": [status], "events": events, "files": files + [other]})
+    assert code == 200, answer
+    results = _results(answer)
+    expected = {e["event_id"] for e in events} | {f["file_id"] for f in files} | {other["file_id"]}
+    assert set(results) == expected
+    assert all(r["state"] == "complete" for r in results.values()), results
+    assert server.db.get_file(in_event["file_id"]).as_dict() == in_event
+    assert server.db.get_file(other["file_id"]).as_dict() == other
+    if events:
+        assert server.db.get_event(event["event_id"]).as_dict() == event
+    held = server.db.search_files(FileRecordSearch(camera_ids=[records.camera_id], limit=0))["files"]
+    assert sorted(f.file_id.hex for f in held) == sorted({in_event["file_id"], other["file_id"]}
+                                                          | {f["file_id"] for e in events for f in e["files"]})
+
+
+def test_two_different_copies_of_one_id_are_refused_and_the_rest_is_held(server, api, records):
+    """One id sent twice with different content cannot both be answered complete: it is
+    refused, naming the id, nothing of it written; the rest of the batch is held."""
+    status, event, other = _batch(records, api)
+    changed = copy.deepcopy(event)
+    changed["event_type"] = "meteorpi:not_a_meteor"
+    code, answer = api.batch("import", {"statuses": [status], "events": [event, changed], "files": [other]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert results[event["event_id"]]["state"] == "failed"
+    assert event["event_id"] in results[event["event_id"]]["message"]
+    assert "twice" in results[event["event_id"]]["message"]
+    assert results[other["file_id"]]["state"] == "complete"
+    assert not server.db.has_event_id(event["event_id"])
+    assert server.db.has_file_id(other["file_id"])
+
+
+@pytest.fixture
+def refusing_database(server):
+    """The archive's database with two extra CHECK constraints, as a schema rule would refuse
+    a row the model lets through: a file meta key and a status lens it will not hold."""
+    with server.db.transaction() as cur:
+        cur.execute("ALTER TABLE file_meta ADD CONSTRAINT test_refused_meta CHECK (meta_key <> 'test:refused')")
+        cur.execute("ALTER TABLE camera_status ADD CONSTRAINT test_refused_lens CHECK (lens <> 'refused-lens')")
+    try:
+        yield server
+    finally:
+        with server.db.transaction() as cur:
+            cur.execute("ALTER TABLE file_meta DROP CONSTRAINT test_refused_meta")
+            cur.execute("ALTER TABLE camera_status DROP CONSTRAINT test_refused_lens")
+
+
+def test_a_database_refusal_of_one_entity_leaves_the_others_imported(refusing_database, api, records):
+    """The database itself refuses one file (a check violation) and one status: no 5xx; the
+    file is answered failed with the reason, the entities of the refused status failed naming
+    it, and every other entity of the batch is held."""
+    server = refusing_database
+    status, event, other = _batch(records, api)
+    refused_body, refused_data = records.file({"status": status})
+    refused = refused_body["file"]
+    refused["meta"] = [{"type": "string", "key": "test:refused", "value": "x"}]
+    bad_status = records.status(valid_from=status["valid_from"] - 3_600_000, valid_to=status["valid_from"])["status"]
+    bad_status["lens"] = "refused-lens"
+    orphan_body, orphan_data = records.file({"status": bad_status}, time=status["valid_from"] - 1000)
+    orphan = orphan_body["file"]
+    _upload_all(api, {refused["file_id"]: refused_data, orphan["file_id"]: orphan_data})
+
+    code, answer = api.batch("import", {"statuses": [status, bad_status], "events": [event],
+                                        "files": [refused, other, orphan]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert results[event["event_id"]]["state"] == "complete"
+    assert results[other["file_id"]]["state"] == "complete"
+    assert results[refused["file_id"]]["state"] == "failed"
+    assert refused["file_id"] in results[refused["file_id"]]["message"]
+    assert "test_refused_meta" in results[refused["file_id"]]["message"]
+    assert results[orphan["file_id"]]["state"] == "failed"
+    assert bad_status["status_id"] in results[orphan["file_id"]]["message"]
+    assert server.db.get_event(event["event_id"]).as_dict() == event
+    assert server.db.has_file_id(other["file_id"])
+    assert not server.db.has_file_id(refused["file_id"]) and not server.db.has_file_id(orphan["file_id"])
+    assert server.db.get_camera_status_by_id(bad_status["status_id"]) is None

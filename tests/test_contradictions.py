@@ -1,0 +1,219 @@
+"""A file id the archive already holds with another MD5: whatever refers to it is refused.
+
+A node whose record of a file differs from the archive's (the same id, other bytes) must never
+hear ``complete``: it would believe its version arrived while the archive keeps the old one.
+Over real HTTP, protocol versions 1 and 2, and end to end through the exporter.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import threading
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from meteorpi_db import Conflict
+from meteorpi_model import CameraStatus, Event, EventSearch, FileRecord
+
+from .export_fixtures import add_export, exporter, night
+from .server_fixtures import deliver, manifest_of
+from .test_storage import T0, make_status, store_vector_bytes, write
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@dataclasses.dataclass
+class Held:
+    """A status, an event of one file, all held by the archive, and a record contradicting
+    that file: its id with other bytes."""
+    status: dict
+    event: dict
+    held: dict          # the file record the archive holds
+    other: dict         # the same file id, another MD5
+    other_bytes: bytes
+
+    def names_both(self, message: str) -> bool:
+        return all(part in message for part in (self.held["file_id"], self.held["md5"], self.other["md5"]))
+
+
+@pytest.fixture
+def held(server, api, records) -> Held:
+    status = records.status()
+    event_body, files = records.event(status, sizes=(600,))
+    event = event_body["event"]
+    code, answer = api.batch_upload(*manifest_of(files))
+    assert code == 200 and not answer["failed"]
+    code, answer = api.batch("import", {"statuses": [status["status"]], "events": [event]})
+    assert [r["state"] for r in answer["results"]] == ["complete"]
+    record = event["files"][0]
+    other_bytes = os.urandom(800)
+    other = dict(copy.deepcopy(record), md5=md5(other_bytes), file_size=len(other_bytes))
+    return Held(status, event, record, other, other_bytes)
+
+
+def _still_as_it_was(server, held: Held) -> None:
+    """The archive's record is the held one, and no bytes under the second MD5 were kept."""
+    assert server.db.get_file(held.held["file_id"]).md5 == held.held["md5"]
+    assert not server.db.file_store.has(uuid.UUID(held.held["file_id"]), held.other["md5"])
+
+
+def _new_event_with(held: Held) -> dict:
+    event = copy.deepcopy(held.event)
+    event["event_id"] = os.urandom(16).hex()
+    event["files"] = [held.other]
+    return event
+
+
+def test_v1_file_record_with_another_md5_fails_naming_both(server, api, held):
+    """Version 1, a stand-alone record of a held file id with another MD5: failed, naming the
+    id and both MD5s, and the archive's record is unchanged."""
+    code, answer = api.post({"type": "file", "file": held.other})
+    assert code == 200 and answer["state"] == "failed", answer
+    assert held.names_both(answer["message"]), answer
+    _still_as_it_was(server, held)
+
+
+def test_v1_upload_under_another_md5_is_refused_and_the_event_fails(server, api, records, held):
+    """Version 1: bytes for a held file id under a second MD5 are refused and not kept; an
+    event (new, or the held one sent again) naming that file with the second MD5 fails."""
+    code, answer = api.upload(held.other["file_id"], held.other["md5"], held.other_bytes)
+    assert code == 200 and answer["state"] == "failed", answer
+    assert held.names_both(answer["message"]), answer
+    _still_as_it_was(server, held)
+
+    event = _new_event_with(held)
+    exchange = deliver(api, {"type": "event", "event": event}, {}, {held.other["file_id"]: held.other_bytes})
+    assert exchange.final["state"] == "failed" and held.names_both(exchange.final["message"]), exchange.steps
+    assert not server.db.has_event_id(event["event_id"])
+
+    resent = dict(copy.deepcopy(held.event), files=[held.other])
+    code, answer = api.post({"type": "event", "event": resent})
+    assert answer["state"] == "failed" and held.names_both(answer["message"]), answer
+    _still_as_it_was(server, held)
+
+
+def test_v2_check_upload_and_import_refuse_the_other_md5(server, api, records, held):
+    """Version 2: check lists the file as refused (naming both MD5s), an upload of its bytes
+    is refused and not kept, and an import of a record, a new event or the held event naming
+    it with the second MD5 answers failed for each; nothing of them is written."""
+    fid = held.other["file_id"]
+    code, check = api.batch("check", {"files": [fid], "file_data": [{"file_id": fid, "md5": held.other["md5"]}]})
+    assert code == 200 and fid not in check["file_data"]
+    refusal = {r["file_id"]: r["message"] for r in check["refused_file_data"]}
+    assert fid in refusal and held.names_both(refusal[fid]), check
+
+    code, answer = api.batch_upload(*manifest_of({fid: held.other_bytes}))
+    assert code == 200 and answer["stored"] == [], answer
+    assert [f["file_id"] for f in answer["failed"]] == [fid] and held.names_both(answer["failed"][0]["message"])
+    _still_as_it_was(server, held)
+
+    new_event = _new_event_with(held)
+    resent = dict(copy.deepcopy(held.event), files=[held.other])
+    for body in ({"files": [held.other]}, {"events": [new_event]}, {"events": [resent]}):
+        code, answer = api.batch("import", {"statuses": [held.status["status"]], **body})
+        assert code == 200, answer
+        [result] = answer["results"]
+        assert result["state"] == "failed" and held.names_both(result["message"]), (body, answer)
+    assert not server.db.has_event_id(new_event["event_id"])
+    _still_as_it_was(server, held)
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["v1", "v2"])
+def test_exporter_reports_a_contradicted_task_failed_never_complete(node, central, tmp_path, fast_path):
+    """A node's event and stand-alone file whose file ids the archive holds with other bytes:
+    both tasks end failed with a message naming the file and both MD5s, none is complete,
+    and the archive keeps its records."""
+    registered = night(node, tmp_path, events=1, files_per_event=1, standalone=1)
+    central.db.import_camera_status(registered.status)
+    theirs = {}
+    for mine in (registered.events[0].files[0], registered.files[0]):
+        data = os.urandom(999)
+        record = dataclasses.replace(mine, md5=md5(data), file_size=len(data))
+        central.db.file_store.store_stream(record.file_id, record.md5, [data])
+        central.db.import_file_record(record, "importer")
+        theirs[mine.file_id] = (mine.md5, record.md5)
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file", name="files")
+    with exporter(node, fast_path=fast_path, defer_on_failure_seconds=0) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert totals.completed == 0 and totals.failed == 2, totals
+    for file_id, (mine, held) in theirs.items():
+        assert any(file_id.hex in f and mine in f and held in f for f in totals.failures), totals.failures
+    for name in ("to-events", "files"):
+        assert "complete" not in node.get_export_task_states(name).values()
+    for file_id, (_, held) in theirs.items():
+        assert central.db.get_file(file_id).md5 == held
+    assert central.counts() == (0, 2)
+
+
+# -- storage: what only a race, or a caller of the Python API, reaches ------------------------
+def test_register_event_naming_a_file_with_another_md5_is_refused(db, tmp_path):
+    """A node's own event naming a registered file with another MD5 is refused, not stored."""
+    db.update_camera_status(make_status(), time=T0)
+    when = T0 + dt.timedelta(hours=1)
+    record = db.register_file(write(tmp_path, "f", os.urandom(100)), "image/png", "meteorpi:frame", when, [], "cam-a")
+    wrong = dataclasses.replace(record, md5="0" * 32)
+    with pytest.raises(Conflict, match=f"{record.file_id.hex} is held with MD5 {record.md5}.* says {'0' * 32}"):
+        db.register_event("cam-a", when, "meteorpi:meteor", [wrong])
+    assert db.search_events(EventSearch(limit=1))["count"] == 0
+
+
+@pytest.mark.parametrize("how", ["v1", "batch"])
+def test_a_file_written_meanwhile_with_another_md5_refuses_the_entity(db, vectors, how):
+    """Another import writes the event's file id with another MD5 while this one waits to write
+    it: the event is refused naming both MD5s and nothing of it is kept (the check runs again
+    on every file row an insert found held)."""
+    status = CameraStatus.from_dict(vectors["status"]["status"])
+    event = Event.from_dict(vectors["event"]["event"])
+    db.import_camera_status(status)
+    store_vector_bytes(db, vectors, event, FileRecord.from_dict(vectors["file"]["file"]))
+    first = event.files[0]
+    other = psycopg2.connect(db.url)
+    watcher = psycopg2.connect(db.url)
+    watcher.autocommit = True
+    outcome = []
+    try:
+        with other.cursor() as cur:  # written, not yet committed: the import must wait for it
+            cur.execute("INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type,"
+                        " semantic_type, file_size, md5) VALUES (%s, %s, %s, %s, 0, 'x/y', 'a:b', 1, %s)",
+                        (first.file_id, first.camera_id, first.status_id, first.file_time, "f" * 32))
+
+        def run():
+            try:
+                outcome.append(db.import_event(event, "node") if how == "v1"
+                               else db.import_batch([], [event], "node")[event.event_id])
+            except Conflict as e:
+                outcome.append(str(e))
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not _waiting_for_a_lock(watcher, other):
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.02)
+        other.commit()
+        thread.join(20)
+    finally:
+        other.close()
+        watcher.close()
+    [message] = outcome
+    assert isinstance(message, str), outcome
+    assert first.file_id.hex in message and "f" * 32 in message and first.md5 in message
+    assert not db.has_event_id(event.event_id)
+    assert db.get_file(first.file_id).md5 == "f" * 32
+
+
+def _waiting_for_a_lock(watcher, holder) -> bool:
+    """Whether some session waits for a lock the ``holder`` connection's transaction holds."""
+    with watcher.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (holder.info.backend_pid,))
+        return cur.fetchone()[0] > 0
