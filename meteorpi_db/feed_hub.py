@@ -205,6 +205,19 @@ class FeedHub:
         up_to_date = self.cursor is not None and cursor >= self.cursor
         return FeedResult(out, cursor, up_to_date)
 
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until the hub holds everything committed before this call (one query, per
+        request, not per commit): "up to date" then includes what the caller just imported."""
+        end = self.db.feed_end()
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.cursor is None or self.cursor < end:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self.changed.wait(left)
+        return True
+
     def wait(self, after: Cursor, timeout: float) -> bool:
         """Block until the feed has moved past ``after`` (True) or ``timeout`` passed (False)."""
         deadline = time.monotonic() + timeout
