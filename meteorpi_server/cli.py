@@ -57,7 +57,8 @@ class LazyGroup(click.Group):
     """Subcommands imported when used (click's documented lazy-loading pattern): a camera node
     runs `meteorpi export run` every few minutes and should not import the demo or the server."""
 
-    LAZY = {"export": "meteorpi_server.cli_export:export", "demo": "meteorpi_server.demo:demo"}
+    LAZY = {"export": "meteorpi_server.cli_export:export", "demo": "meteorpi_server.demo:demo",
+            "feed": "meteorpi_server.cli_feed:feed"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
