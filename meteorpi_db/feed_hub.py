@@ -59,6 +59,7 @@ class FeedHub:
         self.ring_start: Cursor | None = None  # items after this are all in the ring
         self.horizon: Cursor | None = None
         self.connected = False
+        self.closing = False                    # the process is stopping: streams end now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn = None
@@ -77,6 +78,17 @@ class FeedHub:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+    def close_readers(self) -> None:
+        """End every stream and long-poll of this process soon (a graceful server stop must not
+        wait for streams that would run for an hour). Safe to call from a signal handler: the
+        wake-up happens on a thread of its own, never under a lock the handler interrupted."""
+        self.closing = True
+
+        def wake() -> None:
+            with self.changed:
+                self.changed.notify_all()
+        threading.Thread(target=wake, daemon=True).start()
 
     def ready(self, timeout: float = 10.0) -> bool:
         """Wait until the hub knows where the feed ends (for tests and start-up)."""
@@ -222,7 +234,7 @@ class FeedHub:
         """Block until the feed has moved past ``after`` (True) or ``timeout`` passed (False)."""
         deadline = time.monotonic() + timeout
         with self.changed:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.closing:
                 if self.cursor is not None and self.cursor > after:
                     return True
                 left = deadline - time.monotonic()

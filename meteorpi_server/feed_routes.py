@@ -118,7 +118,7 @@ def _events(hub: FeedHub, cursor: Cursor, wanted: FeedFilter, limit: int, heartb
     end_at = time.monotonic() + lifetime
     yield "retry: 2000\n\n"
     told_up_to_date = False
-    while time.monotonic() < end_at:
+    while time.monotonic() < end_at and not hub.closing:
         result: FeedResult = hub.read(cursor, wanted, limit)
         if result.must_refetch:
             yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
