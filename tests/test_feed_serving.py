@@ -1,49 +1,12 @@
 """The feed across ``meteorpi serve`` processes sharing one database, as an archive runs it."""
 from __future__ import annotations
 
-import json
-import threading
-
 import requests
 
 from .export_fixtures import add_export, exporter, night, wait_for
+from .feed_client import StreamClient
 from .server_fixtures import READER, TIMEOUT
 from .test_server_serving import Served, serve_db  # noqa: F401  (fixture)
-
-
-class StreamClient:
-    """An EventSource-like reader of /feed/stream in a thread: item ids in arrival order."""
-
-    def __init__(self, url: str, after: str | None = None):
-        self.items: list[dict] = []
-        self.up_to_date = threading.Event()
-        self.done = threading.Event()
-        params = {"after": after} if after else {}
-        self.response = requests.get(url + "/feed/stream", params=params, auth=READER, stream=True,
-                                     timeout=TIMEOUT)
-        assert self.response.status_code == 200
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        event: dict = {}
-        try:
-            for line in self.response.iter_lines(chunk_size=1, decode_unicode=True):
-                if line == "":
-                    if "id" in event:
-                        self.items.append(json.loads(event["data"]))
-                    elif event.get("event") == "up-to-date":
-                        self.up_to_date.set()
-                    event = {}
-                elif not line.startswith(":"):
-                    key, _, value = line.partition(":")
-                    event[key] = value.lstrip(" ")
-        except (requests.RequestException, OSError):
-            pass
-        finally:
-            self.done.set()
-
-    def close(self) -> None:
-        self.response.close()
 
 
 def test_two_servers_one_database_every_client_sees_every_import_once_in_commit_order(serve_db, node, tmp_path):
