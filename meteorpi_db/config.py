@@ -54,6 +54,14 @@ class ExportConfig:
 
 
 @dataclass
+class FeedConfig:
+    retention_days: float = 30.0    # feed rows kept; an older cursor must start over
+    heartbeat_seconds: float = 15.0  # a comment line on quiet streams, so proxies keep them
+    max_wait_seconds: int = 60      # longest ?wait= a long-poll may ask for
+    stream_seconds: int = 3600      # a stream ends after this; EventSource resumes by itself
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -64,6 +72,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property

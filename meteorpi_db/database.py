@@ -21,6 +21,7 @@ from .batches import BatchStore
 from .config import Config, load_config
 from .errors import StorageUnavailable
 from .exports import ExportStore
+from .feed import FeedStore
 from .file_store import FileStore
 from .migrations import migrate
 from .pool import ConnectionPool
@@ -34,7 +35,7 @@ from .users import UserStore
 log = logging.getLogger("meteorpi.db")
 DEFAULT_DATABASE = "meteorpi"
 # Truncated by clear_database(); schema_version stays.
-TABLES = ("upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+TABLES = ("feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
           "file_meta", "file_record", "status_region", "camera_status", "app_user")
 
 
@@ -76,7 +77,7 @@ def redact_url(url: str) -> str:
 
 
 class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
-                     RegistrationStore, UploadFailureStore):
+                     RegistrationStore, UploadFailureStore, FeedStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

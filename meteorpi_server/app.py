@@ -9,6 +9,7 @@ Another Flask application embeds the import API with ``MeteorApp(db, app=its_app
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from importlib import metadata
 from typing import Callable, Iterable
@@ -16,10 +17,12 @@ from typing import Callable, Iterable
 from flask import Flask, Response, request
 
 from meteorpi_db import Config, MeteorDatabase, load_config
+from meteorpi_db.feed_hub import FeedHub
 
 from .auth import Authenticator
 from .entity_cache import EntityCache
 from .errors import CallbackRefused, error_response
+from .feed_routes import feed_api
 from .import_routes import add_routes
 from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify
 from .openapi import openapi_json
@@ -51,6 +54,8 @@ class MeteorApp:
         self.auth = Authenticator(lambda: self.db, self.config.server.auth_cache_seconds)
         # The entity cache of each add_routes call, by url_path (tests reset them).
         self.entity_caches: dict[str, EntityCache] = {}
+        self._feed_hub: FeedHub | None = None
+        self._feed_pid = 0
         self.app.extensions["meteorpi"] = self
 
     @property
@@ -61,6 +66,18 @@ class MeteorApp:
                 if self._db is None:
                     self._db = MeteorDatabase(config=self.config)
         return self._db
+
+    @property
+    def feed_hub(self) -> FeedHub:
+        """This process's one listener on the change feed, started at first use (after a fork,
+        each worker process starts its own: a listening connection cannot be shared)."""
+        if self._feed_hub is None or self._feed_pid != os.getpid():
+            db = self.db
+            with self._db_lock:
+                if self._feed_hub is None or self._feed_pid != os.getpid():
+                    self._feed_hub = FeedHub(db, retention_days=self.config.feed.retention_days).start()
+                    self._feed_pid = os.getpid()
+        return self._feed_hub
 
     def requires_auth(self, roles: Iterable[str] | None = None) -> Callable:
         """Decorator: HTTP Basic credentials of a user holding any of ``roles`` (401/403 JSON)."""
@@ -80,6 +97,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     app.add_url_rule("/openapi.json", endpoint="openapi", view_func=openapi_json)
     add_routes(meteor_app)
     app.register_blueprint(read_api)
+    app.register_blueprint(feed_api)
     return app
 
 

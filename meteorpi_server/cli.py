@@ -58,7 +58,8 @@ class LazyGroup(click.Group):
     runs `meteorpi export run` every few minutes and should not import the demo or the server."""
 
     LAZY = {"export": "meteorpi_server.cli_export:export", "demo": "meteorpi_server.demo:demo",
-            "ingest": "meteorpi_server.cli_ingest:ingest"}
+            "ingest": "meteorpi_server.cli_ingest:ingest",
+            "feed": "meteorpi_server.cli_feed:feed"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -230,6 +230,8 @@ def live_server(make_database):
     url, server = serve_in_thread(app)
     yield LiveServer(url, app, app.extensions["meteorpi"], db)
     server.shutdown()
+    if app.extensions["meteorpi"]._feed_hub is not None:
+        app.extensions["meteorpi"]._feed_hub.stop()
 
 
 @pytest.fixture

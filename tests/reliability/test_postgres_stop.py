@@ -16,8 +16,10 @@ import pytest
 import requests
 
 from meteorpi_db import Config, MeteorDatabase, embedded
+from meteorpi_model import EventSearch
 from meteorpi_db.database import ensure_database
 from tests.export_fixtures import wait_for
+from tests.feed_client import StreamClient
 from tests.server_fixtures import IMPORTER, READER, TIMEOUT
 
 from .checks import compare_archives
@@ -66,6 +68,8 @@ def test_postgres_stopped_immediately_under_the_server(own_cluster, make_databas
     export_to(node, f"{server.url}/import", IMPORTER)
     http = requests.Session()
     unavailable = 0
+    start = http.get(server.url + "/feed", auth=READER, timeout=TIMEOUT).json()["cursor"]
+    stream = StreamClient(server.url, start)  # open across every outage
     # Paced to 4 MB/s so each outage lands while bytes or imports are in flight.
     with BackgroundExporter(node, rate_limit=4e6) as exporter:
         for outage in range(outages):
@@ -94,6 +98,14 @@ def test_postgres_stopped_immediately_under_the_server(own_cluster, make_databas
             assert _process_ids(server) == processes, "the server restarted a process to recover"
         seconds = exporter.wait_converged(timeout=120)
     result = compare_archives(node, central, server.url)
+    # The feed caught up by itself: every event the archive now holds, once, on the open stream.
+    held = {e.event_id.hex for e in central.search_events(EventSearch(limit=0))["events"]}
+    try:
+        wait_for(lambda: held <= {i["id"] for i in stream.items}, 30, "the open stream to show every event")
+        streamed = [i["id"] for i in stream.items if i["kind"] == "event"]
+        assert len(streamed) == len(set(streamed)) and set(streamed) == held
+    finally:
+        stream.close()
     tally.add("lost", result.lost)
     tally.add("duplicated", result.duplicated)
     tally.measure("503 answers during outages", unavailable)

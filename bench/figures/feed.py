@@ -1,0 +1,142 @@
+"""The live feed under load: how soon a watcher sees an import, and what open streams cost.
+
+* ``feed_latency_p50_ms`` / ``feed_latency_p99_ms``: one ``/feed/stream`` client follows the
+  archive while 16 exporters (the scaling figure's fleet) replicate their nights to it; for every
+  item, the time it arrived minus the time its row was written (``logged_at``, inside the
+  importing transaction, so the figure includes the rest of that transaction and its commit).
+  Both clocks are this machine's.
+* ``feed_subscribers_import_ratio``: the fleet's import rate with 500 idle streams open against
+  the same server vs none, side by side in pairs. The streams filter on a camera that never
+  reports, so each is woken by every commit and filters it out: the case that costs most.
+* ``feed_memory_per_subscriber_kib``: the server's RSS (master + workers) with the 500 streams
+  open minus without, per stream.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import statistics
+import threading
+import time
+
+import requests
+
+from .. import ours
+from ..harness import Figure, alternate, median_ratio, percentile
+from . import Context, log
+from .scaling import SCALING_EXPORTERS, Fleet
+
+IDLE_STREAMS = 500
+TIMEOUT = (10, 600)
+
+
+class Watcher(threading.Thread):
+    """A /feed/stream client recording each item's delay from its row being written."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.response = requests.get(url + "/feed/stream", auth=(ours.IMPORT_USER, ours.IMPORT_PASSWORD),
+                                     stream=True, timeout=TIMEOUT)
+        self.response.raise_for_status()
+        self.delays_ms: list[float] = []
+        self.items = 0
+
+    def run(self) -> None:
+        try:
+            for line in self.response.iter_lines(chunk_size=1, decode_unicode=True):
+                if line.startswith("data: {") and '"logged_at"' in line:
+                    now_ms = time.time() * 1000
+                    item = json.loads(line[6:])
+                    self.delays_ms.append(now_ms - item["logged_at"])
+                    self.items += 1
+        except (requests.RequestException, OSError, AttributeError):
+            pass
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def open_idle_streams(url: str, count: int) -> list[socket.socket]:
+    """``count`` open /feed/stream connections that never match anything (and are never read)."""
+    host, port = url.rsplit("/", 1)[1].split(":")
+    credentials = base64.b64encode(f"{ours.IMPORT_USER}:{ours.IMPORT_PASSWORD}".encode()).decode()
+    request = (f"GET /feed/stream?camera=nobody-bench HTTP/1.1\r\nHost: bench\r\n"
+               f"Authorization: Basic {credentials}\r\nAccept: text/event-stream\r\n\r\n").encode()
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(request)
+        socks.append(sock)
+    for sock in socks:  # each answered 200 and started its stream
+        head = sock.recv(4096)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"an idle stream was refused: {head[:80]!r}")
+    return socks
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def run(ctx: Context) -> list[Figure]:
+    ours.check_available()
+    spec = ctx.sizes.scaling_node
+    streams = 50 if ctx.quick else IDLE_STREAMS
+    central = ctx.cluster.site("central")
+    central_db = central.open()
+    ours.reset_central(central_db)
+    try:
+        with ours.ServerProcess(central, ctx.cluster.root / "serve-feed.log") as server:
+            fleet = Fleet(ctx, spec, server, central_db)
+            try:
+                log(f"feed: latency with {SCALING_EXPORTERS} exporters x {spec.describe()}")
+                watcher = Watcher(server.url)
+                watcher.start()
+                for _ in range(ctx.pairs):
+                    fleet.run(SCALING_EXPORTERS)
+                time.sleep(1.0)
+                watcher.close()
+                delays = watcher.delays_ms
+
+                log(f"feed: import rate with {streams} idle streams vs none")
+                rss = {"open": [], "closed": []}
+
+                def with_streams(_):
+                    socks = open_idle_streams(server.url, streams)
+                    try:
+                        time.sleep(0.5)
+                        rss["open"].append(server.rss_bytes())
+                        return fleet.run(SCALING_EXPORTERS)
+                    finally:
+                        close_all(socks)
+
+                def without(_):
+                    time.sleep(0.5)
+                    rss["closed"].append(server.rss_bytes())
+                    return fleet.run(SCALING_EXPORTERS)
+
+                out = alternate({"ours": with_streams, "baseline": without}, ctx.pairs)
+            finally:
+                fleet.close()
+    finally:
+        central_db.close()
+    data = f"{SCALING_EXPORTERS} exporters, each {spec.describe()}; {len(delays)} items on one stream"
+    figures = []
+    if delays:
+        figures += [Figure("feed_latency_p50_ms", round(percentile(delays, 50), 1), data=data),
+                    Figure("feed_latency_p99_ms", round(percentile(delays, 99), 1), "<= 250", data, "ms")]
+    else:
+        figures += [Figure(n, None, reason="the stream received no items")
+                    for n in ("feed_latency_p50_ms", "feed_latency_p99_ms")]
+    figures.append(Figure("feed_subscribers_import_ratio", median_ratio(out["ours"], out["baseline"]), ">= 0.9",
+                          f"import rate of {SCALING_EXPORTERS} exporters with {streams} idle streams open vs none",
+                          "entities/s", ours=out["ours"], baseline=out["baseline"]))
+    per = (statistics.median(rss["open"]) - statistics.median(rss["closed"])) / streams / 1024
+    figures.append(Figure("feed_memory_per_subscriber_kib", round(max(per, 0.0), 1),
+                          data=f"server RSS with {streams} streams open minus none, per stream"))
+    return figures

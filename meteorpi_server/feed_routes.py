@@ -1,0 +1,137 @@
+"""The live feed over HTTP: ``GET /feed`` (long-poll JSON, for scripts) and ``GET /feed/stream``
+(Server-Sent Events, for pages and dashboards). Same access rules as the read API.
+
+Both read through the process's one ``FeedHub`` (meteorpi_db.feed_hub), never the database per
+client on each commit. A cursor is the position after the last item a client saw: sent back as
+``?after=`` (or the ``Last-Event-ID`` an EventSource sends by itself on reconnecting), it resumes
+with nothing lost and nothing repeated. No cursor means "from now on"; ``after=0-0`` means
+"everything still kept" (``feed.retention_days``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+
+from meteorpi_db.feed import START, Cursor, FeedFilter
+from meteorpi_db.feed_hub import FeedHub, FeedResult
+from meteorpi_model import ValidationError
+
+from .jsonp import jsonify
+from .read_routes import readable
+
+feed_api = Blueprint("meteorpi_feed", __name__)
+PARAMETERS = {"after", "wait", "camera", "event_type", "kind", "limit"}
+MAX_LIMIT = 1000
+READY_SECONDS = 10.0
+
+
+def _hub() -> FeedHub:
+    return current_app.extensions["meteorpi"].feed_hub
+
+
+def _feed_config():
+    return current_app.extensions["meteorpi"].config.feed
+
+
+def _parameters(stream: bool) -> tuple[Cursor | None, FeedFilter, float, int]:
+    unknown = sorted(set(request.args) - PARAMETERS - ({"callback", "_"} if not stream else set()))
+    if unknown:
+        raise ValidationError(unknown[0], f"unknown parameter (known: {', '.join(sorted(PARAMETERS))})")
+    after = None
+    last_event_id = request.headers.get("Last-Event-ID") if stream else None
+    if "after" in request.args:
+        after = Cursor.parse(request.args["after"], "after")
+    elif last_event_id is not None:
+        after = Cursor.parse(last_event_id, "Last-Event-ID")
+    wanted = FeedFilter.of(cameras=request.args.getlist("camera"),
+                           event_types=request.args.getlist("event_type"),
+                           kinds=request.args.getlist("kind"))
+    wait = _number("wait", 0.0, float(_feed_config().max_wait_seconds), 0.0)
+    limit = int(_number("limit", 1, MAX_LIMIT, 500, integer=True))
+    return after, wanted, wait, limit
+
+
+def _number(name: str, low: float, high: float, default: float, integer: bool = False) -> float:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        if not text.isascii() or not text.strip() == text:
+            raise ValueError
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise ValidationError(name, f"expected {'an integer' if integer else 'a number'} from {low:g} to {high:g}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ValidationError(name, f"{text} is out of range ({low:g} to {high:g})")
+    return value
+
+
+def _start(hub: FeedHub, after: Cursor | None) -> Cursor:
+    if not hub.ready(READY_SECONDS):
+        from meteorpi_db import StorageUnavailable
+        raise StorageUnavailable("the feed cannot reach the database")
+    hub.sync()
+    return hub.cursor if after is None else after
+
+
+@feed_api.route("/feed")
+@readable
+def feed() -> Response:
+    """Long-poll: what came after ``after``, waiting up to ``wait`` seconds for something."""
+    after, wanted, wait, limit = _parameters(stream=False)
+    hub = _hub()
+    cursor = _start(hub, after)
+    deadline = time.monotonic() + wait
+    while True:
+        result = hub.read(cursor, wanted, limit)
+        if result.must_refetch:
+            return jsonify({"must_refetch": True, "cursor": str(hub.cursor)})
+        cursor = result.cursor
+        left = deadline - time.monotonic()
+        if result.items or not result.up_to_date or left <= 0:
+            return jsonify({"items": [i.as_dict() for i in result.items], "cursor": str(cursor),
+                            "up_to_date": result.up_to_date})
+        hub.wait(cursor, left)
+
+
+@feed_api.route("/feed/stream")
+@readable
+def feed_stream() -> Response:
+    """Server-Sent Events: the backlog after the cursor, ``up-to-date``, then items as they commit."""
+    after, wanted, _, limit = _parameters(stream=True)
+    hub = _hub()
+    cursor = _start(hub, after)
+    config = _feed_config()
+    response = Response(stream_with_context(_events(hub, cursor, wanted, limit, config.heartbeat_seconds,
+                                                    config.stream_seconds)),
+                        mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
+    return response
+
+
+def _events(hub: FeedHub, cursor: Cursor, wanted: FeedFilter, limit: int, heartbeat: float,
+            lifetime: float) -> Iterator[str]:
+    end_at = time.monotonic() + lifetime
+    yield "retry: 2000\n\n"
+    told_up_to_date = False
+    while time.monotonic() < end_at and not hub.closing:
+        result: FeedResult = hub.read(cursor, wanted, limit)
+        if result.must_refetch:
+            yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
+            return
+        for item in result.items:
+            yield f"id: {item.cursor}\ndata: {json.dumps(item.as_dict(), separators=(',', ':'))}\n\n"
+        cursor = result.cursor
+        if result.up_to_date and not told_up_to_date:
+            told_up_to_date = True
+            yield _event("up-to-date", {"cursor": str(cursor)})
+        if result.up_to_date and not hub.wait(cursor, min(heartbeat, max(end_at - time.monotonic(), 0))):
+            yield ": keep-alive\n\n"
+
+
+def _event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

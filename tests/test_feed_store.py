@@ -1,0 +1,205 @@
+"""The change feed's storage and its per-process hub, against a real PostgreSQL.
+
+What a reader of the feed relies on: every import appears once, after its commit only, in an
+order that never lets a cursor pass a row that becomes visible later; rolled-back work never
+appears; retention tells an old cursor to start over; the hub survives its connection dying.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import threading
+import uuid
+
+import psycopg2
+import pytest
+
+from meteorpi_db.feed import START, Cursor, FeedFilter
+from meteorpi_db.feed_hub import FeedHub
+from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError
+
+from .export_fixtures import wait_for
+
+
+def _status(vectors, camera: str | None = None) -> CameraStatus:
+    body = copy.deepcopy(vectors["status"]["status"])
+    body["status_id"], body["camera_id"] = uuid.uuid4().hex, camera or f"cam-{uuid.uuid4().hex[:8]}"
+    return CameraStatus.from_dict(body)
+
+
+def _all(db, after=START):
+    items, cursor = [], after
+    while True:
+        page = db.feed_read(cursor, 100)
+        items += page.items
+        cursor = page.cursor
+        if not page.more:
+            return items, cursor, page.pending
+
+
+def test_each_import_appears_once_with_its_kind_and_camera(db, vectors):
+    status = CameraStatus.from_dict(vectors["status"]["status"])
+    db.import_camera_status(status)
+    db.file_store.store_stream(FileRecord.from_dict(vectors["file"]["file"]).file_id,
+                               vectors["file"]["file"]["md5"], [vectors["bytes"]["f2.bin"]])
+    record = FileRecord.from_dict(vectors["file"]["file"])
+    event = Event.from_dict(vectors["event"]["event"])
+    for f, name in zip(event.files, ("f1.bin", "f3.bin")):
+        db.file_store.store_stream(f.file_id, f.md5, [vectors["bytes"][name]])
+    assert db.import_file_record(record, "importer")
+    assert db.import_event(event, "importer")
+    db.import_event(event, "importer")  # a repeat changes nothing, so it logs nothing
+
+    items, _, _ = _all(db)
+    kinds = [(i.kind, i.op, i.entity_id) for i in items]
+    assert kinds[0] == ("status", "added", status.status_id)
+    assert ("file", "added", record.file_id) in kinds
+    assert [k for k in kinds if k[0] == "event"] == [("event", "added", event.event_id)]
+    assert sum(1 for k in kinds if k[2] == event.event_id) == 1
+    ev = next(i for i in items if i.kind == "event")
+    assert ev.camera_id == event.camera_id and ev.event_type == str(event.event_type)
+    assert ev.time == event.event_time
+    assert ev.as_dict()["id"] == event.event_id.hex
+    # cursors strictly increase
+    assert [i.cursor for i in items] == sorted({i.cursor for i in items})
+
+
+def test_a_newer_status_closes_the_older_one_and_the_feed_says_so(db, vectors):
+    first = db.update_camera_status(_status(vectors, "cam-x"), time=_dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc))
+    db.update_camera_status(_status(vectors, "cam-x"), time=_dt.datetime(2026, 2, 1, tzinfo=_dt.timezone.utc))
+    items, _, _ = _all(db)
+    changed = [i for i in items if i.op == "changed"]
+    assert [(i.kind, i.entity_id) for i in changed] == [("status", first.status_id)]
+    assert changed[0].summary["valid_to"] == 1769904000000
+
+
+def test_a_rolled_back_import_never_appears(db, vectors):
+    conn = psycopg2.connect(db.pool.dsn)
+    try:
+        with conn.cursor() as cur:
+            db._insert_status(cur, _status(vectors))
+        conn.rollback()
+    finally:
+        conn.close()
+    assert _all(db)[0] == []
+
+
+def test_a_transaction_committing_after_a_later_one_is_not_skipped(db, vectors):
+    """T1 starts writing first but commits last; a reader between the two commits must neither
+    return T2's row (its cursor would pass T1's) nor lose T1's row afterwards."""
+    early, late = psycopg2.connect(db.pool.dsn), psycopg2.connect(db.pool.dsn)
+    try:
+        first, second = _status(vectors), _status(vectors)
+        with early.cursor() as cur:
+            db._insert_status(cur, first)       # T1 takes its xid first...
+        with late.cursor() as cur:
+            db._insert_status(cur, second)      # ...T2 a later one,
+        late.commit()                           # and T2 commits first.
+
+        items, cursor, pending = _all(db)
+        assert items == [] and pending          # nothing yet: T1 might still write before T2
+        early.commit()
+        items, cursor, pending = _all(db, cursor)
+        assert [i.entity_id for i in items] == [first.status_id, second.status_id]
+        assert not pending
+    finally:
+        early.close()
+        late.close()
+
+
+def test_feed_end_is_after_everything_committed(db, vectors):
+    db.import_camera_status(_status(vectors))
+    end = db.feed_end()
+    assert db.feed_read(end).items == []
+    db.import_camera_status(_status(vectors))
+    assert len(db.feed_read(end).items) == 1
+
+
+def test_retention_removes_old_rows_and_an_older_cursor_must_refetch(db, vectors):
+    db.import_camera_status(_status(vectors))
+    kept_from = db.feed_end()
+    assert db.feed_prune(0, now=_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=1)) == 1
+    db.import_camera_status(_status(vectors))
+    assert db.feed_horizon() == kept_from
+    hub = FeedHub(db, poll_seconds=0.2)
+    hub.horizon = db.feed_horizon()
+    assert hub.must_refetch(START)
+    assert not hub.must_refetch(kept_from)
+
+
+@pytest.mark.parametrize("text", ["", "1", "1-", "-1", "a-b", "1-2\n", "1-2 ", "１-2", "1-2-3",
+                                  "99999999999999999999-1", "1-\x00"])
+def test_a_cursor_that_is_not_one_is_refused_naming_the_parameter(text):
+    with pytest.raises(ValidationError, match="after"):
+        Cursor.parse(text)
+
+
+def test_filters_match_kind_camera_and_event_type_with_wildcards():
+    from meteorpi_db.feed import FeedItem
+    now = _dt.datetime.now(_dt.timezone.utc)
+    item = FeedItem(Cursor(1, 1), "event", "added", uuid.uuid4(), "cam-1", "meteorpi:meteor", now, {}, now)
+    assert FeedFilter.of().matches(item)
+    assert FeedFilter.of(event_types=["meteorpi:*"]).matches(item)
+    assert FeedFilter.of(event_types=["meteor"]).matches(item)
+    assert not FeedFilter.of(event_types=["rms:*"]).matches(item)
+    assert not FeedFilter.of(cameras=["cam-2"]).matches(item)
+    assert not FeedFilter.of(kinds=["file"]).matches(item)
+    with pytest.raises(ValidationError, match="kind"):
+        FeedFilter.of(kinds=["nope"])
+
+
+def test_the_hub_sees_each_commit_once_and_wakes_waiters(db, vectors):
+    hub = FeedHub(db, poll_seconds=30).start()  # a long poll: only NOTIFY can wake it in time
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        woke = threading.Event()
+        threading.Thread(target=lambda: hub.wait(start, 10) and woke.set(), daemon=True).start()
+        status = _status(vectors)
+        db.import_camera_status(status)
+        wait_for(woke.is_set, timeout=5, what="the hub to be woken by the commit's notification")
+        result = hub.read(start, FeedFilter.of())
+        assert [i.entity_id for i in result.items] == [status.status_id] and result.up_to_date
+        assert hub.read(result.cursor, FeedFilter.of()).items == []
+        assert hub.read(start, FeedFilter.of(kinds=["event"])).items == []
+    finally:
+        hub.stop()
+
+
+def test_a_reader_that_fell_out_of_the_ring_reads_its_backlog_from_the_database(db, vectors):
+    hub = FeedHub(db, ring_size=3, poll_seconds=0.1).start()
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        statuses = [_status(vectors) for _ in range(7)]
+        for s in statuses:
+            db.import_camera_status(s)
+        wait_for(lambda: len(hub.read(hub.ring_start, FeedFilter.of()).items) == 3 and hub.ring_start > start,
+                 timeout=5, what="the ring to drop the oldest items")
+        seen, cursor = [], start
+        while True:
+            result = hub.read(cursor, FeedFilter.of(), limit=2)
+            seen += [i.entity_id for i in result.items]
+            cursor = result.cursor
+            if result.up_to_date:
+                break
+        assert seen == [s.status_id for s in statuses]
+    finally:
+        hub.stop()
+
+
+def test_the_hub_reconnects_after_its_connection_is_killed_and_loses_nothing(db, vectors):
+    hub = FeedHub(db, poll_seconds=0.2).start()
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        with db.transaction() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'meteorpi-feed' AND datname = current_database()")
+        status = _status(vectors)
+        db.import_camera_status(status)
+        wait_for(lambda: hub.read(start, FeedFilter.of()).items, timeout=10,
+                 what="the hub to reconnect and read the import")
+        assert [i.entity_id for i in hub.read(start, FeedFilter.of()).items] == [status.status_id]
+    finally:
+        hub.stop()
