@@ -268,8 +268,38 @@ def _read_paths(security: list) -> dict:
     }
 
 
+def _feed_paths(security: list, max_wait: int) -> dict:
+    """The live feed: the same parameters on both routes (``wait`` on the long-poll only)."""
+    def query(name: str, schema: dict, description: str, many: bool = False) -> dict:
+        if many:
+            schema = {"type": "array", "items": schema}
+        return {"name": name, "in": "query", "required": False, "description": description, "schema": schema,
+                **({"style": "form", "explode": True} if many else {})}
+    cursor = {"type": "string", "pattern": r"^[0-9]{1,18}-[0-9]{1,18}$"}
+    common = [query("after", cursor, "resume just after this cursor (default: from now; 0-0: all kept)"),
+              query("camera", _codec_schema(CAMERA_ID), "only these cameras", many=True),
+              query("event_type", {"type": "string", "minLength": 1}, "only these types (* wildcards)", many=True),
+              query("kind", {"enum": ["status", "event", "file"]}, "only these kinds", many=True),
+              query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per answer at most")]
+    item = _object({"cursor": cursor, "kind": {"type": "string"}, "op": {"type": "string"},
+                    "id": {"type": "string"}, "camera_id": {"type": "string"}, "event_type": {"type": "string"},
+                    "time": {"type": "integer"}, "summary": {"type": "object"}, "logged_at": {"type": "integer"}},
+                   ["cursor", "kind", "op", "id", "camera_id", "summary", "logged_at"])
+    page = {"oneOf": [_object({"items": {"type": "array", "items": item}, "cursor": cursor,
+                               "up_to_date": {"type": "boolean"}}, ["items", "cursor", "up_to_date"]),
+                      _object({"must_refetch": {"const": True}, "cursor": cursor}, ["must_refetch", "cursor"])]}
+    wait = query("wait", {"type": "number", "minimum": 0, "maximum": max_wait},
+                 "seconds to wait for something new (default 0)")
+    stream = _get("feed_stream", "The live feed as Server-Sent Events", {
+        "description": "an event stream: the backlog, `up-to-date`, then items as they commit",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}, security, common, jsonp=False)
+    return {"/feed": _get("feed", "The live feed, long-polled", _json(page, "items after the cursor"), security,
+                          common + [wait]),
+            "/feed/stream": stream}
+
+
 def openapi_document(import_paths: list[str] | None = None, public_read: bool = False,
-                     version: str = "unknown") -> dict:
+                     version: str = "unknown", max_feed_wait: int = 60) -> dict:
     """The whole document: import routes under each of ``import_paths``, the read API, the index."""
     components = _rewrite_refs(copy.deepcopy(wire_schema()["$defs"]))
     components.update(_body_schemas())
@@ -288,6 +318,7 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
         paths.update(_import_paths(base, basic))
         paths.update(_batch_paths(base, basic))
     paths.update(_read_paths(read_security))
+    paths.update(_feed_paths(read_security, max_feed_wait))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "meteorpi import service and read API", "version": version,
@@ -306,4 +337,4 @@ def openapi_json() -> Response:
     from .app import service_version
     meteor_app = current_app.extensions["meteorpi"]
     return jsonify(openapi_document(sorted(meteor_app.entity_caches), meteor_app.config.server.public_read,
-                                    service_version()))
+                                    service_version(), meteor_app.config.feed.max_wait_seconds))

@@ -38,6 +38,8 @@ COVERED_ELSEWHERE = {"/import", "/import/data/<file_id>/<md5>", "/cameras", "/ca
 # The right role for each remaining route, and what it then answers.
 OTHERS = {"/import/v2": ("GET", IMPORTER, 200), "/import/v2/check": ("POST", IMPORTER, 200),
           "/import/v2/data": ("POST", IMPORTER, 400), "/import/v2/import": ("POST", IMPORTER, 200)}
+# Read routes beyond the matrix: a reader gets them, as does an importer (the read API's rule).
+READS = {"/feed", "/feed/stream"}
 
 
 def _basic(auth) -> dict:
@@ -50,7 +52,17 @@ def test_auth_matrix_covers_every_route(live_server, tally):
     holder -> the route's own answer; refusals are JSON."""
     assert len(test_server_auth.READ_PATHS) == 7  # the matrix this extends
     rules = {r.rule for r in live_server.app.url_map.iter_rules() if r.endpoint != "static"}
-    assert rules == PUBLIC | COVERED_ELSEWHERE | set(OTHERS), rules ^ (PUBLIC | COVERED_ELSEWHERE | set(OTHERS))
+    known = PUBLIC | COVERED_ELSEWHERE | set(OTHERS) | READS
+    assert rules == known, rules ^ known
+    for route in READS:
+        for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, 200),
+                                                        ("importer (role import)", IMPORTER, 200)]:
+            with requests.get(live_server.url + route, headers=_basic(credentials), timeout=TIMEOUT,
+                              stream=True) as r:
+                tally.add("inputs")
+                assert r.status_code == expected, (route, who, r.status_code)
+                if expected == 401:
+                    assert r.headers["WWW-Authenticate"].startswith("Basic")
     for route, (method, auth, ok) in OTHERS.items():
         body = {} if method == "POST" and not route.endswith("/data") else None
         for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, 403),
