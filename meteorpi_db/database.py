@@ -23,6 +23,7 @@ from .exports import ExportStore
 from .feed import FeedStore
 from .file_store import FileStore
 from .migrations import migrate
+from .overview import OverviewStore
 from .pool import ConnectionPool
 from .records import RecordStore
 from .searches import SearchStore
@@ -73,7 +74,8 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore, FeedStore):
+class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore, FeedStore,
+                    OverviewStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,
