@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_server*"]),
     package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"],
-                  "meteorpi_server.pages": ["templates/*.html", "static/*.css", "static/*.js"]},
+                  "meteorpi_server.pages": ["templates/*.html", "static/*.css", "static/*.js", "static/*.svg"]},
     install_requires=[
         # PostgreSQL driver; the -binary wheel carries libpq so no system package is needed.
         "psycopg2-binary>=2.9.9,<3",
