@@ -53,5 +53,5 @@ def fill(db: MeteorDatabase, cameras: int, events: int, nights: int = 100) -> _d
         cur.execute(INSERT_META, params)
         cur.execute(INSERT_FILES, params)
     with db.transaction() as cur:
-        cur.execute("ANALYZE camera_status, event, event_meta, file_record")
+        cur.execute("ANALYZE camera_status, event, event_meta, file_record, feed_log")
     return start

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench.page_archive import fill
-from meteorpi_db import overview
+from meteorpi_db import feed, overview
 from meteorpi_model import now
 
 from .page_fixtures import sample_archive
@@ -62,6 +62,8 @@ QUERIES = {
     "events near": (overview.SELECT_NEAR, {"camera_id": "bench-0007", "event_type": "meteorpi:meteor",
                                            "time": "{night}", "seconds": 3.0}),
     "recent pairs": (overview.SELECT_RECENT_PAIRS, {"seconds": 3.0, "limit": 500}),
+    "feed end (the index page's live cursor)": (feed.SELECT_END, {}),
+    "feed after a cursor (the live stream)": (feed.SELECT_AFTER, {"xid": 1, "seq": 0, "limit": 500}),
 }
 
 
@@ -92,6 +94,8 @@ def test_page_queries_reach_events_and_files_through_an_index(big_archive, name)
         plan = cur.fetchone()[0]
     plan = plan if isinstance(plan, list) else json.loads(plan)
     scans = _scans(plan[0]["Plan"])
-    assert not [s for s in scans if s[0] == "Seq Scan" and s[1] in ("event", "file_record", "event_meta")], scans
+    assert not [s for s in scans if "Seq Scan" in s[0] and s[1] in ("event", "file_record", "event_meta", "feed_log")
+                ], scans
+    assert not [s for s in scans if s[0] == "Sort" and s[1] == "feed_log"], scans
     assert any("Index" in kind or kind == "Bitmap Heap Scan" for kind, table in scans
-               if table in ("event", "file_record")), scans
+               if table in ("event", "file_record", "feed_log")), scans
