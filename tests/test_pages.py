@@ -173,5 +173,6 @@ def test_pages_follow_the_read_apis_access_rules(page_server, path):
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
         assert _page(page_server, path, auth=VIEWER).status_code == 403
         assert _page(page_server, path, auth=READER).status_code == 200
+        assert requests.get(page_server.url + "/assets/site.css", timeout=TIMEOUT).status_code == 200
     finally:
         config.server.public_read = True
