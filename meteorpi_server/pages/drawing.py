@@ -16,6 +16,7 @@ from meteorpi_model import CameraStatus
 
 MAP_WIDTH = 640.0
 MIN_SPAN_DEGREES = 4.0
+MIN_ASPECT, MAX_ASPECT = 1.5, 2.5  # map width / height: a strip of cameras still gives a readable map
 GRID_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 45, 90)
 CHART_WIDTH, CHART_HEIGHT, CHART_BOTTOM = 640.0, 200.0, 24.0
 
@@ -59,9 +60,11 @@ def camera_map(cameras: list[tuple[str, float, float, bool]]) -> CameraMap | Non
     lat_mid, long_mid = (min(lats) + max(lats)) / 2, (min(longs) + max(longs)) / 2
     lat_span = max(max(lats) - min(lats), MIN_SPAN_DEGREES) * 1.2
     long_span = max(max(longs) - min(longs), MIN_SPAN_DEGREES) * 1.2
+    squash = max(math.cos(math.radians(lat_mid)), 0.1)
+    long_span = max(long_span, lat_span * MIN_ASPECT / squash)
+    lat_span = max(lat_span, long_span * squash / MAX_ASPECT)
     south, north = max(lat_mid - lat_span / 2, -90.0), min(lat_mid + lat_span / 2, 90.0)
     west, east = max(long_mid - long_span / 2, -180.0), min(long_mid + long_span / 2, 180.0)
-    squash = max(math.cos(math.radians((south + north) / 2)), 0.1)
     scale = MAP_WIDTH / ((east - west) * squash)
     height = max((north - south) * scale, 120.0)
 
