@@ -178,3 +178,20 @@ def test_pages_follow_the_read_apis_access_rules(page_server, path):
         assert requests.get(page_server.url + "/assets/site.css", timeout=TIMEOUT).status_code == 200
     finally:
         config.server.public_read = True
+
+
+def test_an_empty_archive_renders_every_page_saying_so(db):
+    """A new archive (no camera yet) is not an error: the pages say there is nothing yet."""
+    from meteorpi_server import create_app
+    from .server_fixtures import serve_in_thread
+    db.config.server.public_read = True
+    url, server = serve_in_thread(create_app(db=db))
+    try:
+        index = requests.get(url + "/", headers=BROWSER, timeout=TIMEOUT)
+        assert index.status_code == 200 and "No camera has reported to this archive yet." in index.text
+        assert "No events yet." in index.text and "No event has been seen by two cameras yet." in index.text
+        events = requests.get(url + "/events", headers=BROWSER, timeout=TIMEOUT)
+        assert events.status_code == 200 and "0 events found" in events.text
+    finally:
+        server.shutdown()
+        db.config.server.public_read = False
