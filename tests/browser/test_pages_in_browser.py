@@ -86,6 +86,19 @@ def test_each_page_loads_without_console_errors_and_passes_axe(page_server, brow
     assert _console_errors(browser) == []
 
 
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_each_page_fits_a_360_px_screen_without_sideways_scrolling(page_server, browser, name):
+    """Wide content (tables, long ids) scrolls or wraps inside the page; the page itself never
+    needs scrolling sideways on a phone."""
+    browser.set_window_size(360, 800)
+    try:
+        _open(browser, page_server.url + _path(page_server, name))
+        width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], width
+    finally:
+        browser.set_window_size(1440, 1000)
+
+
 def test_an_import_made_while_the_index_is_open_appears_within_two_seconds(page_server, browser):
     _open(browser, page_server.url + "/")
     WebDriverWait(browser, 10).until(
