@@ -152,6 +152,9 @@ def test_a_bad_search_is_a_400_page_naming_the_field(page_server, params, named)
     page = _page(page_server, "/events", **params)
     assert page.status_code == 400 and page.headers["Content-Type"].startswith("text/html")
     assert named in page.text
+    for name, value in params.items():  # the form keeps what was typed, to be corrected
+        if not name.startswith(("meta_op", "page")):
+            assert f'name="{name}"' in page.text and f'value="{value}"' in page.text, name
 
 
 @pytest.mark.parametrize("path, status, says", [
@@ -195,3 +198,11 @@ def test_an_empty_archive_renders_every_page_saying_so(db):
     finally:
         server.shutdown()
         db.config.server.public_read = False
+
+
+def test_a_hostile_search_comes_back_as_text_in_the_form_and_the_error(page_server):
+    hostile = '"><script>window.__meteorpi_pwned = 4</script>'
+    page = _page(page_server, "/events", lat_min=hostile, event_type=hostile)
+    assert page.status_code == 400
+    assert hostile not in page.text and "<script>window" not in page.text
+    assert 'value="&#34;&gt;&lt;script&gt;window.__meteorpi_pwned = 4&lt;/script&gt;"' in page.text

@@ -119,6 +119,18 @@ def parse(args: Mapping) -> SearchForm:
     return SearchForm(values=values, search=EventSearch.from_dict(wire, "form"), page=page)
 
 
+FIELD_NAMES = ("camera_ids", "event_type", "after", "before", *NUMBER_FIELDS, *OFFSET_FIELDS,
+               *(f"meta_{part}_{i}" for i in range(META_ROWS) for part in ("key", "op", "value")), "exclude_imported")
+MAX_SHOWN_CHARS = 500
+
+
+def as_sent(args: Mapping) -> SearchForm:
+    """The form with what was sent in it (shown as text), for a search that could not be made:
+    the person corrects the field the error names instead of typing everything again."""
+    values = {name: _text(args, name)[:MAX_SHOWN_CHARS] for name in FIELD_NAMES}
+    return SearchForm(values=values, search=EventSearch(), page=1)
+
+
 def page_query(form: SearchForm, page: int) -> dict[str, str]:
     """The query string of another page of the same search (empty fields left out)."""
     query = {k: v for k, v in form.values.items() if v}

@@ -142,8 +142,7 @@ def events():
     try:
         form = search_form.parse(request.args)
     except ValidationError as e:
-        empty = search_form.parse({})
-        return render_template("events.html", form=empty, found=None, error=str(e), cameras=_db().get_cameras(),
+        return render_template("events.html", form=search_form.as_sent(request.args), found=None, error=str(e), cameras=_db().get_cameras(),
                                op_labels=search_form.OP_LABELS), 400
     found = _db().search_events(form.search)
     pages_total = max(1, -(-found["count"] // search_form.PAGE_SIZE))
