@@ -94,6 +94,12 @@ class SkyRegions:
     width: int
     height: int
     polygons: list[str]
+    margin: int = 0
+
+    @property
+    def view_box(self) -> str:
+        """The sensor's extent with a margin, so outlines on its edge stay visible."""
+        return f"{-self.margin} {-self.margin} {self.width + 2 * self.margin} {self.height + 2 * self.margin}"
 
 
 def sky_regions(status: CameraStatus) -> SkyRegions | None:
@@ -103,7 +109,7 @@ def sky_regions(status: CameraStatus) -> SkyRegions | None:
         return None
     width = max(p.x for r in regions for p in r) or 1
     height = max(p.y for r in regions for p in r) or 1
-    return SkyRegions(width=width, height=height,
+    return SkyRegions(width=width, height=height, margin=max(width, height) // 40 + 1,
                       polygons=[" ".join(f"{p.x},{p.y}" for p in r) for r in regions])
 
 
