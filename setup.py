@@ -9,7 +9,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_rms*", "meteorpi_server*"]),
-    package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"]},
+    package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"],
+                  "meteorpi_server.pages": ["templates/*.html", "static/*.css", "static/*.js", "static/*.svg"]},
     install_requires=[
         # PostgreSQL driver; the -binary wheel carries libpq so no system package is needed.
         "psycopg2-binary>=2.9.9,<3",
@@ -47,6 +48,8 @@ setup(
             "schemathesis>=4.32,<5",
             # Checks GET /openapi.json is a valid OpenAPI 3.1 document.
             "openapi-spec-validator>=0.9,<0.10",
+            # Drives the system's headless Chromium (Debian's chromium-driver) in tests/browser.
+            "selenium>=4.20,<5",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

@@ -24,6 +24,7 @@ from .exports import ExportStore
 from .feed import FeedStore
 from .file_store import FileStore
 from .migrations import migrate
+from .overview import OverviewStore
 from .pool import ConnectionPool
 from .records import RecordStore
 from .registrations import RegistrationStore
@@ -77,7 +78,7 @@ def redact_url(url: str) -> str:
 
 
 class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
-                     RegistrationStore, UploadFailureStore, FeedStore):
+                     RegistrationStore, UploadFailureStore, FeedStore, OverviewStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

@@ -26,7 +26,7 @@ SELECT_AFTER = """
 SELECT xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at
 FROM feed_log
 WHERE (xid, seq) > (%(xid)s::text::xid8, %(seq)s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY xid, seq
+ORDER BY feed_log.xid, seq
 LIMIT %(limit)s
 """
 # Rows written by transactions that were still running when we read: someone must look again
@@ -37,7 +37,7 @@ SELECT EXISTS (SELECT 1 FROM feed_log WHERE (xid, seq) > (%(xid)s::text::xid8, %
 """
 SELECT_END = """
 SELECT xid::text::bigint, seq FROM feed_log WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY xid DESC, seq DESC LIMIT 1
+ORDER BY feed_log.xid DESC, seq DESC LIMIT 1
 """
 SELECT_HORIZON = "SELECT xid::text::bigint, seq FROM feed_horizon"
 # Retention: the newest row to go becomes the horizon, then everything up to it goes.

@@ -98,6 +98,8 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     add_routes(meteor_app)
     app.register_blueprint(read_api)
     app.register_blueprint(feed_api)
+    from .pages import install as install_pages
+    install_pages(app)
     return app
 
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import click
 import requests
@@ -147,8 +148,11 @@ def _print_table(rows: list[tuple], out) -> None:
 
 
 def run_demo(root: Path, events: int, files_per_event: int, file_size: int, standalone: int,
-             kill_server: bool, out=click.echo) -> bool:
-    """The whole demo in ``root``; True when the central archive equals the node's."""
+             kill_server: bool, out=click.echo, on_verified: Callable[[str, bool], None] | None = None) -> bool:
+    """The whole demo in ``root``; True when the central archive equals the node's.
+
+    ``on_verified(url, ok)`` is called after the verification while the central server still
+    runs (``--serve`` waits there), with the server's URL."""
     node_url, central_url = embedded_url(root, "meteorpi_node"), embedded_url(root, "meteorpi_central")
     config = Config(data_dir=str(root))
     # The demo retries quickly after failures (a killed server) instead of the 10-minute default.
@@ -156,7 +160,9 @@ def run_demo(root: Path, events: int, files_per_event: int, file_size: int, stan
                                         connect_timeout_seconds=5.0, read_timeout_seconds=30.0)
     node = MeteorDatabase(url=node_url, file_store_path=root / "node" / "files", config=config)
     central = MeteorDatabase(url=central_url, file_store_path=root / "central" / "files", config=config)
-    server = ServeProcess(central_url, root / "central")
+    # Served on for a browser afterwards: its pages open to anyone, on 127.0.0.1 only.
+    server = ServeProcess(central_url, root / "central",
+                          env={"METEORPI_SERVER_PUBLIC_READ": "true"} if on_verified else None)
     try:
         password = secrets.token_urlsafe(16)
         central.create_or_update_user(DEMO_USER, password, ["import", "user"])
@@ -197,6 +203,8 @@ def run_demo(root: Path, events: int, files_per_event: int, file_size: int, stan
         _print_table([("", "node", "central", "identical")] + check.rows, out)
         for problem in check.problems[:20]:
             out(f"  PROBLEM: {problem}")
+        if on_verified is not None:
+            on_verified(server.url, check.ok and not pending)
         return check.ok and not pending
     finally:
         server.stop()
@@ -215,8 +223,10 @@ def run_demo(root: Path, events: int, files_per_event: int, file_size: int, stan
               help="Files that belong to no event (time-lapse frames).")
 @click.option("--kill-server", is_flag=True, help="SIGKILL the central server halfway through and restart it.")
 @click.option("--keep", is_flag=True, help="Keep the demo's data directory (default: delete it).")
+@click.option("--serve", is_flag=True,
+              help="Afterwards keep the central archive running and print the URL of its pages; Ctrl-C stops it.")
 def demo(events: int, files_per_event: int, file_size: int, standalone_files: int, kill_server: bool,
-         keep: bool) -> None:
+         keep: bool, serve: bool) -> None:
     """Replicate a synthetic night from a camera node to a central server over HTTP, then
     verify the central archive byte for byte. Exit status 0 only if it matches."""
     import logging
@@ -229,7 +239,8 @@ def demo(events: int, files_per_event: int, file_size: int, standalone_files: in
     try:
         pg = embedded.attach(root)
         try:
-            ok = run_demo(root, events, files_per_event, file_size, standalone_files, kill_server)
+            ok = run_demo(root, events, files_per_event, file_size, standalone_files, kill_server,
+                          on_verified=_serve_until_stopped if serve else None)
         finally:
             pg.detach()
     finally:
@@ -241,6 +252,18 @@ def demo(events: int, files_per_event: int, file_size: int, standalone_files: in
     if not ok:
         raise click.ClickException("verification FAILED: the central archive differs from the node's")
     click.echo("PASSED: the central archive holds the node's whole night, byte for byte")
+
+
+def _serve_until_stopped(url: str, ok: bool) -> None:
+    """Print where the archive's pages are and wait for Ctrl-C or SIGTERM (either is a normal
+    end: the demo then stops the server and reports as usual)."""
+    verdict = "verified" if ok else "NOT verified"
+    click.echo(f"Serving the central archive ({verdict}) at {url}/ - open it in a browser; Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        click.echo("stopping the central server")
 
 
 def _exit_on_sigterm(signum, frame):

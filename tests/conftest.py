@@ -98,4 +98,4 @@ def vectors() -> dict:
 
 
 # -- Exporter tests: their fixtures (node, central, relay) live in tests/export_fixtures.py ----
-pytest_plugins = [*pytest_plugins, "tests.export_fixtures"]
+pytest_plugins = [*pytest_plugins, "tests.export_fixtures", "tests.page_fixtures"]

@@ -35,6 +35,8 @@ CREDENTIALS = [("no credentials", None, 401), ("wrong password", ("importer", "n
 # Routes test_server_auth.py's matrix covers (its read paths, as URL rules, and the v1 import).
 COVERED_ELSEWHERE = {"/import", "/import/data/<file_id>/<md5>", "/cameras", "/cameras/<camera_id>/status",
                      "/events", "/files", "/events/<event_id>", "/files/<file_id>", "/files/<file_id>/data"}
+# Web pages: tests/test_pages.py runs their access rules (the read API's); their assets are public.
+PAGES = {"/cameras/<camera_id>", "/assets/<path:filename>"}
 # The right role for each remaining route, and what it then answers.
 OTHERS = {"/import/v2": ("GET", IMPORTER, 200), "/import/v2/check": ("POST", IMPORTER, 200),
           "/import/v2/data": ("POST", IMPORTER, 400), "/import/v2/import": ("POST", IMPORTER, 200)}
@@ -52,7 +54,7 @@ def test_auth_matrix_covers_every_route(live_server, tally):
     holder -> the route's own answer; refusals are JSON."""
     assert len(test_server_auth.READ_PATHS) == 7  # the matrix this extends
     rules = {r.rule for r in live_server.app.url_map.iter_rules() if r.endpoint != "static"}
-    known = PUBLIC | COVERED_ELSEWHERE | set(OTHERS) | READS
+    known = PUBLIC | COVERED_ELSEWHERE | PAGES | set(OTHERS) | READS
     assert rules == known, rules ^ known
     for route in READS:
         for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, 200),

@@ -1,0 +1,101 @@
+"""The page queries (meteorpi_db/overview.py): their answers, and that each reaches the event
+and file tables through an index, on an archive big enough for the planner to care."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+
+import pytest
+
+from bench.page_archive import fill
+from meteorpi_db import feed, overview
+from meteorpi_model import now
+
+from .page_fixtures import sample_archive
+
+
+def test_camera_summaries_give_the_newest_status_and_last_sign_of_life(db, tmp_path):
+    sample = sample_archive(db, tmp_path)
+    summaries = {c.camera_id: c for c in db.camera_summaries()}
+    assert sorted(summaries) == sorted(sample.cameras)
+    north = summaries["north-1"]
+    assert north.lens != "old lens"  # the newer of its two statuses
+    assert north.last_seen == max(e.event_time for e in sample.events if e.camera_id == "north-1")
+    assert now() - summaries["quiet-3"].last_seen > _dt.timedelta(days=4)
+
+
+def test_last_night_counts_each_cameras_events_of_the_newest_night(db, tmp_path):
+    sample = sample_archive(db, tmp_path)
+    night, counts = db.last_night()
+    newest = max(e.event_time for e in sample.events)
+    assert night == overview.night_of(newest)
+    expected = {}
+    for e in sample.events:
+        if overview.night_of(e.event_time) == night:
+            expected[e.camera_id] = expected.get(e.camera_id, 0) + 1
+    assert counts == expected and "quiet-3" not in counts
+
+
+def test_events_per_night_fill_empty_nights_with_zero(db, tmp_path):
+    sample_archive(db, tmp_path)
+    nights = db.events_per_night("quiet-3", 7)
+    assert len(nights) == 7 and [n for _, n in nights] == [0] * 6 + [1]
+    assert [d for d, _ in nights] == [nights[0][0] + _dt.timedelta(days=i) for i in range(7)]
+    assert db.events_per_night("nobody") == []
+
+
+def test_events_near_and_recent_pairs_find_the_coincidence_only(db, tmp_path):
+    sample = sample_archive(db, tmp_path)
+    first, second = sample.pair
+    assert [r.event_id for r in db.events_near("north-1", "meteorpi:meteor", first.event_time, 3)] == [second.event_id]
+    assert db.events_near("north-1", "meteorpi:other", first.event_time, 3) == []
+    pairs = {frozenset((a.event_id, b.event_id)) for a, b in db.recent_event_pairs(3)}
+    assert pairs == {frozenset((first.event_id, second.event_id))}
+
+
+QUERIES = {
+    "camera summaries": (overview.SELECT_CAMERAS, {}),
+    "last night": (overview.SELECT_COUNTS_BETWEEN, {"start": "{night}", "end": "{night_end}"}),
+    "latest events": (overview.SELECT_LATEST_EVENTS, {"limit": 30}),
+    "nights of a camera": (overview.SELECT_NIGHTS, {"camera_id": "bench-0007", "start": "{night}", "end": "{night_end}"}),
+    "camera's latest event": (overview.SELECT_CAMERA_LATEST_EVENT, {"camera_id": "bench-0007"}),
+    "events near": (overview.SELECT_NEAR, {"camera_id": "bench-0007", "event_type": "meteorpi:meteor",
+                                           "time": "{night}", "seconds": 3.0}),
+    "recent pairs": (overview.SELECT_RECENT_PAIRS, {"seconds": 3.0, "limit": 500}),
+    "feed end (the index page's live cursor)": (feed.SELECT_END, {}),
+    "feed after a cursor (the live stream)": (feed.SELECT_AFTER, {"xid": 1, "seq": 0, "limit": 500}),
+}
+
+
+def _scans(plan: dict) -> list[tuple[str, str]]:
+    found = [(plan["Node Type"], plan.get("Relation Name", ""))]
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def big_archive(make_database):
+    db = make_database("meteorpi_overview_big")
+    start = fill(db, cameras=100, events=30_000, nights=100)
+    yield db, start
+    db.clear_database()
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_page_queries_reach_events_and_files_through_an_index(big_archive, name):
+    db, start = big_archive
+    sql, params = QUERIES[name]
+    night = start + _dt.timedelta(days=50)
+    params = {k: {"{night}": night, "{night_end}": night + _dt.timedelta(days=1)}.get(v, v) if isinstance(v, str) else v
+              for k, v in params.items()}
+    with db.transaction() as cur:
+        cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cur.fetchone()[0]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    scans = _scans(plan[0]["Plan"])
+    assert not [s for s in scans if "Seq Scan" in s[0] and s[1] in ("event", "file_record", "event_meta", "feed_log")
+                ], scans
+    assert not [s for s in scans if s[0] == "Sort" and s[1] == "feed_log"], scans
+    assert any("Index" in kind or kind == "Bitmap Heap Scan" for kind, table in scans
+               if table in ("event", "file_record", "feed_log")), scans
