@@ -15,8 +15,9 @@ from flask import Blueprint, Response, current_app, request, send_file
 
 from meteorpi_db import MeteorDatabase
 from meteorpi_model import EventSearch, FileRecordSearch, ValidationError
-from meteorpi_model.entities import CAMERA_ID
-from meteorpi_model.fields import Instant, UUIDCodec
+from meteorpi_model.entities import CAMERA_ID, FILE_NAME, MIME_TYPE
+from meteorpi_model.fields import Instant, Str, UUIDCodec
+from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
 from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify
@@ -75,12 +76,7 @@ def camera_status(camera_id: str) -> Response:
     CAMERA_ID.decode(camera_id, "camera_id")
     time = None
     if "time" in request.args:
-        text = request.args["time"]
-        try:
-            ms = int(text)
-        except ValueError:
-            raise ValidationError("time", f"expected integer milliseconds since 1970, got {text[:40]!r}") from None
-        time = Instant().decode(ms, "time")
+        time = query_parameter(Instant(), request.args.getlist("time"), "time")
     status = _db().get_camera_status(time=time, camera_id=camera_id)
     if status is None:
         raise ResourceNotFound(f"camera {camera_id!r} has no status at that time")
@@ -131,5 +127,15 @@ def file_data(file_id: str) -> Response:
     path = db.file_path_for_id(file_uuid) if record is not None else None
     if path is None:
         raise ResourceNotFound(f"no file data for {file_id}")
-    return send_file(path, mimetype=record.mime_type, as_attachment=True,
-                     download_name=record.file_name or file_uuid.hex, conditional=True, etag=record.md5)
+    return send_file(path, mimetype=_header_safe(MIME_TYPE, record.mime_type, "application/octet-stream"),
+                     as_attachment=True, download_name=_header_safe(FILE_NAME, record.file_name, file_uuid.hex),
+                     conditional=True, etag=record.md5)
+
+
+def _header_safe(codec: Str, value: str | None, fallback: str) -> str:
+    """``value`` if it passes today's rule, else ``fallback``: a record stored before the rule
+    was tightened (a MIME type ending in a newline) must not make every download a 500."""
+    try:
+        return codec.decode(value, "") if value else fallback
+    except ValidationError:
+        return fallback

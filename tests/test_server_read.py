@@ -69,7 +69,7 @@ def test_file_data_streams_identical_bytes_with_type_and_safe_name(server, api, 
     status = records.status()
     event, files = records.event(status, sizes=[300_000])
     record = event["event"]["files"][0]
-    record.update(file_name='evil"; filename=x.html; é.png', mime_type="text/html")
+    record.update(file_name='evil"; filename=x.html; %C3.png', mime_type="text/html")
     deliver(api, event, {status["status"]["status_id"]: status}, files)
     r = api.get(f"/files/{record['file_id']}/data")
     assert r.status_code == 200
