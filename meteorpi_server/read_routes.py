@@ -2,8 +2,8 @@
 
 ``server.public_read: true`` opens it to anyone. Searches take their query parameters through
 ``meteorpi_model.query.search_from_query``, so ``/events?camera_ids=a&limit=10`` means the same
-as the EventSearch an export configuration holds. Every GET answer may be JSONP (see jsonp.py),
-except the file bytes, which stream from the store as an attachment.
+as the EventSearch an export configuration holds. With public reads every GET answer may be JSONP
+(see jsonp.py), except the file bytes, which stream from the store as an attachment.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from meteorpi_model.fields import Instant, Str, UUIDCodec
 from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
-from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify
+from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify, reads_are_public
 
 READ_ROLES = ["user", "import"]
 read_api = Blueprint("meteorpi_read", __name__)
@@ -48,7 +48,7 @@ def readable(view: Callable) -> Callable:
 @read_api.before_request
 def _refuse_unsafe_callback() -> None:
     # Also here, not only in create_app: the blueprint may be registered on another app.
-    problem = callback_problem(request.args.get(CALLBACK_PARAMETER))
+    problem = callback_problem(request.args.get(CALLBACK_PARAMETER), reads_are_public())
     if problem:
         raise CallbackRefused(problem)
 

@@ -128,6 +128,8 @@ def read_path(template: str, value: str):
 
 
 def read_query(route: str, name: str, value: str, wrap: Callable[[str], str] = lambda v: v):
+    # (``callback`` is refused whatever it holds while reads are private: test_server_read.py
+    # spoils it on a server with public reads.)
     def send(client: Client, spoiler):
         return client.get(route, params={name: wrap(spoiler(value))})
     return send
@@ -168,7 +170,6 @@ FIELDS: list[tuple[str, Callable]] = [
     ("query.meta_constraints", read_query(
         "/events", "meta_constraints", "meteorpi:duration_s",
         lambda key: json.dumps([{"constraint_type": "less", "key": key, "value": 3}]))),
-    ("callback", read_query("/cameras", "callback", "handle2")),
 ]
 
 
