@@ -15,8 +15,8 @@ from flask import Blueprint, Response, current_app, request, send_file
 
 from meteorpi_db import MeteorDatabase
 from meteorpi_model import EventSearch, FileRecordSearch, ValidationError
-from meteorpi_model.entities import CAMERA_ID, FILE_NAME, MIME_TYPE
-from meteorpi_model.fields import Instant, Str, UUIDCodec
+from meteorpi_model.entities import CAMERA_ID, MIME_TYPE
+from meteorpi_model.fields import Instant, UUIDCodec
 from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
@@ -127,15 +127,23 @@ def file_data(file_id: str) -> Response:
     path = db.file_path_for_id(file_uuid) if record is not None else None
     if path is None:
         raise ResourceNotFound(f"no file data for {file_id}")
-    return send_file(path, mimetype=_header_safe(MIME_TYPE, record.mime_type, "application/octet-stream"),
-                     as_attachment=True, download_name=_header_safe(FILE_NAME, record.file_name, file_uuid.hex),
-                     conditional=True, etag=record.md5)
+    return send_file(path, mimetype=_stored_mime_type(record.mime_type), as_attachment=True,
+                     download_name=_stored_file_name(record.file_name, file_uuid.hex), conditional=True,
+                     etag=record.md5)
 
 
-def _header_safe(codec: Str, value: str | None, fallback: str) -> str:
-    """``value`` if it passes today's rule, else ``fallback``: a record stored before the rule
-    was tightened (a MIME type ending in a newline) must not make every download a 500."""
+# Records stored before the rules were tightened (issue 12 §2) may hold what a header cannot: a
+# MIME type or a name ending in a newline once made every download of that file a 500.
+def _stored_mime_type(mime_type: str) -> str:
     try:
-        return codec.decode(value, "") if value else fallback
+        return MIME_TYPE.decode(mime_type, "mime_type")
     except ValidationError:
+        return "application/octet-stream"
+
+
+def _stored_file_name(file_name: str | None, fallback: str) -> str:
+    # Names accepted before are kept (werkzeug encodes non-ASCII ones as filename*), control
+    # characters aside.
+    if not file_name or not file_name.isprintable():
         return fallback
+    return file_name

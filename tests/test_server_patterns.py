@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
+from werkzeug.http import parse_options_header
 
 from meteorpi_model import FileRecord, as_uuid, ms_to_instant
 
@@ -203,21 +204,28 @@ def test_mime_type_with_a_newline_is_never_stored(server, api, records, mime_typ
         assert api.get(f"/files/{record['file_id']}/data").status_code == 404
 
 
-def test_a_record_stored_before_the_rule_still_downloads(server, api, records):
-    """A record already held with a MIME type and a file name that today's rule refuses (stored
-    by an older release) downloads as application/octet-stream under its id, not as a 500."""
+@pytest.mark.parametrize("mime_type, file_name, sent_type, sent_name", [
+    ("text/html\n", "x.html\n", "application/octet-stream", None),
+    ("image/png", "m\u00e9t\u00e9o.png", "image/png", "m\u00e9t\u00e9o.png"),
+])
+def test_a_record_stored_before_the_rules_still_downloads(server, api, records, mime_type, file_name,
+                                                           sent_type, sent_name):
+    """A record already held (stored by an older release) with a MIME type or a file name that
+    today's rules refuse downloads, never a 500: as application/octet-stream under its id when a
+    header could not carry them, with its name when only today's ASCII rule refuses it."""
     status = records.status()
     file, data = records.file(status)
     record = file["file"]
     assert api.post(status)[0] == 200
     assert api.upload(record["file_id"], record["md5"], data)[0] == 200
     legacy = FileRecord(camera_id=record["camera_id"], status_id=as_uuid(record["status_id"]),
-                        file_time=ms_to_instant(record["file_time"]), mime_type="text/html\n",
+                        file_time=ms_to_instant(record["file_time"]), mime_type=mime_type,
                         semantic_type=record["semantic_type"], file_size=len(data), md5=record["md5"],
-                        file_id=as_uuid(record["file_id"]), file_name="x.html\n")
+                        file_id=as_uuid(record["file_id"]), file_name=file_name)
     server.db.import_file_record(legacy, "importer")
     r = api.get(f"/files/{record['file_id']}/data")
     assert r.status_code == 200, r.text[:300]
     assert r.content == data
-    assert r.headers["Content-Type"].startswith("application/octet-stream")
-    assert record["file_id"] in r.headers["Content-Disposition"]
+    assert r.headers["Content-Type"].startswith(sent_type)
+    disposition, params = parse_options_header(r.headers["Content-Disposition"])
+    assert params.get("filename") == (sent_name or record["file_id"])
