@@ -44,6 +44,8 @@ setup(
             "hypothesis>=6.100,<7",
             # Checks that the vectors satisfy the JSON Schema we derive from the model.
             "jsonschema>=4.20,<5",
+            # An ECMA-style regex engine (not Python's re) to prove schema patterns mean what the code checks.
+            "jsonschema-rs>=0.20,<1",
             # Property-based testing of the live HTTP API from its OpenAPI document.
             "schemathesis>=4.32,<5",
             # Checks GET /openapi.json is a valid OpenAPI 3.1 document.

@@ -55,7 +55,7 @@ class ExportConfiguration(Model):
     """
     wire_name: ClassVar[str] = "export"
     name: str = field(EXPORT_NAME)
-    target_url: str = field(Str(2048, pattern=r"^https?://[^\s]+$"))
+    target_url: str = field(Str(2048, pattern=r"^https?://[!-~]+$"))
     user_id: str = field(USER_ID)
     password: str = field(Str(1024, min_length=0))
     type: str = field(Choice("event", "file"))

@@ -12,6 +12,9 @@ from .fields import (Bool, Choice, Float, Instant, Int, ListOf, MD5, Model, NS, 
 from .values import INSTANT_MAX_MS, INSTANT_MIN_MS, NSString, ms_to_instant
 
 CAMERA_ID = Str(64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+MIME_TYPE = Str(255, pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+# Printable ASCII but '/' and '\': a name to offer on download (a header), never a path.
+FILE_NAME = Str(255, pattern=r"^[ -.0-\[\]-~]+$")
 META_TYPES = ("string", "number", "date")
 
 
@@ -105,12 +108,12 @@ class FileRecord(Model):
     camera_id: str = field(CAMERA_ID)
     status_id: uuid.UUID = field(UUIDCodec())
     file_time: _dt.datetime = field(Instant())
-    mime_type: str = field(Str(255, pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"))
+    mime_type: str = field(MIME_TYPE)
     semantic_type: NSString = field(NS())
     file_size: int = field(Int(0, 2 ** 53))
     md5: str = field(MD5())
     file_id: uuid.UUID = field(UUIDCodec(), default_factory=uuid.uuid4, required=True)
-    file_name: str | None = field(Str(255, pattern=r"^[^/\\\x00-\x1f\x7f]+$"), optional=True)
+    file_name: str | None = field(FILE_NAME, optional=True)
     meta: list[Meta] = field(ListOf(Nested(Meta), 256), default_factory=list)
 
     def __post_init__(self):

@@ -19,12 +19,53 @@ import math
 import re
 import typing
 import uuid
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from .errors import ValidationError
 from .values import (INSTANT_MAX_MS, INSTANT_MIN_MS, NSString, instant_to_ms, ms_to_instant)
 
-_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+HEX32_PATTERN = "^[0-9a-fA-F]{32}$"
+
+
+def field_pattern(source: str) -> re.Pattern:
+    """A declared pattern, written ``^...$`` as JSON Schema (ECMA regex) reads it.
+
+    Checked with ``fullmatch`` and ``re.ASCII``, so Python means what the schema says: ``$``
+    alone would also match before a final newline (``"<32 hex>\\n"`` would pass), and without
+    ``re.ASCII`` a ``\\d`` or ``\\w`` would let fullwidth digits and other scripts in.
+    """
+    if not (source.startswith("^") and source.endswith("$")):
+        raise ValueError(f"field pattern {source!r} must be anchored as ^...$")
+    return re.compile(source, re.ASCII)
+
+
+_HEX32 = field_pattern(HEX32_PATTERN)
+# A namespaced string (``ns:value``, or a bare value): printable ASCII, no ':' in the namespace.
+# Keys and types are identifiers that end up in URLs, logs and headers, not free text.
+NS_PATTERN = "^[ -9;-~]+(:[ -~]+)?$"
+_NS = field_pattern(NS_PATTERN)
+
+
+# What a slip in decoding untrusted input raises; anything else (MemoryError, a bug such as an
+# AttributeError) stays a fault of ours.
+_INPUT_FAULTS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, RecursionError)
+
+
+def _slip(path: str, e: BaseException) -> ValidationError:
+    """Decoding wire input, a bare error is the input's fault: it names ``path``."""
+    return ValidationError(path, f"cannot be read: {type(e).__name__}: {_short(str(e))}")
+
+
+def _guarded(decode: Callable[[Any, Any, str], Any]) -> Callable[[Any, Any, str], Any]:
+    @functools.wraps(decode)
+    def guarded(self, value: Any, path: str) -> Any:
+        try:
+            return decode(self, value, path)
+        except ValidationError:
+            raise
+        except _INPUT_FAULTS as e:
+            raise _slip(path, e) from None
+    return guarded
 
 
 def _join(path: str, name: str) -> str:
@@ -37,7 +78,18 @@ def _short(value: Any) -> str:
 
 
 class Codec:
-    """Converts one field between its wire form and its Python value."""
+    """Converts one field between its wire form and its Python value.
+
+    ``decode`` reads untrusted wire input: it raises ValidationError naming ``path``. Every
+    subclass's ``decode`` is wrapped (``__init_subclass__``) so that a slip inside one — a bare
+    ValueError from a conversion, a TypeError — still names the field instead of reaching the
+    server as a 500; callers that decode one codec directly (route ids) get the same guarantee.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "decode" in cls.__dict__:
+            cls.decode = _guarded(cls.__dict__["decode"])
 
     def decode(self, value: Any, path: str) -> Any:
         raise NotImplementedError
@@ -52,7 +104,7 @@ class Codec:
 class Str(Codec):
     def __init__(self, max_length: int = 255, min_length: int = 1, pattern: str | None = None):
         self.max_length, self.min_length = max_length, min_length
-        self.pattern = re.compile(pattern) if pattern else None
+        self.pattern = field_pattern(pattern) if pattern else None
 
     def decode(self, value, path):
         if not isinstance(value, str):
@@ -70,7 +122,7 @@ class Str(Codec):
             except UnicodeEncodeError as e:
                 raise ValidationError(path, f"contains a lone surrogate (\\u{ord(value[e.start]):04x}) at "
                                             f"character {e.start}: not valid Unicode") from None
-        if self.pattern and not self.pattern.match(value):
+        if self.pattern and not self.pattern.fullmatch(value):
             raise ValidationError(path, f"{_short(value)} does not match {self.pattern.pattern}")
         return value
 
@@ -146,7 +198,7 @@ class UUIDCodec(Codec):
     """32 hex digits, no dashes; any case accepted, lower case sent."""
 
     def decode(self, value, path):
-        if not isinstance(value, str) or not _HEX32.match(value):
+        if not isinstance(value, str) or not _HEX32.fullmatch(value):
             raise ValidationError(path, f"expected 32 hex digits, got {_short(value)}")
         return uuid.UUID(hex=value)
 
@@ -154,19 +206,19 @@ class UUIDCodec(Codec):
         return value.hex
 
     def schema(self, defs):
-        return {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
+        return {"type": "string", "pattern": HEX32_PATTERN}
 
 
 class MD5(Codec):
     """An MD5 digest as 32 hex digits, kept lower case."""
 
     def decode(self, value, path):
-        if not isinstance(value, str) or not _HEX32.match(value):
+        if not isinstance(value, str) or not _HEX32.fullmatch(value):
             raise ValidationError(path, f"expected 32 hex digits, got {_short(value)}")
         return value.lower()
 
     def schema(self, defs):
-        return {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
+        return {"type": "string", "pattern": HEX32_PATTERN}
 
 
 class Instant(Codec):
@@ -193,16 +245,19 @@ class NS(Codec):
     def decode(self, value, path):
         text = Str(self.max_length).decode(value, path)
         try:
-            return NSString.from_string(text)
+            parsed = NSString.from_string(text)
         except ValidationError as e:
             raise ValidationError(path, e.problem) from None
+        if not _NS.fullmatch(text):  # after from_string, whose messages say more about the ':'
+            raise ValidationError(path, f"{_short(text)} may hold printable ASCII only "
+                                        "(no line breaks, control or non-ASCII characters)")
+        return parsed
 
     def encode(self, value):
         return str(value)
 
     def schema(self, defs):
-        return {"type": "string", "minLength": 1, "maxLength": self.max_length,
-                "pattern": "^([^:]+:)?.+$"}
+        return {"type": "string", "minLength": 1, "maxLength": self.max_length, "pattern": NS_PATTERN}
 
 
 class Nested(Codec):
@@ -336,8 +391,13 @@ class Model:
                     raise ValidationError(fpath, "required" if f.name not in value else "must not be null")
                 continue
             kwargs[f.name] = f.codec.decode(raw, fpath)
-        obj = cls(**kwargs)
-        obj._check(path)
+        try:  # __post_init__ and the cross-field rules read input too
+            obj = cls(**kwargs)
+            obj._check(path)
+        except ValidationError:
+            raise
+        except _INPUT_FAULTS as e:
+            raise _slip(path, e) from None
         return obj
 
     def _check(self, path: str) -> None:
@@ -347,6 +407,8 @@ class Model:
         """Check a Python-built entity against the same rules as wire input."""
         type(self).from_dict(self.as_dict())
         return self
+
+
 
 
 def _object_schema(cls: type, defs: dict) -> dict:

@@ -24,8 +24,8 @@ from .fields import Bool, Codec, Float, Instant, Int, ListOf, Nested, fields
 from .search import EventSearch, FileRecordSearch
 
 IGNORED_PARAMETERS = frozenset({"callback", "_"})
-_INTEGER = re.compile(r"^[-+]?[0-9]{1,20}$")
-_NUMBER = re.compile(r"^[-+]?([0-9]{1,400}(\.[0-9]{0,400})?|\.[0-9]{1,400})([eE][-+]?[0-9]{1,4})?$")
+_INTEGER = re.compile(r"[-+]?[0-9]{1,20}", re.ASCII)
+_NUMBER = re.compile(r"[-+]?([0-9]{1,400}(\.[0-9]{0,400})?|\.[0-9]{1,400})([eE][-+]?[0-9]{1,4})?", re.ASCII)
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 MAX_JSON_CHARS = 100_000
 
@@ -58,11 +58,11 @@ def _parse_json(text: str) -> Any:
 def _parse(codec: Codec, text: str) -> Any:
     """One parameter value -> its wire value; ValueError says what is wrong."""
     if isinstance(codec, (Int, Instant)):
-        if not _INTEGER.match(text):
+        if not _INTEGER.fullmatch(text):
             raise ValueError(f"expected an integer, got {text[:40]!r}")
         return int(text)
     if isinstance(codec, Float):
-        if not _NUMBER.match(text):
+        if not _NUMBER.fullmatch(text):
             raise ValueError(f"expected a number, got {text[:40]!r}")
         return float(text)
     if isinstance(codec, Bool):
@@ -86,6 +86,17 @@ def _values(args: Mapping, name: str) -> list[str]:
     """Every value of ``name``: from a werkzeug MultiDict (``request.args``) or a plain dict."""
     texts = args.getlist(name) if hasattr(args, "getlist") else args[name]
     return [texts] if isinstance(texts, str) else list(texts)
+
+
+def query_parameter(codec: Codec, texts: list[str], name: str) -> Any:
+    """The value of one query parameter outside a search (e.g. ``time=``), by ``codec``'s rules;
+    any problem is a ValidationError naming ``name``."""
+    try:
+        return codec.decode(_wire_value(codec, texts), name)
+    except ValidationError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as e:
+        raise ValidationError(name, str(e)) from None
 
 
 def search_from_query(cls: type[EventSearch] | type[FileRecordSearch],

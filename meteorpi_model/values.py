@@ -13,7 +13,10 @@ EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
 # Instants outside this range are almost certainly a unit mistake (seconds for ms, µs for ms).
 INSTANT_MIN_MS = 0
 INSTANT_MAX_MS = 4102444800000  # 2100-01-01T00:00:00Z
-_NS_RE = re.compile(r"^[^:]+$")
+_NS_RE = re.compile(r"[^:]+")
+# A UUID as text: 32 hex digits, or dashed 8-4-4-4-12 (ASCII only: uuid.UUID itself would take
+# fullwidth digits, surrounding whitespace, braces and "urn:uuid:").
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", re.ASCII)
 
 
 class NSString:
@@ -28,7 +31,7 @@ class NSString:
     def __init__(self, s: str, ns: str = DEFAULT_NAMESPACE):
         if not isinstance(s, str) or not s:
             raise ValidationError("", "namespaced string value must be a non-empty string")
-        if not isinstance(ns, str) or not _NS_RE.match(ns):
+        if not isinstance(ns, str) or not _NS_RE.fullmatch(ns):
             raise ValidationError("", "namespace must be non-empty and contain no ':'")
         object.__setattr__(self, "ns", ns)
         object.__setattr__(self, "s", s)
@@ -90,10 +93,9 @@ def as_uuid(value: "uuid.UUID | str") -> uuid.UUID:
     """Accept a UUID or its hex (dashed or not, any case)."""
     if isinstance(value, uuid.UUID):
         return value
-    try:
-        return uuid.UUID(hex=str(value))
-    except (ValueError, TypeError, AttributeError):
-        raise ValidationError("", f"not a UUID: {str(value)[:64]!r}") from None
+    if not isinstance(value, str) or not _UUID_TEXT.fullmatch(value):
+        raise ValidationError("", f"not a UUID: {str(value)[:64]!r}")
+    return uuid.UUID(hex=value)
 
 
 def night_offset_seconds(time: _dt.datetime, longitude: float) -> float:

@@ -24,7 +24,7 @@ from .entity_cache import EntityCache
 from .errors import CallbackRefused, error_response
 from .feed_routes import feed_api
 from .import_routes import add_routes
-from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify
+from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify, reads_are_public
 from .openapi import openapi_json
 from .read_routes import read_api
 
@@ -105,7 +105,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
 
 def _refuse_unsafe_callback() -> None:
     if request.method in ("GET", "HEAD"):
-        problem = callback_problem(request.args.get(CALLBACK_PARAMETER))
+        problem = callback_problem(request.args.get(CALLBACK_PARAMETER), reads_are_public())
         if problem:
             raise CallbackRefused(problem)
 

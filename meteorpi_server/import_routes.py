@@ -37,6 +37,9 @@ FEED_SIZE = 64 * 1024
 MAX_MULTIPART_BUFFER = 1024 * 1024
 # Room for the multipart framing around the file's bytes when checking Content-Length early.
 MULTIPART_OVERHEAD = 64 * 1024
+# Parts in one upload body: exporters send one. Each part costs the decoder ~0.1 ms of Python,
+# so a body of tiny parts kept a worker busy for 35 s per 16 MiB before this bound.
+MAX_PARTS = 16
 
 
 def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = None,
@@ -121,7 +124,7 @@ def file_part_chunks(stream: BinaryIO, boundary: bytes, max_bytes: int) -> Itera
     """
     decoder = MultipartDecoder(boundary, max_form_memory_size=MAX_MULTIPART_BUFFER)
     part: str | None = None
-    seen_file, size = False, 0
+    seen_file, size, parts = False, 0, 0
     while True:
         data = read_stream(stream, READ_SIZE)
         for event in _decode(decoder, data):
@@ -130,6 +133,10 @@ def file_part_chunks(stream: BinaryIO, boundary: bytes, max_bytes: int) -> Itera
                     raise BadRequest(f"{FILE_PART}: the body has no multipart part named {FILE_PART!r}")
                 return
             if isinstance(event, (Field, File)):
+                parts += 1
+                if parts > MAX_PARTS:
+                    raise BadRequest(f"body: more than {MAX_PARTS} multipart parts; send the part named "
+                                     f"{FILE_PART!r} alone")
                 part = event.name
                 if part == FILE_PART:
                     if seen_file:

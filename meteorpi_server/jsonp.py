@@ -1,4 +1,9 @@
-"""JSON answers, padded as JSONP on GET routes when a safe ``callback`` is given.
+"""JSON answers, padded as JSONP on GET routes when reads are public and a safe ``callback`` is given.
+
+JSONP is a cross-site read by design: any page may ``<script src=".../events?callback=steal">``,
+and the visitor's browser sends along the HTTP Basic credentials it holds for this server. So
+JSONP is offered only with ``server.public_read: true``, when the page could read the same
+without credentials anyway; with private reads a ``callback`` is refused with a 400 saying why.
 
 flask-jsonpify pads whatever ``callback`` the query string holds: ``?callback=alert(1)//``
 would put script of the caller's choosing in our answer (reflected XSS). So a callback is
@@ -14,7 +19,7 @@ from typing import Any
 
 import flask
 import flask_jsonpify
-from flask import Response, request
+from flask import Response, current_app, request
 
 CALLBACK_PARAMETER = "callback"
 MAX_CALLBACK_LENGTH = 64
@@ -24,10 +29,24 @@ JSONP_PARAMETERS = (CALLBACK_PARAMETER, "_")
 _PADDED_METHODS = ("GET", "HEAD")
 
 
-def callback_problem(name: str | None) -> str | None:
-    """Why ``name`` may not be used as a JSONP callback, or None when it is safe (or absent)."""
+PRIVATE_READS_PROBLEM = (f"{CALLBACK_PARAMETER}: JSONP is offered only when reads are public "
+                         "(server.public_read: true); here a page on another site could use it to read the "
+                         "archive with its visitor's credentials. Ask without a callback for plain JSON.")
+
+
+def reads_are_public() -> bool:
+    """Whether this app's read API is open to anyone (``server.public_read``)."""
+    meteor_app = current_app.extensions.get("meteorpi")
+    return meteor_app is not None and meteor_app.config.server.public_read
+
+
+def callback_problem(name: str | None, public: bool) -> str | None:
+    """Why ``name`` may not be used as a JSONP callback (``public``: whether reads are public),
+    or None when it is safe (or absent)."""
     if not name:
         return None
+    if not public:
+        return PRIVATE_READS_PROBLEM
     if len(name) > MAX_CALLBACK_LENGTH:
         return f"{CALLBACK_PARAMETER}: longer than {MAX_CALLBACK_LENGTH} characters"
     if not _CALLBACK_RE.fullmatch(name):
@@ -36,11 +55,11 @@ def callback_problem(name: str | None) -> str | None:
 
 
 def wants_padding() -> bool:
-    """Whether this request's answer should be JSONP: a GET with a callback that is safe."""
+    """Whether this request's answer should be JSONP: a GET with a safe callback, reads public."""
     if request.method not in _PADDED_METHODS:
         return False
     name = request.args.get(CALLBACK_PARAMETER)
-    return bool(name) and callback_problem(name) is None
+    return bool(name) and callback_problem(name, reads_are_public()) is None
 
 
 def jsonify(payload: Any) -> Response:

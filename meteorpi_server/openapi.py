@@ -17,6 +17,7 @@ document at once (tests/reliability/test_openapi.py proves it by changing one).
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from flask import Response, current_app
@@ -238,37 +239,39 @@ def _get(operation_id: str, summary: str, ok: dict, security: list, parameters: 
     return {"get": op}
 
 
-def _read_paths(security: list) -> dict:
+def _read_paths(security: list, jsonp: bool) -> dict:
+    """The read API; ``jsonp``: whether GET answers may be padded (only with public reads)."""
+    get = functools.partial(_get, jsonp=jsonp)
     event_id = _path_param("event_id", UUIDCodec(), "the event's id")
     file_id = _path_param("file_id", UUIDCodec(), "the file's id")
     time = {"name": "time", "in": "query", "required": False, "description": "the status in force at this "
             "instant (default: now)", "schema": _codec_schema(Instant())}
     return {
-        "/cameras": _get("cameras", "Every camera with a status", _json(
+        "/cameras": get("cameras", "Every camera with a status", _json(
             _object({"cameras": {"type": "array", "items": _codec_schema(CAMERA_ID)}}), "camera ids"), security),
-        "/cameras/{camera_id}/status": _get("camera_status", "A camera's status at a time", _json(
+        "/cameras/{camera_id}/status": get("camera_status", "A camera's status at a time", _json(
             _object({"status": _ref("CameraStatus")}), "the status"), security,
             [_path_param("camera_id", CAMERA_ID, "the camera"), time], not_found=True),
-        "/events": _get("events", "Search events", _json(
+        "/events": get("events", "Search events", _json(
             _object({"count": {"type": "integer", "minimum": 0},
                      "events": {"type": "array", "items": _ref("Event")}}), "matching events, a page"),
             security, search_parameters(EventSearch)),
-        "/files": _get("files", "Search files", _json(
+        "/files": get("files", "Search files", _json(
             _object({"count": {"type": "integer", "minimum": 0},
                      "files": {"type": "array", "items": _ref("FileRecord")}}), "matching files, a page"),
             security, search_parameters(FileRecordSearch)),
-        "/events/{event_id}": _get("event", "One event", _json(_object({"event": _ref("Event")}), "the event"),
-                                   security, [event_id], not_found=True),
-        "/files/{file_id}": _get("file", "One file record", _json(_object({"file": _ref("FileRecord")}),
-                                                                  "the file record"),
-                                 security, [file_id], not_found=True),
-        "/files/{file_id}/data": _get("file_data", "The file's bytes, as an attachment", {
+        "/events/{event_id}": get("event", "One event", _json(_object({"event": _ref("Event")}), "the event"),
+                                  security, [event_id], not_found=True),
+        "/files/{file_id}": get("file", "One file record", _json(_object({"file": _ref("FileRecord")}),
+                                                                 "the file record"),
+                                security, [file_id], not_found=True),
+        "/files/{file_id}/data": get("file_data", "The file's bytes, as an attachment", {
             "description": "the bytes, with the record's MIME type", "content": {"*/*": {"schema": {}}}},
             security, [file_id], not_found=True, jsonp=False),
     }
 
 
-def _feed_paths(security: list, max_wait: int) -> dict:
+def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
     """The live feed: the same parameters on both routes (``wait`` on the long-poll only)."""
     def query(name: str, schema: dict, description: str, many: bool = False) -> dict:
         if many:
@@ -294,7 +297,7 @@ def _feed_paths(security: list, max_wait: int) -> dict:
         "description": "an event stream: the backlog, `up-to-date`, then items as they commit",
         "content": {"text/event-stream": {"schema": {"type": "string"}}}}, security, common, jsonp=False)
     return {"/feed": _get("feed", "The live feed, long-polled", _json(page, "items after the cursor"), security,
-                          common + [wait]),
+                          common + [wait], jsonp=jsonp),
             "/feed/stream": stream}
 
 
@@ -317,8 +320,8 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
     for base in import_paths or ["/import"]:
         paths.update(_import_paths(base, basic))
         paths.update(_batch_paths(base, basic))
-    paths.update(_read_paths(read_security))
-    paths.update(_feed_paths(read_security, max_feed_wait))
+    paths.update(_read_paths(read_security, jsonp=public_read))
+    paths.update(_feed_paths(read_security, max_feed_wait, jsonp=public_read))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "meteorpi import service and read API", "version": version,

@@ -16,7 +16,7 @@ import click
 from meteorpi_db.exporter import ExportState, ExportTotals, TaskReport
 
 log = logging.getLogger("meteorpi.export")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?[bB])?\s*$")
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)(i?[bB])?\s*", re.ASCII)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 # How often the bar's byte count and rate are redrawn during an upload.
 BAR_REFRESH_SECONDS = 0.2
@@ -26,7 +26,7 @@ def parse_size(text: str | int | None) -> int | None:
     """``262144``, ``256K``, ``256KiB``, ``1.5M`` -> bytes (binary units)."""
     if text is None or isinstance(text, int):
         return text
-    m = _SIZE.match(text)
+    m = _SIZE.fullmatch(text)
     if not m:
         raise click.BadParameter(f"{text!r} is not a size such as 262144, 256K or 1.5MiB")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

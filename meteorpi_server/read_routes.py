@@ -2,8 +2,8 @@
 
 ``server.public_read: true`` opens it to anyone. Searches take their query parameters through
 ``meteorpi_model.query.search_from_query``, so ``/events?camera_ids=a&limit=10`` means the same
-as the EventSearch an export configuration holds. Every GET answer may be JSONP (see jsonp.py),
-except the file bytes, which stream from the store as an attachment.
+as the EventSearch an export configuration holds. With public reads every GET answer may be JSONP
+(see jsonp.py), except the file bytes, which stream from the store as an attachment.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from flask import Blueprint, Response, current_app, request, send_file
 
 from meteorpi_db import MeteorDatabase
 from meteorpi_model import EventSearch, FileRecordSearch, ValidationError
-from meteorpi_model.entities import CAMERA_ID
+from meteorpi_model.entities import CAMERA_ID, MIME_TYPE
 from meteorpi_model.fields import Instant, UUIDCodec
+from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
-from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify
+from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify, reads_are_public
 
 READ_ROLES = ["user", "import"]
 read_api = Blueprint("meteorpi_read", __name__)
@@ -47,7 +48,7 @@ def readable(view: Callable) -> Callable:
 @read_api.before_request
 def _refuse_unsafe_callback() -> None:
     # Also here, not only in create_app: the blueprint may be registered on another app.
-    problem = callback_problem(request.args.get(CALLBACK_PARAMETER))
+    problem = callback_problem(request.args.get(CALLBACK_PARAMETER), reads_are_public())
     if problem:
         raise CallbackRefused(problem)
 
@@ -75,12 +76,7 @@ def camera_status(camera_id: str) -> Response:
     CAMERA_ID.decode(camera_id, "camera_id")
     time = None
     if "time" in request.args:
-        text = request.args["time"]
-        try:
-            ms = int(text)
-        except ValueError:
-            raise ValidationError("time", f"expected integer milliseconds since 1970, got {text[:40]!r}") from None
-        time = Instant().decode(ms, "time")
+        time = query_parameter(Instant(), request.args.getlist("time"), "time")
     status = _db().get_camera_status(time=time, camera_id=camera_id)
     if status is None:
         raise ResourceNotFound(f"camera {camera_id!r} has no status at that time")
@@ -131,5 +127,23 @@ def file_data(file_id: str) -> Response:
     path = db.file_path_for_id(file_uuid) if record is not None else None
     if path is None:
         raise ResourceNotFound(f"no file data for {file_id}")
-    return send_file(path, mimetype=record.mime_type, as_attachment=True,
-                     download_name=record.file_name or file_uuid.hex, conditional=True, etag=record.md5)
+    return send_file(path, mimetype=_stored_mime_type(record.mime_type), as_attachment=True,
+                     download_name=_stored_file_name(record.file_name, file_uuid.hex), conditional=True,
+                     etag=record.md5)
+
+
+# Records stored before the rules were tightened (issue 12 §2) may hold what a header cannot: a
+# MIME type or a name ending in a newline once made every download of that file a 500.
+def _stored_mime_type(mime_type: str) -> str:
+    try:
+        return MIME_TYPE.decode(mime_type, "mime_type")
+    except ValidationError:
+        return "application/octet-stream"
+
+
+def _stored_file_name(file_name: str | None, fallback: str) -> str:
+    # Names accepted before are kept (werkzeug encodes non-ASCII ones as filename*), control
+    # characters aside.
+    if not file_name or not file_name.isprintable():
+        return fallback
+    return file_name

@@ -19,6 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from meteorpi_db import Config, embedded_url
 
+from .allocator import return_large_blocks
 from .app import create_app
 
 log = logging.getLogger("meteorpi.server")
@@ -41,6 +42,7 @@ class MeteorGunicorn(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
+        return_large_blocks()  # in each worker: big request buffers go back to the system
         return create_app(self.meteor_config)
 
 

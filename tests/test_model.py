@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import uuid
 
+import jsonschema_rs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, EventSearch, Exp
                             FileRecord, FileRecordSearch, Meta, MetaConstraint, NSString, User,
                             ValidationError, fields, get_md5_hash, json_schema, night_offset_seconds,
                             wire_schema)
+from meteorpi_model.fields import Int, ListOf, Model, field as model_field, field_pattern
 
 
 @pytest.mark.parametrize("name", ["status", "file", "event"])
@@ -272,3 +275,78 @@ def test_huge_integers_are_validation_errors_not_overflow():
 def test_a_string_where_a_list_belongs_is_refused():
     with pytest.raises(ValidationError, match="expected a list"):
         EventSearch(camera_ids="abc").validate()
+
+
+# -- patterns: Python's check and the schema's ECMA regex refuse the same strings (issue 12 §2) --
+class _Clumsy(Int):
+    """A codec with the kind of slip that once made a 500: a conversion raising bare ValueError."""
+
+    def decode(self, value, path):
+        return int(str(value) + "!")
+
+
+class _Buggy(Int):
+    def decode(self, value, path):
+        return value.no_such_attribute
+
+
+@dataclasses.dataclass
+class _Probe(Model):
+    clumsy: int | None = model_field(_Clumsy(), optional=True)
+    buggy: int | None = model_field(_Buggy(), optional=True)
+
+
+def test_a_slip_inside_a_codec_still_names_the_field():
+    """A bare ValueError/TypeError while decoding input is a ValidationError naming the field
+    (a 400, not a 500); an AttributeError is a bug of ours and is not disguised."""
+    with pytest.raises(ValidationError) as e:
+        _Probe.from_dict({"clumsy": 1}, "probe")
+    assert str(e.value).startswith("probe.clumsy: cannot be read: ValueError")
+    with pytest.raises(AttributeError):
+        _Probe.from_dict({"buggy": 1}, "probe")
+
+
+def _pattern_codecs() -> dict:
+    out = {}
+    for cls in (CameraStatus, FileRecord, Event, Meta, EventSearch, FileRecordSearch, MetaConstraint, User,
+                ExportConfiguration):
+        for f in fields(cls):
+            codec = f.codec.item if isinstance(f.codec, ListOf) else f.codec
+            if "pattern" in codec.schema({}):
+                out[f"{cls.__name__}.{f.name}"] = codec
+    return out
+
+
+PATTERN_CODECS = _pattern_codecs()
+SCHEMA_VALIDATORS = {name: jsonschema_rs.validator_for(codec.schema({})) for name, codec in PATTERN_CODECS.items()}
+SPOILERS = {"none": lambda v: v, "newline": lambda v: v + "\n", "crlf": lambda v: v + "\r\n",
+            "nul": lambda v: v[:1] + "\x00" + v[1:], "fullwidth": lambda v: v + "\uff11",
+            "line separator": lambda v: v + "\u2028"}
+
+
+def test_every_pattern_checked_field_is_covered():
+    assert {"FileRecord.file_id", "FileRecord.md5", "FileRecord.mime_type", "FileRecord.file_name",
+            "FileRecord.camera_id", "Meta.key", "Event.event_type", "User.user_id",
+            "ExportConfiguration.target_url", "EventSearch.camera_ids"} <= set(PATTERN_CODECS)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(PATTERN_CODECS)).flatmap(
+    lambda name: st.tuples(st.just(name), st.from_regex(field_pattern(PATTERN_CODECS[name].schema({})["pattern"]),
+                                                        fullmatch=True))),
+       st.sampled_from(sorted(SPOILERS)))
+def test_schema_and_code_refuse_the_same_strings(named_value, spoiler):
+    """For every pattern-checked field, a string and its spoiled forms (trailing newline, CRLF,
+    NUL, a fullwidth digit) pass the code exactly when they pass the JSON Schema as an ECMA
+    regex engine reads it."""
+    name, value = named_value
+    codec, text = PATTERN_CODECS[name], SPOILERS[spoiler](value)
+    try:
+        codec.decode(text, name)
+        code_accepts = True
+    except ValidationError:
+        code_accepts = False
+    schema_accepts = SCHEMA_VALIDATORS[name].is_valid(text)
+    assert code_accepts == schema_accepts, (name, text)
+    if spoiler != "none":
+        assert not code_accepts, (name, text)

@@ -73,6 +73,7 @@ BAD_BODIES = [
     ("oversized camera id", edit("event.camera_id", "c" * 65), "event.camera_id: longer than 64"),
     ("empty namespace", edit("event.event_type", ":meteor"), "event.event_type: namespace before ':' is empty"),
     ("file name with a path", edit("event.files[0].file_name", "../../etc/passwd"), "event.files[0].file_name"),
+    ("file name not ASCII", edit("event.files[0].file_name", "m\u00e9t\u00e9o.png"), "event.files[0].file_name"),
     ("meta type mismatch", edit("event.meta[0].value", "fast"), "event.meta[0].value"),
     ("unknown meta type", edit("event.meta[1].type", "blob"), "event.meta[1].type"),
     ("mistyped MIME", edit("event.files[0].mime_type", "not a mime"), "event.files[0].mime_type"),

@@ -1,4 +1,4 @@
-"""The read API shows exactly what was imported; JSONP only with a safe callback."""
+"""The read API shows exactly what was imported; JSONP only with public reads and a safe callback."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,10 @@ import pytest
 import requests
 from werkzeug.http import parse_options_header
 
-from .server_fixtures import READER, TIMEOUT, Api, deliver
+from meteorpi_server import create_app
+from meteorpi_server.jsonp import PRIVATE_READS_PROBLEM
+
+from .server_fixtures import IMPORTER, READER, TIMEOUT, Api, add_users, deliver, serve_in_thread
 
 
 def import_event(api: Api, records, status: dict, **kwargs) -> tuple[dict, dict]:
@@ -69,7 +72,7 @@ def test_file_data_streams_identical_bytes_with_type_and_safe_name(server, api, 
     status = records.status()
     event, files = records.event(status, sizes=[300_000])
     record = event["event"]["files"][0]
-    record.update(file_name='evil"; filename=x.html; é.png', mime_type="text/html")
+    record.update(file_name='evil"; filename=x.html; %C3.png', mime_type="text/html")
     deliver(api, event, {status["status"]["status_id"]: status}, files)
     r = api.get(f"/files/{record['file_id']}/data")
     assert r.status_code == 200
@@ -88,25 +91,65 @@ def test_file_data_not_held_is_404_json(server, api):
     assert api.get("/events/not-an-id").json()["message"].startswith("event_id:")
 
 
+@pytest.fixture(scope="module")
+def public_url(make_database) -> str:
+    """A second server, with ``server.public_read: true`` (the shared one keeps reads private)."""
+    db = make_database("meteorpi_public_read")
+    db.config.server.public_read = True
+    add_users(db)
+    url, http = serve_in_thread(create_app(db=db))
+    yield url
+    http.shutdown()
+
+
 @pytest.mark.parametrize("callback", ["cb", "jQuery1234_5678", "app.handlers.done", "$x"])
-def test_jsonp_pads_a_safe_callback(server, api, callback):
-    r = api.get("/cameras", params={"callback": callback, "_": "1700000000"})
-    assert r.status_code == 200
-    assert r.headers["Content-Type"].startswith("application/javascript")
-    assert r.text.startswith(callback + "(") and r.text.rstrip().endswith(");")
-    assert "cameras" in json.loads(r.text[len(callback) + 1:r.text.rstrip().rindex(")")])
+def test_jsonp_pads_a_safe_callback_when_reads_are_public(public_url, callback):
+    for auth in (None, READER):
+        r = requests.get(public_url + "/cameras", params={"callback": callback, "_": "1700000000"}, auth=auth,
+                         timeout=TIMEOUT)
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("application/javascript")
+        assert r.text.startswith(callback + "(") and r.text.rstrip().endswith(");")
+        assert "cameras" in json.loads(r.text[len(callback) + 1:r.text.rstrip().rindex(")")])
 
 
 @pytest.mark.parametrize("callback", [
     "alert(1)//", "<script>alert(1)</script>", "a;b", "cb\nx", "1abc", "a..b", "x" * 65, "a b", "ünï",
+    "cb\n", "cb\r\n", "cb\x00", "cb\uff11",
 ])
-def test_jsonp_refuses_a_hostile_callback(server, callback):
+@pytest.mark.parametrize("reads", ["public", "private"])
+def test_jsonp_refuses_a_hostile_callback(server, public_url, reads, callback):
     """A callback that is not a plain JavaScript name is refused with 400 JSON, never echoed
     into a script, even before authentication."""
-    url = server.url + "/cameras?" + urllib.parse.urlencode({"callback": callback})
+    url = (public_url if reads == "public" else server.url) + "/cameras?" + urllib.parse.urlencode(
+        {"callback": callback})
     for auth in (READER, None):
         r = requests.get(url, auth=auth, timeout=TIMEOUT)
         assert r.status_code == 400
         assert r.headers["Content-Type"].startswith("application/json")
         assert r.json()["message"].startswith("callback:")
         assert callback not in r.text
+
+
+@pytest.mark.parametrize("path", ["/cameras", "/events", "/files", f"/events/{'e' * 32}",
+                                  "/cameras/cam-a/status", "/", "/openapi.json", "/import/v2"])
+@pytest.mark.parametrize("callback", ["steal", "jQuery1234_5678"])
+def test_private_reads_offer_no_jsonp(server, path, callback):
+    """With ``public_read: false`` a page on another site could read the archive through JSONP
+    with its visitor's Basic credentials: any callback is a 400 saying why, with or without
+    credentials, and nothing is padded (issue 12 §7)."""
+    for auth in (READER, IMPORTER, None):
+        r = requests.get(server.url + path, params={"callback": callback}, auth=auth, timeout=TIMEOUT)
+        assert r.status_code == 400, (auth, r.status_code, r.text[:200])
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json() == {"state": "failed", "message": PRIVATE_READS_PROBLEM}
+        assert "only when reads are public" in r.json()["message"]
+    assert requests.get(server.url + "/cameras", auth=READER, timeout=TIMEOUT).status_code == 200
+
+
+def test_the_document_offers_jsonp_only_with_public_reads(server, public_url):
+    """GET /openapi.json lists the ``callback`` parameter and JavaScript answers only where they are given."""
+    for url, offered in ((server.url, False), (public_url, True)):
+        events = requests.get(url + "/openapi.json", timeout=TIMEOUT).json()["paths"]["/events"]["get"]
+        assert ("callback" in {p["name"] for p in events["parameters"]}) is offered
+        assert ("application/javascript" in events["responses"]["200"]["content"]) is offered

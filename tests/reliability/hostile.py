@@ -21,7 +21,8 @@ SQL_METACHARACTERS = ["' OR '1'='1", "'; DROP TABLE event; --", '" OR ""="', "%"
                       "1; SELECT pg_sleep(5)", "$$", "E'\\x00'", "/*", "*/", "::text", "ns:' OR 1=1 --"]
 TRAVERSALS = ["..", "../..", "../../../../etc/passwd", "%2e%2e", "%2e%2e%2f%2e%2e", "..%2f..%2fetc%2fpasswd",
               "....//", "..\\..\\windows", "%252e%252e", "/etc/passwd", "~", ".", "%00", "a" * 32 + "/..",
-              "a" * 32 + "%00", "A" * 32, "0" * 32, "g" * 32, "a" * 31, "a" * 33]
+              "a" * 32 + "%00", "A" * 32, "0" * 32, "g" * 32, "a" * 31, "a" * 33,
+              "a" * 32 + "%0a", "a" * 32 + "%0d%0a", "\uff10" + "a" * 31]  # "$" passes a final newline
 SPECIAL_STRINGS = ["", " ", "\x00", "a\x00b", "\ud800", "\udfff", "💥", "é", ":", "ns:", ":value", "a:b:c",
                    "x" * 256, "x" * 5000, "1435630000000", "NaN", "null", "true", "{}", "[]",
                    *SQL_METACHARACTERS, *TRAVERSALS[:6]]
@@ -64,7 +65,8 @@ def field_paths(node: Any) -> list[tuple]:
 
 # One value of each hostile class, for the exhaustive field-by-field sweep.
 SWEEP_VALUES = [None, True, -1, 0.5, 2 ** 63, 10 ** 400, 1e308, "", " ", "\x00", "a\x00b", "\ud800", "ok\udfff",
-                "x" * 5000, "' OR '1'='1", "../../etc/passwd", "A" * 32, [], {}, [None], {"": None}]
+                "x" * 5000, "' OR '1'='1", "../../etc/passwd", "A" * 32, "A" * 32 + "\n", "\uff11" * 32,
+                "text/html\n", [], {}, [None], {"": None}]
 DELETE = object()
 
 

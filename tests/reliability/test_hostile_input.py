@@ -12,6 +12,8 @@ import psutil
 import pytest
 import requests
 
+from meteorpi_db import Config
+from meteorpi_server.batch_routes import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, MAX_MANIFEST_LINE
 from tests.server_fixtures import IMPORTER, TIMEOUT
 
 from .conftest import start_served
@@ -26,7 +28,7 @@ def deep(n: int) -> bytes:
 
 
 CASES = [
-    ("nesting 500,000 deep", deep(500_000), 400),
+    ("nesting 500,000 deep", deep(500_000), 413),  # refused before parsing: too many values for its size
     ("nested objects", b'{"a":' * 150_000 + b"1" + b"}" * 150_000, 400),
     ("huge string in a field", (STATUS_PREFIX + '"' + "x" * 900_000 + '"}}').encode(), 400),
     ("60,000 keys in one object", ("{" + ",".join(f'"k{i}":{i}' for i in range(60_000)) + "}").encode(), 400),
@@ -134,3 +136,145 @@ def test_a_json_body_of_many_valid_entities_is_parsed_within_bounds(hostile_serv
     tally.measure("10,000-point status accepted in (s)", round(seconds, 2))
     assert r.status_code == 200 and r.json() == {"state": "continue"}
     assert seconds < 5
+
+
+# -- peak memory of every route that takes a body, at the production limit (issue 12 §6) ---------
+# A 16 MiB body of `{}` items once grew a worker from 38 MB to 462 MB: the parser built millions
+# of objects before any list was counted. Each body below is as large as the route accepts and
+# shaped to cost the most per byte; the worker's peak RSS (VmHWM, reset before each request)
+# may grow at most 64 MiB above what it used, idle and warmed up, before the first of them.
+PEAK_GROWTH_LIMIT = 64 * MiB
+LIMIT = Config().server.max_body_bytes
+ID = "a" * 32
+
+
+def filled(prefix: bytes, item: bytes, suffix: bytes, size: int) -> bytes:
+    """``prefix item,item,... suffix``, as many items as fit in ``size`` bytes."""
+    count = (size - len(prefix) - len(suffix)) // (len(item) + 1)
+    return prefix + b",".join([item] * count) + suffix
+
+
+# name -> (JSON item repeated in the route's list, or None for one long string)
+SHAPES = {
+    "empty objects": b"{}",
+    "empty lists": b"[]",
+    "small strings": b'"ab"',
+    "one-key objects": b'{"a":1}',
+    "lists in lists": b"[[[[[[1]]]]]]",
+    "ids": f'"{ID}"'.encode(),
+    "one long string": None,
+    "long string with an astral character": "\U0001F4A5".encode(),
+    "long string with an escaped astral character": b"\\ud83d\\udca5",
+}
+
+
+def hostile_body(route: str, shape: str) -> tuple[bytes, str]:
+    """(body, content type) for ``route`` of about the largest size it accepts."""
+    item = SHAPES[shape]
+    if route == "/import/v2/data":  # the manifest line is the JSON of this route
+        size, prefix, suffix = MAX_MANIFEST_LINE - 1, b'{"files":', b"}"
+    else:
+        key = {"/import": "status", "/import/v2/check": "statuses", "/import/v2/import": "events"}[route]
+        size, prefix = LIMIT, b'{"type":"status",' if route == "/import" else b"{"
+        prefix += b'"%s":' % key.encode()
+        suffix = b"}"
+    if item is None or shape.startswith("long string"):
+        tail = item or b""
+        body = prefix + b'"' + b"x" * (size - len(prefix) - len(suffix) - len(tail) - 2) + tail + b'"' + suffix
+    else:
+        body = filled(prefix + b"[", item, b"]" + suffix, size)
+    if route == "/import/v2/data":
+        return body + b"\n" + b"x" * 100, FILES_MEDIA_TYPE
+    return body, "application/json"
+
+
+@pytest.fixture(scope="module")
+def default_limit_server(make_database, tmp_path_factory, request):
+    """`meteorpi serve` with the production body limit (config.yml's max_body_bytes), one worker,
+    warmed up, and that worker's resident memory before any hostile body."""
+    server = start_served(make_database("rel_hostile_memory"), tmp_path_factory.mktemp("memory") / "serve.log")
+    request.addfinalizer(server.stop)
+    worker = the_worker(server)
+    for route in ("/import", "/import/v2/check", "/import/v2/import"):  # imports, pools, caches
+        requests.post(server.url + route, json={}, auth=IMPORTER, timeout=TIMEOUT)
+    still_serving(server)
+    return server, worker, worker.memory_info().rss
+
+
+def the_worker(server) -> psutil.Process:
+    workers = psutil.Process(server.proc.pid).children(recursive=True)
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+def peak_rss(worker: psutil.Process) -> int:
+    """The worker's peak resident set size since the last ``reset_peak`` (VmHWM)."""
+    with open(f"/proc/{worker.pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def reset_peak(worker: psutil.Process) -> None:
+    with open(f"/proc/{worker.pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # 5: reset the peak RSS to the current RSS (proc(5))
+
+
+def sent_and_measured(served, method_path: str, body: bytes, content_type: str) -> tuple[requests.Response, int]:
+    server, worker, idle_rss = served
+    reset_peak(worker)
+    r = requests.post(server.url + method_path, data=body, auth=IMPORTER, timeout=TIMEOUT,
+                      headers={"Content-Type": content_type})
+    assert the_worker(server).pid == worker.pid, "the worker was replaced (killed for memory or time?)"
+    return r, peak_rss(worker) - idle_rss
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("route", ["/import", "/import/v2/check", "/import/v2/import", "/import/v2/data"])
+def test_peak_memory_of_a_worst_case_body_is_bounded(default_limit_server, tally, route, shape):
+    """A body as large as the route accepts, shaped to cost the most memory per byte: a 4xx
+    JSON answer, and the worker's peak RSS at most 64 MiB above its idle, warmed-up size."""
+    body, content_type = hostile_body(route, shape)
+    r, grown = sent_and_measured(default_limit_server, route, body, content_type)
+    tally.add("inputs")
+    tally.add("server_errors", r.status_code >= 500)
+    tally.measure(f"{route} {shape} ({len(body) / MiB:.0f} MiB)", f"HTTP {r.status_code}, peak RSS +{grown / MiB:.0f} MiB")
+    assert 400 <= r.status_code < 500, r.text[:300]
+    assert r.json()["state"] == "failed"
+    assert grown <= PEAK_GROWTH_LIMIT, f"peak RSS grew {grown / MiB:.0f} MiB"
+    still_serving(default_limit_server[0])
+
+
+def test_peak_memory_of_an_upload_with_many_parts_is_bounded(default_limit_server, tally):
+    """The version-1 data route, a multipart body as large as a JSON body may be, made of tiny
+    parts (each a decoder event): refused after a few parts, within the same memory bound."""
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\r\n'
+    body = part * ((LIMIT - 100) // len(part)) + b"--b0undary--\r\n"
+    started = time.monotonic()
+    r, grown = sent_and_measured(default_limit_server, f"/import/data/{ID}/{'0' * 32}", body,
+                                 "multipart/form-data; boundary=b0undary")
+    seconds = time.monotonic() - started
+    tally.add("inputs")
+    tally.measure(f"/import/data many parts ({len(body) / MiB:.0f} MiB)",
+                  f"HTTP {r.status_code} in {seconds:.1f} s, peak RSS +{grown / MiB:.0f} MiB")
+    assert r.status_code == 400 and r.json()["message"].startswith("body: more than 16 multipart parts")
+    assert seconds < 5  # each part costs the decoder Python time: 290,000 of them took 35 s
+    assert grown <= PEAK_GROWTH_LIMIT, f"peak RSS grew {grown / MiB:.0f} MiB"
+
+
+def test_peak_memory_of_a_full_valid_batch_is_bounded(default_limit_server, vectors, tally):
+    """The largest batch a route takes, all of it valid (1,000 events of two files each, and a
+    check of 1,000 ids of each kind with 10,000 file MD5s): answered, within the same bound."""
+    event = json.loads(json.dumps(vectors["event"]["event"]))
+    events = [dict(event, event_id=f"{i:032x}") for i in range(MAX_ENTITIES)]
+    r, grown = sent_and_measured(default_limit_server, "/import/v2/import", json.dumps({"events": events}).encode(),
+                                 "application/json")
+    assert r.status_code == 200 and len(r.json()["results"]) == MAX_ENTITIES, r.text[:300]
+    assert grown <= PEAK_GROWTH_LIMIT, f"peak RSS grew {grown / MiB:.0f} MiB"
+    ids = [f"{i:032x}" for i in range(MAX_ENTITIES)]
+    check = {"statuses": ids, "events": ids, "files": ids,
+             "file_data": [{"file_id": f"{i:032x}", "md5": ID} for i in range(MAX_FILES_PER_UPLOAD)]}
+    r2, grown2 = sent_and_measured(default_limit_server, "/import/v2/check", json.dumps(check).encode(),
+                                   "application/json")
+    tally.add("inputs", 2)
+    tally.measure("1,000 valid events / a full check", f"peak RSS +{grown / MiB:.0f} / +{grown2 / MiB:.0f} MiB")
+    assert r2.status_code == 200, r2.text[:300]
+    assert grown2 <= PEAK_GROWTH_LIMIT, f"peak RSS grew {grown2 / MiB:.0f} MiB"
