@@ -195,8 +195,11 @@ def test_unknown_users_and_wrong_passwords_are_refused_in_the_same_time(db, tall
 
 
 def _raw(url: str, method: str, path: str, auth, body: bytes = b"", content_type: str = "") -> int:
-    """A request with ``path`` exactly as given (requests would resolve ``..`` before sending)."""
+    """A request with ``path`` exactly as given (requests would resolve ``..`` before sending);
+    only characters a request line cannot carry (non-ASCII) are percent-encoded, as UTF-8."""
     import http.client
+    import urllib.parse
+    path = "".join(c if c.isascii() else urllib.parse.quote(c) for c in path)
     host, port = url.rsplit("/", 1)[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
     try:
