@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -217,3 +218,73 @@ def test_wsgi_entry_serves_from_the_configured_database(serve_db, records):
     assert done.returncode == 0, done.stderr
     code, body = json.loads(done.stdout.strip().splitlines()[-1])
     assert code == 200 and records.camera_id in body["cameras"]
+
+
+class SlowClient(threading.Thread):
+    """A client holding a connection open: it sends ``preamble`` at once, then ``trickle`` one
+    byte a second (nothing more if it is empty), until the server answers or closes; records how
+    long that took and what the server said."""
+
+    def __init__(self, url: str, preamble: bytes = b"", trickle: bytes = b""):
+        super().__init__(daemon=True)
+        host, port = url.rsplit("/", 1)[1].split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.preamble, self.trickle = preamble, trickle
+        self.ended_after: float | None = None
+        self.answer = b""
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.sock.sendall(self.preamble)
+            for i in range(120):
+                readable, _, _ = select.select([self.sock], [], [], 1.0)
+                if readable:
+                    self.answer = b"".join(iter(lambda: self.sock.recv(65536), b""))  # to its end
+                    break
+                if self.trickle:
+                    self.sock.send(self.trickle[i % len(self.trickle):][:1])
+        except OSError:
+            pass
+        self.ended_after = time.monotonic() - started
+        self.sock.close()
+
+
+def slow_clients(url: str, count: int) -> list[SlowClient]:
+    """``count`` slow connections, a third of each kind: idle after connecting, request head
+    one byte a second, complete head then the body one byte a second."""
+    head = b"POST /import HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+    credentials = base64.b64encode(":".join(IMPORTER).encode())
+    kinds = [{}, {"trickle": head * 10},
+             {"preamble": head + b"Authorization: Basic " + credentials + b"\r\n\r\n", "trickle": b"{" * 1000}]
+    clients = [SlowClient(url, **kinds[i % 3]) for i in range(count)]
+    for client in clients:
+        client.start()
+    return clients
+
+
+def test_slow_clients_neither_stop_imports_nor_stay_past_their_deadlines(serve_db, records):
+    """Four times the server's worker x thread capacity in connections that send nothing, send
+    their request head one byte a second, or their body one byte a second, do not stop normal
+    imports (each answered within 10 s); each slow connection is ended by its whole-request
+    deadline (head or body), not by the far longer per-read timeout."""
+    served = Served(serve_db, workers=1, METEORPI_SERVER_THREADS="2", METEORPI_SERVER_TIMEOUT_SECONDS="60",
+                    METEORPI_SERVER_HEADER_TIMEOUT_SECONDS="3", METEORPI_SERVER_BODY_TIMEOUT_SECONDS="3")
+    try:
+        clients = slow_clients(served.url, 4 * 1 * 2)
+        time.sleep(0.5)  # every slow connection is open and waiting on the server
+        http = requests.Session()
+        for _ in range(5):
+            r = http.post(served.url + "/import", json=records.status(), auth=IMPORTER, timeout=10)
+            assert r.status_code == 200 and r.json()["state"] == "continue", r.text  # status stored
+        for client in clients:
+            client.join(30)
+        ended = sorted(round(c.ended_after, 1) for c in clients)
+        assert all(2 <= t < 15 for t in ended), ended
+        body_answers = [c.answer for c in clients if c.preamble]
+        assert all(a.startswith(b"HTTP/1.1 400 ") and b"deadline" in a and b"Connection: close" in a
+                   for a in body_answers), body_answers
+    finally:
+        code = served.stop()
+    assert code == 0, "".join(served.lines)
+    assert "Traceback" not in "".join(served.lines)
