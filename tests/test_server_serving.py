@@ -35,7 +35,7 @@ MiB = 1024 * 1024
 class Served:
     """A ``meteorpi serve`` subprocess; its output is drained by a thread into ``lines``."""
 
-    def __init__(self, db, workers: int, **settings: str):
+    def __init__(self, db, workers: int, verify: bool | str = True, **settings: str):
         env = {**os.environ, "METEORPI_DATABASE_URL": db.url, "METEORPI_DATA_DIR": str(db.config.data_path),
                "METEORPI_LOGGING_LEVEL": "INFO", **settings}
         env.pop("METEORPI_CONFIG", None)
@@ -43,6 +43,7 @@ class Served:
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
+        self.verify = verify  # requests' verify= for an https server (its CA's certificate)
         threading.Thread(target=self._drain, daemon=True).start()
         self.url = self._wait_listening()
         self._wait_workers(workers)
@@ -55,7 +56,7 @@ class Served:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             for line in list(self.lines):
-                m = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", line)
+                m = re.search(r"Listening at: (https?://127\.0\.0\.1:\d+)", line)
                 if m:
                     return m.group(1)
             assert self.proc.poll() is None, "".join(self.lines)
@@ -64,7 +65,7 @@ class Served:
 
     def _wait_workers(self, count: int) -> None:
         deadline = time.monotonic() + START_SECONDS
-        while len(self.workers()) < count or requests.get(self.url + "/", timeout=TIMEOUT).status_code != 200:
+        while len(self.workers()) < count or requests.get(self.url + "/", timeout=TIMEOUT, verify=self.verify).status_code != 200:
             assert time.monotonic() < deadline, "".join(self.lines)
             time.sleep(0.05)
 
