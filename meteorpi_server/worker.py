@@ -28,6 +28,9 @@ from gunicorn.workers.ggevent import GeventWorker
 
 
 PIECE = 16 * 1024  # bytes per read under the body deadline
+# A body arriving faster than it is hashed never makes its greenlet wait on the socket: it
+# yields to the worker's other requests after this many bytes (one chunk of hashing and writing).
+YIELD_BYTES = 256 * 1024
 
 
 class BodyDeadlineExpired(TimeoutError):
@@ -46,7 +49,7 @@ class DeadlineBody:
 
     def __init__(self, req, seconds: float, min_rate: int):
         self.req, self.body, self.seconds, self.min_rate = req, req.body, seconds, min_rate
-        self.started, self.received = time.monotonic(), 0
+        self.started, self.received, self.unyielded = time.monotonic(), 0, 0
 
     def read(self, size: int | None = None) -> bytes:
         return self._pieces(self.body.read, size, stop_at_newline=False)
@@ -86,6 +89,10 @@ class DeadlineBody:
             self.req.must_close = True
             raise
         self.received += len(data)
+        self.unyielded += len(data)
+        if self.unyielded >= YIELD_BYTES:
+            self.unyielded = 0
+            gevent.sleep(0)
         return data
 
 

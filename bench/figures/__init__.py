@@ -71,13 +71,14 @@ class Group:
 
 def groups() -> list[Group]:
     """Every figure group, in the order they run (cheap checks first)."""
-    from . import import_rate, replication, scaling, upload_rss, wan
+    from . import import_rate, replication, scaling, slow_clients, upload_rss, wan
     return [
         Group(("replication_vs_rsync_fsync", "replication_vs_rsync", "requests_per_entity"), replication.run),
         Group(("wan_replication_vs_rsync", "link_calibration_rate_mbit", "link_calibration_rtt_ms"), wan.run),
         Group(("import_vs_raw_sql", "import_v1_vs_raw_sql"), import_rate.run),
         Group(("scaling_16_vs_1", "p50_ms", "p99_ms"), scaling.run),
         Group(("upload_peak_rss_mb_over_idle",), upload_rss.run),
+        Group(("slow_clients_import_p99_ms",), slow_clients.run),
     ]
 
 
