@@ -77,17 +77,16 @@ class DeadlineBody:
 
     def _timed(self, read, size: int) -> bytes:
         left = self.started + self.seconds + self.received / self.min_rate - time.monotonic()
-        expired = BodyDeadlineExpired(
-            f"the body did not arrive within its deadline ({self.seconds:g}s plus 1s per "
-            f"{self.min_rate} bytes; {self.received} bytes received)")
         try:
             if left <= 0:
-                raise expired
-            with gevent.Timeout(left, expired):
+                raise BodyDeadlineExpired()
+            with gevent.Timeout(left, BodyDeadlineExpired):
                 data = read(size)
         except BodyDeadlineExpired:
             self.req.must_close = True
-            raise
+            raise BodyDeadlineExpired(
+                f"the body did not arrive within its deadline ({self.seconds:g}s plus 1s per "
+                f"{self.min_rate} bytes; {self.received} bytes received)") from None
         self.received += len(data)
         self.unyielded += len(data)
         if self.unyielded >= YIELD_BYTES:
@@ -126,14 +125,10 @@ class MeteorWorker(GeventWorker):
         self.native_threads = server.threads
 
     def patch(self) -> None:
-        super().patch()  # gevent's monkey.patch_all, before the app (and its pool) is loaded
+        super().patch()  # gevent's monkey.patch_all, in the child, before the app is loaded
         from psycogreen.gevent import patch_psycopg
         patch_psycopg()
-
-    def init_process(self) -> None:
-        # After the hub is re-initialised in the child, before the app loads and runs.
         gevent.get_hub().threadpool.maxsize = self.native_threads
-        super().init_process()
 
     def timeout_ctx(self):
         """The head deadline: gunicorn parses each request line and headers inside this."""
