@@ -27,7 +27,7 @@ from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
 
-PIECE = 16 * 1024  # bytes per read under the body deadline
+PIECE = 1024  # the smallest read under the body deadline
 # A body arriving faster than it is hashed never makes its greenlet wait on the socket: it
 # yields to the worker's other requests after this many bytes (one chunk of hashing and writing).
 YIELD_BYTES = 256 * 1024
@@ -43,8 +43,8 @@ class DeadlineBody:
     to close its connection (the answer says ``Connection: close``): the rest of the body is
     not worth waiting for.
 
-    Reads are made PIECE bytes at a time (gunicorn's reads wait for every byte asked), so bytes
-    count towards the deadline as they arrive, not only when a 1 MiB read completes.
+    gunicorn's reads wait for every byte asked, and bytes count only once a read returns, so a
+    slow body is read in pieces small enough to arrive in time at the minimum rate.
     """
 
     def __init__(self, req, seconds: float, min_rate: int):
@@ -64,19 +64,26 @@ class DeadlineBody:
         return iter(self.readline, b"")
 
     def _pieces(self, read, size: int | None, stop_at_newline: bool) -> bytes:
-        parts, left = [], (size if size is not None and size >= 0 else float("inf"))
-        while left > 0:
-            data = self._timed(read, int(min(PIECE, left)))
+        parts, wanted = [], (size if size is not None and size >= 0 else float("inf"))
+        while wanted > 0:
+            # At most what a client at the minimum rate sends before the deadline, so no client
+            # is cut off for bytes that arrived but are not counted yet; a fast client soon
+            # earns reads of the whole size asked.
+            affordable = (self._deadline() - time.monotonic()) * self.min_rate
+            data = self._timed(read, int(min(wanted, max(PIECE, affordable))))
             if not data:
                 break
             parts.append(data)
-            left -= len(data)
+            wanted -= len(data)
             if stop_at_newline and data.endswith(b"\n"):
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _deadline(self) -> float:
+        return self.started + self.seconds + self.received / self.min_rate
+
     def _timed(self, read, size: int) -> bytes:
-        left = self.started + self.seconds + self.received / self.min_rate - time.monotonic()
+        left = self._deadline() - time.monotonic()
         try:
             if left <= 0:
                 raise BodyDeadlineExpired()

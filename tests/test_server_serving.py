@@ -264,20 +264,39 @@ def slow_clients(url: str, count: int) -> list[SlowClient]:
     return clients
 
 
+def steady_import(url: str, body: bytes, bytes_per_second: int) -> bytes:
+    """POST ``body`` to /import in 100-byte pieces at ``bytes_per_second``; the raw answer."""
+    host, port = url.rsplit("/", 1)[1].split(":")
+    credentials = base64.b64encode(":".join(IMPORTER).encode())
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /import HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Basic " + credentials + b"\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        for i in range(0, len(body), 100):
+            sock.sendall(body[i:i + 100])
+            time.sleep(100 / bytes_per_second)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
 def test_slow_clients_neither_stop_imports_nor_stay_past_their_deadlines(serve_db, records):
     """Four times the server's worker x thread capacity in connections that send nothing, send
     their request head one byte a second, or their body one byte a second, do not stop normal
     imports (each answered within 10 s); each slow connection is ended by its whole-request
-    deadline (head or body), not by the far longer per-read timeout."""
+    deadline (head or body), not by the far longer per-read timeout, while a body arriving
+    slowly but above the minimum rate takes longer than the body timeout and is served."""
     served = Served(serve_db, workers=1, METEORPI_SERVER_THREADS="2", METEORPI_SERVER_TIMEOUT_SECONDS="60",
                     METEORPI_SERVER_HEADER_TIMEOUT_SECONDS="3", METEORPI_SERVER_BODY_TIMEOUT_SECONDS="3")
     try:
         clients = slow_clients(served.url, 4 * 1 * 2)
+        # A slow link above the minimum rate (500 B/s) is never cut off: 4.5 s for its body.
+        padded = json.dumps(records.status()).encode().ljust(6000)
+        steady = concurrent.futures.ThreadPoolExecutor(1).submit(steady_import, served.url, padded, 1500)
         time.sleep(0.5)  # every slow connection is open and waiting on the server
         http = requests.Session()
         for _ in range(5):
             r = http.post(served.url + "/import", json=records.status(), auth=IMPORTER, timeout=10)
             assert r.status_code == 200 and r.json()["state"] == "continue", r.text  # status stored
+        assert steady.result(30).startswith(b"HTTP/1.1 200 "), steady.result()
         for client in clients:
             client.join(30)
         ended = sorted(round(c.ended_after, 1) for c in clients)
