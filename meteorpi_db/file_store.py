@@ -30,7 +30,7 @@ from concurrent.futures import Executor, Future, wait
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from . import native_threads
+from . import green
 from .errors import FileStoreError
 
 log = logging.getLogger("meteorpi.db.file_store")
@@ -51,12 +51,12 @@ def _fsync_pool() -> Executor:
     A pool per upload cost 8 thread starts per request, each waiting for the GIL while the
     request thread hashes bytes: measured at up to a third of a second per 32 MiB upload.
     Keyed by pid: threads do not survive a fork (gunicorn workers), so a child starts its own.
-    Real threads even under gevent (native_threads), or every fsync would stop the worker.
+    Real threads even under gevent (green.py), or every fsync would stop the worker.
     """
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), native_threads.executor(FSYNC_THREADS, "meteorpi-fsync"))
+            _pool = (os.getpid(), green.executor(FSYNC_THREADS, "meteorpi-fsync"))
         return _pool[1]
 
 

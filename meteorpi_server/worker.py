@@ -3,7 +3,7 @@
 Why gevent (README, "Choices"): a connection costs a greenlet, not a thread, so neither slow
 camera links nor the live feed's hundreds of open streams can take every worker's threads
 while imports wait. psycogreen makes psycopg2 wait on the event loop instead of in libpq;
-fsyncs and password hashes run in real threads (``meteorpi_db.native_threads``).
+fsyncs and password hashes run in real threads (``meteorpi_db.green``).
 
 A greenlet is cheap, but a client that never finishes would still hold its connection, so each
 request gets whole-request deadlines (the model of Apache's mod_reqtimeout), not only a bound

@@ -308,3 +308,29 @@ def test_slow_clients_neither_stop_imports_nor_stay_past_their_deadlines(serve_d
         code = served.stop()
     assert code == 0, "".join(served.lines)
     assert "Traceback" not in "".join(served.lines)
+
+
+SILENT_DATABASE = """
+import socket, sys, time
+silent = socket.socket(); silent.bind(("127.0.0.1", 0)); silent.listen(5)
+from gevent import monkey; monkey.patch_all()
+from psycogreen.gevent import patch_psycopg; patch_psycopg()
+from meteorpi_db import StorageUnavailable, pool
+pool.CONNECT_TIMEOUT_SECONDS = 1
+started = time.monotonic()
+try:
+    with pool.ConnectionPool(f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db?sslmode=disable").transaction():
+        pass
+except StorageUnavailable as e:
+    print(f"{time.monotonic() - started:.1f} {e}")
+"""
+
+
+def test_a_silent_database_is_unavailable_after_the_connect_timeout_under_gevent():
+    """As in a gevent worker (psycopg2 made cooperative, where libpq's connect_timeout does not
+    apply), a database that accepts the connection and never answers is reported unavailable
+    after the connect timeout instead of holding the request for ever."""
+    done = subprocess.run([sys.executable, "-c", SILENT_DATABASE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seconds, message = done.stdout.strip().split(" ", 1)
+    assert 0.8 <= float(seconds) < 5 and "database unreachable: no answer within 1s" in message, done.stdout

@@ -1,4 +1,5 @@
-"""Real OS threads for work that blocks in C: fsyncs and password hashes.
+"""What changes under gevent: real OS threads for work that blocks in C (fsyncs, password
+hashes), and a bound on connecting to PostgreSQL.
 
 ``meteorpi serve`` runs gevent workers, which monkey-patch ``threading``: a standard
 ``ThreadPoolExecutor``'s threads then become greenlets on the worker's one OS thread, and an
@@ -9,9 +10,10 @@ tests, other WSGI servers) these are the standard library's threads and plain ca
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import Callable, ContextManager, TypeVar
 
 T = TypeVar("T")
 
@@ -36,3 +38,19 @@ def call(fn: Callable[..., T], *args) -> T:
         return fn(*args)
     import gevent
     return gevent.get_hub().threadpool.apply(fn, args)
+
+
+class Expired(Exception):
+    """A ``deadline`` passed."""
+
+
+def deadline(seconds: float) -> ContextManager:
+    """Under gevent, ``Expired`` if the block takes longer than ``seconds``; elsewhere nothing.
+
+    For psycopg2.connect: psycogreen makes it connect asynchronously, and libpq applies
+    ``connect_timeout`` only to blocking connects, so a database that accepts the connection
+    and then says nothing would hold a request for ever."""
+    if not under_gevent():
+        return contextlib.nullcontext()
+    import gevent
+    return gevent.Timeout(seconds, Expired)
