@@ -50,6 +50,10 @@ class MeteorGunicorn(BaseApplication):
 def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict[str, Any]:
     """gunicorn settings from the configuration (and the command line's overrides)."""
     server = config.server
+    for name in ("threads", "worker_connections", "header_timeout_seconds", "body_timeout_seconds",
+                 "body_min_rate"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be more than 0, got {getattr(server, name)!r}")
     return {
         "bind": f"{host}:{port}",
         "workers": workers,

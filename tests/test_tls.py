@@ -104,8 +104,9 @@ def test_meteorpi_serve_speaks_tls_and_the_exporter_trusts_only_a_configured_ca(
     ({"METEORPI_SERVER_TLS_CERT": "cert"}, "server.tls_cert and server.tls_key go together"),
     ({"METEORPI_SERVER_TLS_CERT": "/nonexistent/cert.pem", "METEORPI_SERVER_TLS_KEY": "/nonexistent/key.pem"},
      "server.tls_cert: cannot read /nonexistent/cert.pem"),
+    ({"METEORPI_SERVER_BODY_MIN_RATE": "0"}, "server.body_min_rate: must be more than 0, got 0"),
 ])
-def test_meteorpi_serve_names_a_tls_setting_that_is_wrong(serve_db, settings, message):
+def test_meteorpi_serve_names_a_serving_setting_that_is_wrong(serve_db, settings, message):
     env = {**cli_env(serve_db), **settings}
     result = meteorpi("serve", "--port", "0", env=env)
     assert result.returncode == 1
