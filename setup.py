@@ -26,6 +26,11 @@ setup(
         "Flask-Jsonpify>=1.5,<2",
         # Production WSGI server: pre-forked worker processes, graceful SIGTERM.
         "gunicorn>=22,<28",
+        # gunicorn's gevent workers: slow clients and open streams cost greenlets, not threads
+        # (gunicorn needs gevent >= 24.10.1).
+        "gevent>=24.10.1,<27",
+        # psycopg2 waiting on gevent's loop instead of blocking the worker in libpq.
+        "psycogreen>=1.0.2,<2",
         # Thread-safe LRU entity cache for cached_entity requests.
         "cachetools>=5.3,<9",
         # Exporter HTTP client with keep-alive, and streamed multipart uploads.
@@ -52,6 +57,8 @@ setup(
             "openapi-spec-validator>=0.9,<0.10",
             # Drives the system's headless Chromium (Debian's chromium-driver) in tests/browser.
             "selenium>=4.20,<5",
+            # A throwaway CA and server certificate for the TLS tests.
+            "trustme>=1.1,<2",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

@@ -31,14 +31,20 @@ class DatabaseConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 12080
-    workers: int = 2                # gunicorn worker processes
-    threads: int = 8                # threads per worker (slow clients must not block others)
+    workers: int = 2                # gunicorn worker processes (gevent: one OS thread each)
+    threads: int = 8                # real threads per worker for fsyncs and password hashes
+    worker_connections: int = 1000  # connections each worker holds at once (greenlets)
     public_read: bool = False       # open the read API to anonymous clients
     entity_cache_size: int = 1000   # entities per worker kept for cached_entity requests
     max_body_bytes: int = 16 * 1024 * 1024           # JSON bodies of /import
     max_upload_bytes: int = 16 * 1024 * 1024 * 1024  # one file's bytes on /import/data
     max_failed_uploads: int = 3     # refused uploads of a file by one account before its entity is refused
-    timeout_seconds: int = 120      # a request stalled longer than this is dropped
+    timeout_seconds: int = 120      # a read or write waiting longer than this fails
+    header_timeout_seconds: float = 20.0  # whole request head (and TLS handshake); keep-alive idle
+    body_timeout_seconds: float = 60.0    # a body's deadline, extended as its bytes arrive:
+    body_min_rate: int = 500              # one more second per this many bytes received
+    tls_cert: str | None = None     # PEM certificate chain: serve HTTPS (with tls_key)
+    tls_key: str | None = None      # PEM private key of tls_cert
     auth_cache_seconds: float = 60.0  # a verified login is remembered this long (0: never)
 
 
@@ -51,6 +57,7 @@ class ExportConfig:
     read_timeout_seconds: float = 120.0
     max_repeats: int = 5            # the same request answered the same way this often: failed
     fast_path: bool = True          # use protocol version 2 (batches) when the target offers it
+    ca_bundle: str | None = None    # PEM CA certificates trusted for https targets (None: the system's)
 
 
 @dataclass
@@ -86,7 +93,8 @@ class Config:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check a YAML value against the declared type; ints are accepted where floats are."""
-    allowed = tuple(t for t in (str, int, float, bool, type(None)) if t.__name__ in str(typ))
+    allowed = tuple(t for t in (str, int, float, bool) if t.__name__ in str(typ))
+    allowed += (type(None),) if "None" in str(typ) else ()  # `url: null` as config.yml shows it
     if "float" in str(typ) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and bool not in allowed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import ssl
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -92,10 +93,11 @@ class Conversation:
         where = redact_url(self.base)
         try:
             if headers is None:
-                response = self.exporter.session.request(method, url, json=body, auth=self.auth, timeout=timeout)
+                response = self.exporter.session.request(method, url, json=body, auth=self.auth, timeout=timeout,
+                                                         verify=self.exporter.verify)
             else:
                 response = self.exporter.session.request(method, url, data=body, headers=headers, auth=self.auth,
-                                                         timeout=timeout)
+                                                         timeout=timeout, verify=self.exporter.verify)
         except requests.Timeout:
             raise _failed(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
                           f"{timeout[1]:g}s to reply") from None
@@ -232,6 +234,9 @@ def _reason(error: Exception) -> str:
     cause = error
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted: {cause.verify_message}; for an archive with a "
+                f"private CA, set export.ca_bundle to that CA's certificate")
     text = str(cause.args[-1] if cause.args else cause)
     for marker in ("Connection refused", "Connection reset", "Name or service not known",
                    "Remote end closed connection", "Broken pipe", "timed out"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,10 +33,11 @@ import requests
 from requests_toolbelt import MultipartEncoderMonitor
 
 from meteorpi_model import now
+from meteorpi_model.admin import public_plain_http
 
 from .config import ExportConfig
-from .database import MeteorDatabase
-from .errors import StorageUnavailable
+from .database import MeteorDatabase, redact_url
+from .errors import ConfigError, StorageUnavailable
 from .export_batch import BATCH_TASKS, BatchExchange, probe_protocol
 from .export_exchange import Conversation, ExportState, TaskEnded, TaskExchange
 from .exports import ExportTask
@@ -111,6 +113,8 @@ class MeteorExporter:
         self.settings = settings or db.config.export
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "meteorpi-exporter/2")
+        # Given with each request: a session's own verify= loses to REQUESTS_CA_BUNDLE.
+        self.verify: bool | str = ca_bundle_path(self.settings.ca_bundle) if self.settings.ca_bundle else True
         self.on_task, self.on_bytes = on_task, on_bytes
         self.rate_limit = rate_limit
         self.last_report: TaskReport | None = None
@@ -280,6 +284,7 @@ class MeteorExporter:
         (or batches). Targets that offer the fast path get batches; the rest, version 1."""
         totals, failed_configs, started = ExportTotals(), set(), time.monotonic()
         drained_or_v1: set = set()
+        self.warn_plain_http()
         while not (stop is not None and stop.is_set()):
             if self._export_batches(drained_or_v1, totals, failed_configs):
                 continue
@@ -291,6 +296,15 @@ class MeteorExporter:
                 failed_configs.add(self.last_report.task.config.config_id)
         totals.seconds = time.monotonic() - started
         return totals
+
+    def warn_plain_http(self) -> None:
+        """A warning, every run, for each enabled target that gets its password in clear over
+        a public network (accepted with ``export add --insecure-http``)."""
+        for config in self.db.get_export_configurations():
+            if config.enabled and public_plain_http(config.target_url):
+                log.warning("export %s sends the password of %s in clear over plain HTTP to %s, which is "
+                            "not a loopback or private address: anyone on the way can read and reuse it; "
+                            "use an https:// target", config.name, config.user_id, redact_url(config.target_url))
 
     def due_count(self) -> int:
         """Tasks due now across enabled configurations."""
@@ -339,6 +353,15 @@ class MeteorExporter:
                 if ahead > 0:
                     time.sleep(min(ahead, 1.0))
         return callback
+
+
+def ca_bundle_path(path: str) -> str:
+    """``export.ca_bundle`` as requests' ``verify=``: the CA certificates (PEM) https targets are
+    checked against instead of the system's. Checks are never switched off."""
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full) or not os.access(full, os.R_OK):
+        raise ConfigError(f"export.ca_bundle: cannot read {path} (a PEM file of CA certificates)")
+    return full
 
 
 __all__ = ["ExportState", "ExportTotals", "MeteorExporter", "TaskReport"]

@@ -26,10 +26,11 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Mapping
 
+from . import green
 from .errors import FileStoreError
 
 log = logging.getLogger("meteorpi.db.file_store")
@@ -42,20 +43,21 @@ _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
 COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
 _pool_lock = threading.Lock()
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool: tuple[int, Executor] | None = None
 
 
-def _fsync_pool() -> ThreadPoolExecutor:
+def _fsync_pool() -> Executor:
     """The process's flushing threads, started once and kept.
 
     A pool per upload cost 8 thread starts per request, each waiting for the GIL while the
     request thread hashes bytes: measured at up to a third of a second per 32 MiB upload.
     Keyed by pid: threads do not survive a fork (gunicorn workers), so a child starts its own.
+    Real threads even under gevent (green.py), or every fsync would stop the worker.
     """
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="meteorpi-fsync"))
+            _pool = (os.getpid(), green.executor(FSYNC_THREADS, "meteorpi-fsync"))
         return _pool[1]
 
 

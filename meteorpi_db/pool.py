@@ -20,6 +20,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from . import green
 from .errors import StorageUnavailable
 
 log = logging.getLogger("meteorpi.db")
@@ -49,10 +50,13 @@ class ConnectionPool:
 
     def _connect(self):
         try:
-            conn = psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                    application_name="meteorpi")
+            with green.deadline(CONNECT_TIMEOUT_SECONDS):
+                conn = psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                        application_name="meteorpi")
         except psycopg2.OperationalError as e:
             raise StorageUnavailable(f"database unreachable: {str(e).strip().splitlines()[0]}", e) from e
+        except green.Expired as e:
+            raise StorageUnavailable(f"database unreachable: no answer within {CONNECT_TIMEOUT_SECONDS}s", e) from e
         return conn
 
     @contextmanager

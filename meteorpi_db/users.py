@@ -6,6 +6,7 @@ import functools
 from meteorpi_model import User, ValidationError
 from meteorpi_model.admin import ROLES, USER_ID
 
+from . import green
 from .errors import NotFound
 from .pool import retry_stale
 
@@ -22,8 +23,9 @@ DELETE_USER = "DELETE FROM app_user WHERE user_id = %(user_id)s"
 
 
 def check_password_hash(stored: str, password: str) -> bool:
+    """In a real thread under gevent: the hash's ~0.1 s of CPU must not stop other requests."""
     from werkzeug.security import check_password_hash as check  # loaded when a password is checked
-    return check(stored, password)
+    return green.call(check, stored, password)
 
 
 def generate_password_hash(password: str) -> str:

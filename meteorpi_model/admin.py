@@ -1,6 +1,8 @@
 """Who may do what (users and roles) and where a node exports to (export configurations)."""
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -44,6 +46,32 @@ class _SearchCodec(Nested):
     def schema(self, defs):
         return {"anyOf": [Nested(EventSearch).schema(defs), Nested(FileRecordSearch).schema(defs)]}
 
+
+
+# Where a plain-HTTP target keeps its Basic auth password on the site's own network: loopback,
+# RFC 1918, link-local and IPv6 unique local addresses.
+LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "fe80::/10", "fc00::/7"))
+
+
+def public_plain_http(url: str) -> bool:
+    """Whether ``url`` is plain HTTP to a host not known to be local, so the password of every
+    request would cross networks nobody vouches for in clear. Only ``localhost`` and IP literals
+    in LOCAL_NETWORKS count as local: any other host name may resolve anywhere, today or later."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost":
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return not any(address in network for network in LOCAL_NETWORKS)
 
 
 @dataclass(eq=True)

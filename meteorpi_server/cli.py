@@ -160,6 +160,6 @@ def schema() -> None:
 @pass_ctx
 @domain_errors
 def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
-    """Run the import service (gunicorn, gthread workers). Stop it with SIGTERM."""
+    """Run the import service (gunicorn, gevent workers; HTTPS with server.tls_cert). Stop it with SIGTERM."""
     from .serving import run  # gunicorn and Flask load only when serving
     run(ctx.config, host, port, workers)

@@ -17,6 +17,7 @@ from meteorpi_db.database import redact_url
 from meteorpi_db.export_lock import exporter_lock
 from meteorpi_db.exporter import ExportTotals, MeteorExporter
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
+from meteorpi_model.admin import public_plain_http
 
 from .cli import Context, _read_password, domain_errors, pass_ctx
 from .progress import ProgressDisplay, parse_size, summary_line
@@ -55,12 +56,20 @@ def export() -> None:
 @click.option("--exclude-imported", is_flag=True, help="Do not relay what this node imported from elsewhere.")
 @click.option("--description", help="A note shown by `export list`.")
 @click.option("--replace", is_flag=True, help="Replace the configuration NAME if it exists (keeps its progress).")
+@click.option("--insecure-http", is_flag=True,
+              help="Accept a plain http:// target beyond loopback and private addresses (the password "
+                   "then crosses the network in clear; every export run warns).")
 @pass_ctx
 @domain_errors
 def export_add(ctx: Context, name: str, target: str, user_id: str, password_stdin: bool, export_type: str,
                cameras: tuple[str, ...], after, before, event_type: str | None, semantic_type: str | None,
-               exclude_imported: bool, description: str | None, replace: bool) -> None:
+               exclude_imported: bool, description: str | None, replace: bool, insecure_http: bool) -> None:
     """Export to TARGET as USER everything matching the search options, from now on."""
+    if public_plain_http(target) and not insecure_http:
+        raise click.ClickException(
+            f"{redact_url(target)} is plain HTTP to a host that is not loopback or a private address "
+            f"(a host name other than localhost counts as public), so the password would travel in clear: "
+            f"use https://, or give --insecure-http to accept that")
     if event_type and export_type != "event":
         raise click.UsageError("--event-type applies to --type event only")
     if semantic_type and export_type != "file":

@@ -1,8 +1,10 @@
 """``meteorpi serve``: the import service under gunicorn, started programmatically.
 
 Why gunicorn: pre-forked worker processes use every core for the MD5 and fsync work of uploads,
-``gthread`` workers give each worker ``server.threads`` threads so one slow camera link does not
-hold up the others, and SIGTERM is a graceful stop (requests in flight finish, exit status 0).
+and SIGTERM is a graceful stop (requests in flight finish, exit status 0). Each worker is
+``worker.MeteorWorker``: gevent, so a slow client or an open stream costs a greenlet rather than
+a thread, with whole-request deadlines for request heads and bodies (see worker.py).
+With ``server.tls_cert`` and ``server.tls_key`` it serves HTTPS itself.
 The app is loaded in each worker after the fork (no preload), so every worker opens its own
 database pool. With the embedded database the master attaches to it first and hands the
 workers its URL: the server then outlives worker restarts and stops when the master exits.
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import os
 import signal
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from meteorpi_db import Config, embedded_url
+from meteorpi_db import Config, ConfigError, embedded_url
 
 from .allocator import return_large_blocks
 from .app import create_app
@@ -63,11 +67,18 @@ def _end_streams_on_stop(worker) -> None:
 def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict[str, Any]:
     """gunicorn settings from the configuration (and the command line's overrides)."""
     server = config.server
+    for name in ("threads", "worker_connections", "header_timeout_seconds", "body_timeout_seconds",
+                 "body_min_rate"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be more than 0, got {getattr(server, name)!r}")
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
-        "threads": server.threads,
+        "worker_class": "meteorpi_server.worker.MeteorWorker",
+        "worker_connections": server.worker_connections,
+        # gunicorn bounds each request head by its keep-alive time; MeteorWorker uses the exact
+        # server.header_timeout_seconds, and a keep-alive of 0 would turn that bound off.
+        "keepalive": max(1, math.ceil(server.header_timeout_seconds)),
         "timeout": server.timeout_seconds,
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         "preload_app": False,
@@ -81,7 +92,23 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict
         # Newer gunicorn opens a control socket at one fixed per-user path: two servers collide.
         "control_socket_disable": True,
         "post_worker_init": _end_streams_on_stop,
+        **tls_options(config),
     }
+
+
+def tls_options(config: Config) -> dict[str, Any]:
+    """gunicorn's TLS settings from ``server.tls_cert``/``server.tls_key`` ({} for plain HTTP)."""
+    cert, key = config.server.tls_cert, config.server.tls_key
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise ConfigError("server.tls_cert and server.tls_key go together: set both to serve HTTPS, or neither")
+    for name, path in (("server.tls_cert", cert), ("server.tls_key", key)):
+        if not os.access(os.path.expanduser(path), os.R_OK):
+            raise ConfigError(f"{name}: cannot read {path}")
+    from .worker import deferred_handshake_context
+    return {"certfile": os.path.expanduser(cert), "keyfile": os.path.expanduser(key),
+            "ssl_context": deferred_handshake_context}
 
 
 def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
@@ -93,7 +120,8 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
     options = gunicorn_options(config, host or config.server.host,
                                config.server.port if port is None else port,
                                workers or config.server.workers)
-    log.info("serving meteorpi on %s with %d worker(s)", options["bind"], options["workers"])
+    log.info("serving meteorpi on %s%s with %d worker(s)", "https://" if "certfile" in options else "http://",
+             options["bind"], options["workers"])
     try:
         MeteorGunicorn(config, options).run()
     except SystemExit as e:  # gunicorn ends its master with sys.exit; 0 is a clean stop

@@ -20,7 +20,7 @@ def _cli(node, *args, input=None):
 
 def test_add_list_enable_disable_delete(node):
     """The whole life of a configuration, and the password never printed."""
-    result = _cli(node, "export", "add", "central", "--target", "http://archive.example.org/import",
+    result = _cli(node, "export", "add", "central", "--target", "https://archive.example.org/import",
                   "--user", "importer", "--type", "event", "--camera", "cam-a", "--camera", "cam-b",
                   "--after", "2015-06-30T00:00:00", "--event-type", "meteorpi:meteor", "--password-stdin",
                   input=SECRET + "\n")
@@ -28,7 +28,7 @@ def test_add_list_enable_disable_delete(node):
     config = node.get_export_configuration("central")
     assert (config.password, config.search.camera_ids, str(config.search.event_type)) == \
         (SECRET, ["cam-a", "cam-b"], "meteorpi:meteor")
-    result = _cli(node, "export", "add", "frames", "--target", "http://archive.example.org/import",
+    result = _cli(node, "export", "add", "frames", "--target", "https://archive.example.org/import",
                   "--user", "importer", "--type", "file", input=f"{SECRET}\n{SECRET}\n")  # prompted twice
     assert result.exit_code == 0, result.output
     listing = _cli(node, "export", "list")
@@ -48,9 +48,9 @@ def test_add_list_enable_disable_delete(node):
     (["export", "delete", "nope"], "no export configuration 'nope'"),
     (["export", "add", "x", "--target", "ftp://x/import", "--user", "u", "--type", "event", "--password-stdin"],
      "target_url"),
-    (["export", "add", "x", "--target", "http://x/import", "--user", "u", "--type", "file",
+    (["export", "add", "x", "--target", "https://x/import", "--user", "u", "--type", "file",
       "--event-type", "meteor", "--password-stdin"], "--event-type applies to --type event only"),
-    (["export", "add", "x", "--target", "http://x/import", "--user", "u", "--type", "event",
+    (["export", "add", "x", "--target", "https://x/import", "--user", "u", "--type", "event",
       "--after", "yesterday", "--password-stdin"], "not an ISO 8601 time"),
 ])
 def test_bad_input_is_one_line_error(node, args, message):
@@ -61,8 +61,8 @@ def test_bad_input_is_one_line_error(node, args, message):
 
 
 def test_adding_a_taken_name_is_refused_unless_replaced(node):
-    add_export(node, "http://x/import", "event", name="central")
-    args = ["export", "add", "central", "--target", "http://y/import", "--user", "u", "--type", "event",
+    add_export(node, "https://x/import", "event", name="central")
+    args = ["export", "add", "central", "--target", "https://y/import", "--user", "u", "--type", "event",
             "--password-stdin"]
     refused = _cli(node, *args, input="new-pw\n")
     assert refused.exit_code == 1 and "Error: an export configuration named 'central' already exists" in refused.output

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -34,7 +35,7 @@ MiB = 1024 * 1024
 class Served:
     """A ``meteorpi serve`` subprocess; its output is drained by a thread into ``lines``."""
 
-    def __init__(self, db, workers: int, **settings: str):
+    def __init__(self, db, workers: int, verify: bool | str = True, **settings: str):
         env = {**os.environ, "METEORPI_DATABASE_URL": db.url, "METEORPI_DATA_DIR": str(db.config.data_path),
                "METEORPI_LOGGING_LEVEL": "INFO", **settings}
         env.pop("METEORPI_CONFIG", None)
@@ -42,6 +43,7 @@ class Served:
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
+        self.verify = verify  # requests' verify= for an https server (its CA's certificate)
         threading.Thread(target=self._drain, daemon=True).start()
         self.url = self._wait_listening()
         self._wait_workers(workers)
@@ -54,7 +56,7 @@ class Served:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             for line in list(self.lines):
-                m = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", line)
+                m = re.search(r"Listening at: (https?://127\.0\.0\.1:\d+)", line)
                 if m:
                     return m.group(1)
             assert self.proc.poll() is None, "".join(self.lines)
@@ -63,7 +65,7 @@ class Served:
 
     def _wait_workers(self, count: int) -> None:
         deadline = time.monotonic() + START_SECONDS
-        while len(self.workers()) < count or requests.get(self.url + "/", timeout=TIMEOUT).status_code != 200:
+        while len(self.workers()) < count or requests.get(self.url + "/", timeout=TIMEOUT, verify=self.verify).status_code != 200:
             assert time.monotonic() < deadline, "".join(self.lines)
             time.sleep(0.05)
 
@@ -217,3 +219,118 @@ def test_wsgi_entry_serves_from_the_configured_database(serve_db, records):
     assert done.returncode == 0, done.stderr
     code, body = json.loads(done.stdout.strip().splitlines()[-1])
     assert code == 200 and records.camera_id in body["cameras"]
+
+
+class SlowClient(threading.Thread):
+    """A client holding a connection open: it sends ``preamble`` at once, then ``trickle`` one
+    byte a second (nothing more if it is empty), until the server answers or closes; records how
+    long that took and what the server said."""
+
+    def __init__(self, url: str, preamble: bytes = b"", trickle: bytes = b""):
+        super().__init__(daemon=True)
+        host, port = url.rsplit("/", 1)[1].split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.preamble, self.trickle = preamble, trickle
+        self.ended_after: float | None = None
+        self.answer = b""
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.sock.sendall(self.preamble)
+            for i in range(120):
+                readable, _, _ = select.select([self.sock], [], [], 1.0)
+                if readable:
+                    self.answer = b"".join(iter(lambda: self.sock.recv(65536), b""))  # to its end
+                    break
+                if self.trickle:
+                    self.sock.send(self.trickle[i % len(self.trickle):][:1])
+        except OSError:
+            pass
+        self.ended_after = time.monotonic() - started
+        self.sock.close()
+
+
+def slow_clients(url: str, count: int) -> list[SlowClient]:
+    """``count`` slow connections, a third of each kind: idle after connecting, request head
+    one byte a second, complete head then the body one byte a second."""
+    head = b"POST /import HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+    credentials = base64.b64encode(":".join(IMPORTER).encode())
+    kinds = [{}, {"trickle": head * 10},
+             {"preamble": head + b"Authorization: Basic " + credentials + b"\r\n\r\n", "trickle": b"{" * 1000}]
+    clients = [SlowClient(url, **kinds[i % 3]) for i in range(count)]
+    for client in clients:
+        client.start()
+    return clients
+
+
+def steady_import(url: str, body: bytes, bytes_per_second: int) -> bytes:
+    """POST ``body`` to /import in 100-byte pieces at ``bytes_per_second``; the raw answer."""
+    host, port = url.rsplit("/", 1)[1].split(":")
+    credentials = base64.b64encode(":".join(IMPORTER).encode())
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /import HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Basic " + credentials + b"\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        for i in range(0, len(body), 100):
+            sock.sendall(body[i:i + 100])
+            time.sleep(100 / bytes_per_second)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def test_slow_clients_neither_stop_imports_nor_stay_past_their_deadlines(serve_db, records):
+    """Four times the server's worker x thread capacity in connections that send nothing, send
+    their request head one byte a second, or their body one byte a second, do not stop normal
+    imports (each answered within 10 s); each slow connection is ended by its whole-request
+    deadline (head or body), not by the far longer per-read timeout, while a body arriving
+    slowly but above the minimum rate takes longer than the body timeout and is served."""
+    served = Served(serve_db, workers=1, METEORPI_SERVER_THREADS="2", METEORPI_SERVER_TIMEOUT_SECONDS="60",
+                    METEORPI_SERVER_HEADER_TIMEOUT_SECONDS="3", METEORPI_SERVER_BODY_TIMEOUT_SECONDS="3")
+    try:
+        clients = slow_clients(served.url, 4 * 1 * 2)
+        # A slow link above the minimum rate (500 B/s) is never cut off: 4.5 s for its body.
+        padded = json.dumps(records.status()).encode().ljust(6000)
+        steady = concurrent.futures.ThreadPoolExecutor(1).submit(steady_import, served.url, padded, 1500)
+        time.sleep(0.5)  # every slow connection is open and waiting on the server
+        http = requests.Session()
+        for _ in range(5):
+            r = http.post(served.url + "/import", json=records.status(), auth=IMPORTER, timeout=10)
+            assert r.status_code == 200 and r.json()["state"] == "continue", r.text  # status stored
+        assert steady.result(30).startswith(b"HTTP/1.1 200 "), steady.result()
+        for client in clients:
+            client.join(30)
+        ended = sorted(round(c.ended_after, 1) for c in clients)
+        assert all(2 <= t < 15 for t in ended), ended
+        body_answers = [c.answer for c in clients if c.preamble]
+        assert all(a.startswith(b"HTTP/1.1 400 ") and b"deadline" in a and b"Connection: close" in a
+                   for a in body_answers), body_answers
+    finally:
+        code = served.stop()
+    assert code == 0, "".join(served.lines)
+    assert "Traceback" not in "".join(served.lines)
+
+
+SILENT_DATABASE = """
+import socket, sys, time
+silent = socket.socket(); silent.bind(("127.0.0.1", 0)); silent.listen(5)
+from gevent import monkey; monkey.patch_all()
+from psycogreen.gevent import patch_psycopg; patch_psycopg()
+from meteorpi_db import StorageUnavailable, pool
+pool.CONNECT_TIMEOUT_SECONDS = 1
+started = time.monotonic()
+try:
+    with pool.ConnectionPool(f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db?sslmode=disable").transaction():
+        pass
+except StorageUnavailable as e:
+    print(f"{time.monotonic() - started:.1f} {e}")
+"""
+
+
+def test_a_silent_database_is_unavailable_after_the_connect_timeout_under_gevent():
+    """As in a gevent worker (psycopg2 made cooperative, where libpq's connect_timeout does not
+    apply), a database that accepts the connection and never answers is reported unavailable
+    after the connect timeout instead of holding the request for ever."""
+    done = subprocess.run([sys.executable, "-c", SILENT_DATABASE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seconds, message = done.stdout.strip().split(" ", 1)
+    assert 0.8 <= float(seconds) < 5 and "database unreachable: no answer within 1s" in message, done.stdout

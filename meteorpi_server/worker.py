@@ -1,0 +1,163 @@
+"""The gunicorn worker of ``meteorpi serve``: gevent, psycopg2 made cooperative, and deadlines.
+
+Why gevent (README, "Choices"): a connection costs a greenlet, not a thread, so neither slow
+camera links nor the live feed's hundreds of open streams can take every worker's threads
+while imports wait. psycogreen makes psycopg2 wait on the event loop instead of in libpq;
+fsyncs and password hashes run in real threads (``meteorpi_db.green``).
+
+A greenlet is cheap, but a client that never finishes would still hold its connection, so each
+request gets whole-request deadlines (the model of Apache's mod_reqtimeout), not only a bound
+on each read:
+
+* head: the TLS handshake, and the request line and headers, must arrive within
+  ``server.header_timeout_seconds`` of the connection opening or of the previous answer
+  (so the same bound is how long an idle keep-alive connection stays open); else the
+  connection is closed without an answer.
+* body: ``server.body_timeout_seconds``, plus one second for every ``server.body_min_rate``
+  bytes received; a read past it fails, the request is answered 400 and the connection closed.
+  A camera uploading 1 GiB at any rate above the minimum is never cut off.
+"""
+from __future__ import annotations
+
+import ssl
+import time
+
+import gevent
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
+
+
+PIECE = 1024  # the smallest read under the body deadline
+# A body arriving faster than it is hashed never makes its greenlet wait on the socket: it
+# yields to the worker's other requests after this many bytes (one chunk of hashing and writing).
+YIELD_BYTES = 256 * 1024
+
+
+class BodyDeadlineExpired(TimeoutError):
+    """The body did not arrive in time (an OSError: read_stream answers it as the client's 400)."""
+
+
+class DeadlineBody:
+    """A request's body (gunicorn's ``wsgi.input``) whose reads end at a deadline that moves
+    one second later per ``min_rate`` bytes received. Once it has passed, the request is marked
+    to close its connection (the answer says ``Connection: close``): the rest of the body is
+    not worth waiting for.
+
+    gunicorn's reads wait for every byte asked, and bytes count only once a read returns, so a
+    slow body is read in pieces small enough to arrive in time at the minimum rate.
+    """
+
+    def __init__(self, req, seconds: float, min_rate: int):
+        self.req, self.body, self.seconds, self.min_rate = req, req.body, seconds, min_rate
+        self.started, self.received, self.unyielded = time.monotonic(), 0, 0
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._pieces(self.body.read, size, stop_at_newline=False)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._pieces(self.body.readline, size, stop_at_newline=True)
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    def _pieces(self, read, size: int | None, stop_at_newline: bool) -> bytes:
+        parts, wanted = [], (size if size is not None and size >= 0 else float("inf"))
+        while wanted > 0:
+            # At most what a client at the minimum rate sends before the deadline, so no client
+            # is cut off for bytes that arrived but are not counted yet; a fast client soon
+            # earns reads of the whole size asked.
+            affordable = (self._deadline() - time.monotonic()) * self.min_rate
+            data = self._timed(read, int(min(wanted, max(PIECE, affordable))))
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+            if stop_at_newline and data.endswith(b"\n"):
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _deadline(self) -> float:
+        return self.started + self.seconds + self.received / self.min_rate
+
+    def _timed(self, read, size: int) -> bytes:
+        left = self._deadline() - time.monotonic()
+        try:
+            if left <= 0:
+                raise BodyDeadlineExpired()
+            with gevent.Timeout(left, BodyDeadlineExpired):
+                data = read(size)
+        except BodyDeadlineExpired:
+            self.req.must_close = True
+            raise BodyDeadlineExpired(
+                f"the body did not arrive within its deadline ({self.seconds:g}s plus 1s per "
+                f"{self.min_rate} bytes; {self.received} bytes received)") from None
+        self.received += len(data)
+        self.unyielded += len(data)
+        if self.unyielded >= YIELD_BYTES:
+            self.unyielded = 0
+            gevent.sleep(0)
+        return data
+
+
+class DeferredHandshake:
+    """A server SSL context whose sockets shake hands when the worker asks (under the head
+    deadline), not in gevent's accept path, where a silent client would hold a greenlet for
+    ever. Given to gunicorn through its ``ssl_context`` hook."""
+
+    def __init__(self, context: ssl.SSLContext):
+        self.context = context
+
+    def wrap_socket(self, sock, **kwargs):
+        kwargs["do_handshake_on_connect"] = False
+        return self.context.wrap_socket(sock, **kwargs)
+
+
+def deferred_handshake_context(config, default_ssl_context_factory) -> DeferredHandshake:
+    """gunicorn's ``ssl_context`` hook: the default context, handshakes deferred."""
+    return DeferredHandshake(default_ssl_context_factory())
+
+
+class MeteorWorker(GeventWorker):
+    """gunicorn's gevent worker with psycogreen, real threads for blocking calls, and deadlines
+    from ``server.*`` of the meteorpi configuration (``self.app`` is serving.MeteorGunicorn)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        server = self.app.meteor_config.server
+        self.header_seconds = server.header_timeout_seconds
+        self.body_seconds, self.body_min_rate = server.body_timeout_seconds, server.body_min_rate
+        self.native_threads = server.threads
+
+    def patch(self) -> None:
+        super().patch()  # gevent's monkey.patch_all, in the child, before the app is loaded
+        from psycogreen.gevent import patch_psycopg
+        patch_psycopg()
+        gevent.get_hub().threadpool.maxsize = self.native_threads
+
+    def timeout_ctx(self):
+        """The head deadline: gunicorn parses each request line and headers inside this."""
+        return gevent.Timeout(self.header_seconds, False)
+
+    def handle(self, listener, client, addr) -> None:
+        if isinstance(client, ssl.SSLSocket) and not self._handshake(client):
+            util.close(client)
+            return
+        super().handle(listener, client, addr)
+
+    def _handshake(self, client: ssl.SSLSocket) -> bool:
+        try:
+            with gevent.Timeout(self.header_seconds, False):
+                client.do_handshake()
+                return True
+        except (ssl.SSLError, OSError) as e:
+            self.log.debug("TLS handshake failed: %s", e)
+            return False
+        self.log.debug("TLS handshake not done within %gs", self.header_seconds)
+        return False
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        req.body = DeadlineBody(req, self.body_seconds, self.body_min_rate)
+        super().handle_request(listener_name, req, sock, addr)
