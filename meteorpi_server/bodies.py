@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable
 
 from flask import request
 
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, BodyCutShort, PayloadTooLarge
 
 READ_SIZE = 256 * 1024
 MiB = 1024 * 1024
@@ -56,7 +56,7 @@ def read_stream(stream: BinaryIO, size: int) -> bytes:
     try:
         return stream.read(size)
     except OSError as e:  # includes socket.timeout after server.timeout_seconds
-        raise BadRequest(f"body: the connection stalled or broke while the body was read ({e})") from None
+        raise BodyCutShort(f"body: the connection stalled or broke while the body was read ({e})") from None
 
 
 class DeclaredBody:

@@ -52,6 +52,12 @@ class BadRequest(ApiError):
     status = 400
 
 
+class BodyCutShort(BadRequest):
+    """The connection broke, stalled or ended before the body it declared had arrived. A flaky
+    link or a killed exporter does this as often as a faulty client, so it is never counted
+    against the file being uploaded (a body that arrives whole but malformed is)."""
+
+
 class CallbackRefused(BadRequest):
     """A JSONP ``callback`` that could smuggle script into the padded answer."""
 

@@ -19,7 +19,7 @@ from meteorpi_model.fields import MD5, UUIDCodec
 from .batch_routes import add_batch_routes
 from .entity_cache import EntityCache
 from .bodies import parse_json_object, read_body, read_stream
-from .errors import BadRequest, PayloadTooLarge, json_errors
+from .errors import BadRequest, BodyCutShort, PayloadTooLarge, json_errors
 from .file_data import FileData
 from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver, answer, dispatch
 
@@ -124,9 +124,13 @@ def file_part_chunks(stream: BinaryIO, boundary: bytes, max_bytes: int) -> Itera
     """
     decoder = MultipartDecoder(boundary, max_form_memory_size=MAX_MULTIPART_BUFFER)
     part: str | None = None
-    seen_file, size, parts = False, 0, 0
+    seen_file, size, parts, received = False, 0, 0, 0
     while True:
         data = read_stream(stream, READ_SIZE)
+        received += len(data)
+        declared = request.content_length
+        if not data and declared is not None and received < declared:  # the connection ended, not the body
+            raise BodyCutShort(f"body: the connection ended {declared - received} bytes before the body it declared")
         for event in _decode(decoder, data):
             if isinstance(event, Epilogue):
                 if not seen_file:

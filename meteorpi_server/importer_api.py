@@ -31,7 +31,7 @@ from meteorpi_model.fields import Choice, UUIDCodec
 from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .entity_cache import EntityCache
-from .errors import ApiError, PayloadTooLarge, error_response
+from .errors import ApiError, BodyCutShort, PayloadTooLarge, error_response
 from .file_data import FileData
 from .jsonp import jsonify
 
@@ -260,6 +260,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                                                 max_bytes=self.db.config.server.max_upload_bytes)
         except Md5Mismatch as e:
             problem = str(e)
+        except BodyCutShort:  # the link's doing as often as the client's: not held against the file
+            raise
         except UPLOAD_REFUSALS:
             self.db.record_upload_failure(file_id, md5_hex, user_id)
             raise
@@ -314,9 +316,12 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         counted = _CountedStream(stream)
         try:
             results = self.db.file_store.store_many(manifest, counted, refused)
-        except (TruncatedUpload, OSError):  # the client's body ended or stalled
+        except (TruncatedUpload, OSError):  # the body ended or stalled before a file was whole
+            # Counted only when the whole declared body arrived (the manifest promised bytes the
+            # body never held): a connection cut by the link or a killed exporter is no fault of
+            # the file, and a night on a poor line must not get its files refused.
             cut = _file_at(manifest, counted.position)
-            if cut is not None:
+            if cut is not None and getattr(stream, "left", None) == 0:
                 self.db.record_upload_failure(cut[0], cut[1], user_id)
             raise
         md5_of = {fid: md5 for fid, md5, _ in manifest}

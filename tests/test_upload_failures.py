@@ -9,11 +9,13 @@ uploads never get another node's file refused. Over real HTTP, protocol versions
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import requests
 
-from .server_fixtures import IMPORTER, MAX_FAILED_UPLOADS, MAX_UPLOAD_BYTES, OTHER_IMPORTER, TIMEOUT, manifest_of
+from .server_fixtures import Api, IMPORTER, MAX_FAILED_UPLOADS, MAX_UPLOAD_BYTES, OTHER_IMPORTER, TIMEOUT, manifest_of
+from .test_server_serving import Served, serve_db  # noqa: F401  (fixture)
 
 
 def md5(data: bytes) -> str:
@@ -112,3 +114,57 @@ def test_v2_every_kind_of_refused_upload_counts_per_account(server, api, records
     code, other = api.batch("check", check, auth=OTHER_IMPORTER)
     assert other["file_data"] == [file_id] and other["refused_file_data"] == []
     assert not server.db.has_file_data(file_id)
+
+
+
+def _dropped(url: str, path: str, declared: int, sent: bytes, headers: dict, auth=IMPORTER) -> bytes:
+    """Send ``sent`` of a body declared ``declared`` bytes long, then end the connection's
+    sending side, as a killed exporter or a reset link does; the server's answer, if any."""
+    import base64
+    import socket
+    host, port = url.rsplit("/", 1)[1].split(":")
+    credentials = base64.b64encode(":".join(auth).encode()).decode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {credentials}\r\n"
+                     f"Content-Length: {declared}\r\n{head}\r\n".encode() + sent)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_uploads_cut_by_the_connection_never_get_a_file_refused(serve_db, records, version):
+    """``meteorpi serve`` as deployed: a link that drops every upload part-way (or an exporter
+    killed mid-upload) is the link's fault, not the file's. After more cuts than
+    max_failed_uploads the server still asks for the bytes, and a whole upload completes."""
+    served = Served(serve_db, workers=1, METEORPI_SERVER_MAX_FAILED_UPLOADS=str(MAX_FAILED_UPLOADS))
+    try:
+        api = Api(served.url)
+        status = records.status()
+        body, data = records.file(status, size=20000)
+        file_id = body["file"]["file_id"]
+        api.post(status)
+        check = {"files": [file_id], "file_data": [{"file_id": file_id, "md5": md5(data)}]}
+        for _ in range(MAX_FAILED_UPLOADS + 2):
+            if version == 1:
+                part = b"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n" + data
+                answer = _dropped(served.url, f"/import/data/{file_id}/{md5(data)}", len(part) + 100, part[:5000],
+                                  {"Content-Type": "multipart/form-data; boundary=b0"})
+            else:
+                [item], payload = manifest_of({file_id: data})
+                whole = json.dumps({"files": [item]}).encode() + b"\n" + payload
+                answer = _dropped(served.url, "/import/v2/data", len(whole), whole[:len(whole) // 2],
+                                  {"Content-Type": "application/vnd.meteorpi.files"})
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        if version == 1:
+            assert api.post(body)[1] == {"state": "need_file_data", "file_id": file_id}
+            assert api.upload(file_id, md5(data), data)[1] == {"state": "continue"}
+            assert api.post(body)[1] == {"state": "complete"}
+        else:
+            answer = api.batch("check", check)[1]
+            assert answer["file_data"] == [file_id] and answer["refused_file_data"] == []
+    finally:
+        served.stop()
