@@ -412,7 +412,7 @@ def _upload_contradiction(file_id: uuid.UUID, md5: str, held_md5: str | None,
 
 def _refused_too_often(file_id: uuid.UUID, md5: str, count: int) -> str:
     return (f"file {file_id.hex}: {count} uploads of its bytes (MD5 {md5.lower()}) were refused (not matching "
-            "the MD5, over the size limit, or cut short); check its bytes on the camera node")
+            "the MD5, over the size limit, or a malformed body); check its bytes on the camera node")
 
 
 class _CountedStream:
