@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .cluster import WORK_ROOT, Cluster
 from .figures import ALL_NAMES, DEFAULT, QUICK, Context, groups, log
+from .figures.replication import REPLICATION_PAIRS
 from .harness import (MIN_PAIRS, Figure, NotAvailable, history_row, load_average, machine_info, read_history,
                       write_results)
 from .rsync import ensure_rsync
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"data kept in {cluster.root}")
     elapsed = time.monotonic() - started
     mode = "--quick" if args.quick else "default sizes"
-    info["pairs"] = str(args.pairs)
+    info["pairs"] = f"{args.pairs} (replication on loopback: {args.pairs if args.quick else max(args.pairs, REPLICATION_PAIRS)})"
     info["wall time"] = f"{elapsed:.0f} s"
     full = not args.quick and args.only is None
     path = args.results or (RESULTS if full else WORK_ROOT / f"results-{'quick' if args.quick else 'partial'}.md")
