@@ -3,12 +3,15 @@
 Prints one ``name: value`` line per figure on stdout (progress goes to stderr), then writes the
 results table: ``bench/results.md`` for a full default run (the figures we are judged by),
 ``bench/work/results-quick.md`` or ``bench/work/results-partial.md`` otherwise, so a smoke run
-never overwrites the reported figures. Exit status 0 unless the harness itself broke: figures
+never overwrites the reported figures. A full run also adds a row to the table of full runs that
+``bench/results.md`` keeps (the replication figures' medians and pair ranges, and the machine's
+load), so the file shows how they vary from run to run. Exit status 0 unless the harness itself broke: figures
 missing their goals are reported, not failed (CI runs ``--quick`` without judging figures).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -16,7 +19,9 @@ from pathlib import Path
 
 from .cluster import WORK_ROOT, Cluster
 from .figures import ALL_NAMES, DEFAULT, QUICK, Context, groups, log
-from .harness import MIN_PAIRS, Figure, NotAvailable, machine_info, write_results
+from .figures.replication import REPLICATION_PAIRS
+from .harness import (MIN_PAIRS, Figure, NotAvailable, history_row, load_average, machine_info, read_history,
+                      write_results)
 from .rsync import ensure_rsync
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -41,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_group(ctx: Context, group, wanted: set[str]) -> list[Figure]:
     """One group's figures; n/a for each of them when it cannot run or breaks."""
-    t0 = time.monotonic()
+    t0, load_before = time.monotonic(), load_average()
     try:
         figures = group.run(ctx)
     except NotAvailable as e:
@@ -52,7 +57,10 @@ def run_group(ctx: Context, group, wanted: set[str]) -> list[Figure]:
         return [Figure(n, None, reason=f"failed: {type(e).__name__}: {str(e)[:200]}")
                 for n in group.names if n in wanted]
     finally:
-        log(f"{group.names[0]} group took {time.monotonic() - t0:.0f}s")
+        load = f"{load_before:.1f} → {load_average():.1f} on {os.cpu_count()} cores"
+        ctx.loads[group.names[0]] = load
+        ctx.notes.append(f"{group.names[0]} group: {time.monotonic() - t0:.0f} s, load average {load}")
+        log(f"{group.names[0]} group took {time.monotonic() - t0:.0f}s (load average {load})")
     # The emulator's calibration goes with any figure of its group: it vouches for the link.
     return [f for f in figures if f.name in wanted or f.name.startswith("link_calibration")]
 
@@ -83,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"data kept in {cluster.root}")
     elapsed = time.monotonic() - started
     mode = "--quick" if args.quick else "default sizes"
-    info["pairs"] = str(args.pairs)
+    info["pairs"] = f"{args.pairs} (replication on loopback: {args.pairs if args.quick else max(args.pairs, REPLICATION_PAIRS)})"
     info["wall time"] = f"{elapsed:.0f} s"
-    path = args.results or (RESULTS if not args.quick and args.only is None
-                            else WORK_ROOT / f"results-{'quick' if args.quick else 'partial'}.md")
-    write_results(path, figures, info, mode, ctx.notes)
+    full = not args.quick and args.only is None
+    path = args.results or (RESULTS if full else WORK_ROOT / f"results-{'quick' if args.quick else 'partial'}.md")
+    history = None
+    if full:  # every full run is kept in the table of runs, good or bad
+        history = read_history(path) + [history_row(figures, ctx.loads.get("replication_vs_rsync_fsync", ""))]
+    write_results(path, figures, info, mode, ctx.notes, history)
     log(f"{mode} run took {elapsed:.0f}s; results in {path}")
     return 0
 

@@ -49,6 +49,19 @@ class Figure:
     def met(self) -> bool | None:
         return goal_met(self.value, self.goal)
 
+    @property
+    def pair_range(self) -> tuple[float, float] | None:
+        """Lowest and highest pairwise ratio, for a figure that is a median of them."""
+        if not self.ours or len(self.ours) != len(self.baseline):
+            return None
+        ratios = pairwise_ratios(self.ours, self.baseline)
+        return min(ratios), max(ratios)
+
+    def range_text(self) -> str:
+        """``low–high`` of the pairwise ratios, or ``—``."""
+        spread = self.pair_range
+        return f"{format_value(spread[0])}–{format_value(spread[1])}" if spread else "—"
+
 
 def format_value(value: float) -> str:
     """Integers as integers, large values without decimals, the rest to three significant digits
@@ -142,19 +155,27 @@ def _first_line(argv: list[str]) -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
+# Figures judged on every full run (issue 12): each full run adds a row to a table that
+# results.md keeps, so the file shows their range over runs, not one good run.
+TRACKED = ("replication_vs_rsync_fsync", "replication_vs_rsync")
+HISTORY_HEADING = "## Replication over full runs"
+HISTORY_ROWS = 10
+
+
 def write_results(path: Path, figures: list[Figure], info: dict[str, str], mode: str,
-                  extra: list[str] | None = None) -> None:
-    """A markdown table of the figures, their goals and data, then the machine and versions."""
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                  extra: list[str] | None = None, history: list[str] | None = None) -> None:
+    """A markdown table of the figures, their goals and data, then ``history`` (rows of the
+    full-run table, see ``history_row``), the machine and versions."""
+    date = _now()
     lines = [
         "# meteorpi benchmark results",
         "",
         f"Written by `python -m bench` ({mode}) on {date}. Each ratio is the median of pairwise "
-        "ratios ours/baseline over alternating pairs; `ours`/`baseline` columns show the median "
-        "of each side's raw measurements.",
+        "ratios ours/baseline over alternating pairs, `pair range` the lowest and highest of "
+        "them; `ours`/`baseline` columns show the median of each side's raw measurements.",
         "",
-        "| figure | value | goal | met | ours (median) | baseline (median) | data |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| figure | value | pair range | goal | met | ours (median) | baseline (median) | data |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in figures:
         value = format_value(f.value) if f.value is not None else f"n/a ({f.reason})"
@@ -162,13 +183,61 @@ def write_results(path: Path, figures: list[Figure], info: dict[str, str], mode:
         ours = _median_text(f.ours, f.unit)
         base = _median_text(f.baseline, f.unit)
         data = _cell(f.data + (f"; {f.note}" if f.note else ""))
-        lines.append(f"| `{f.name}` | {value} | {f.goal} | {met} | {ours} | {base} | {data} |")
+        lines.append(f"| `{f.name}` | {value} | {f.range_text()} | {f.goal} | {met} | {ours} | {base} | {data} |")
+    if history:
+        lines += ["", HISTORY_HEADING, "",
+                  "Each full run (`python -m bench`, default sizes) adds a row; the newest is the table "
+                  f"above. Median (pair range) of each figure, and the 1-minute load average of the machine "
+                  f"(shared with other work) at the start and end of the figure's group. Last {HISTORY_ROWS} runs.",
+                  "", "| run (UTC) | pairs | " + " | ".join(f"`{n}`" for n in TRACKED) + " | load average |",
+                  "| --- | --- | " + " | ".join("---" for _ in TRACKED) + " | --- |"]
+        lines += history[-HISTORY_ROWS:]
     lines += ["", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if extra:
         lines += ["", "## Notes", ""] + [f"- {e}" for e in extra]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def history_row(figures: list[Figure], load: str) -> str:
+    """This run's row of the full-run table: each tracked figure's median (pair range)."""
+    by_name = {f.name: f for f in figures}
+    cells = []
+    for name in TRACKED:
+        f = by_name.get(name)
+        if f is None or f.value is None:
+            cells.append("n/a")
+        else:
+            cells.append(f"{format_value(f.value)} ({f.range_text()}){'' if f.met is not False else ' **missed**'}")
+    pairs = by_name[TRACKED[0]].ours if TRACKED[0] in by_name else []
+    return f"| {_now()} | {len(pairs) or '—'} | " + " | ".join(cells) + f" | {load or '—'} |"
+
+
+def read_history(path: Path) -> list[str]:
+    """The full-run table's rows in an existing results file (none if it has no such table)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    if HISTORY_HEADING not in lines:
+        return []
+    rows = []
+    for line in lines[lines.index(HISTORY_HEADING) + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("| ") and not line.startswith(("| run ", "| ---")):
+            rows.append(line)
+    return rows
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (other tenants' work included)."""
+    return os.getloadavg()[0]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cell(text: str) -> str:

@@ -32,6 +32,7 @@ from .harness import NotAvailable
 READY_TIMEOUT_SECONDS = 60
 EXPORT_TIMEOUT_SECONDS = 3600
 CLI_TIMEOUT_SECONDS = 120
+WORKERS_QUIET_SECONDS = 0.3  # a booted worker waits for requests: no CPU used for this long
 IMPORT_USER = "bench-importer"
 IMPORT_PASSWORD = "bench-password-not-secret"
 # serving.ACCESS_LOG_FORMAT: ... "POST /import/v2/data HTTP/1.1" 200 27 5321us "agent"
@@ -75,6 +76,33 @@ class ServerProcess(ServeProcess):
     def __enter__(self) -> "ServerProcess":
         self.start(READY_TIMEOUT_SECONDS)
         return self
+
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Start and wait until every worker has booted, not just the first to answer: a worker
+        still importing its app when a timed run starts would charge its boot to that run."""
+        super().start(timeout)
+        self._wait_workers_settled(timeout)
+
+    def restart(self) -> None:
+        """A fresh server on the same port (no cache, pool or login kept from earlier runs)."""
+        self.stop()
+        self.start(READY_TIMEOUT_SECONDS)
+
+    def _wait_workers_settled(self, timeout: float) -> None:
+        """Until all ``workers`` workers exist and none used CPU for WORKERS_QUIET_SECONDS."""
+        deadline, last, quiet_since = time.monotonic() + timeout, None, time.monotonic()
+        while time.monotonic() < deadline:
+            workers = self.processes()[1:]
+            try:
+                used = [sum(p.cpu_times()[:2]) for p in workers]
+            except psutil.Error:
+                used = None
+            if used is None or len(used) < self.workers or used != last:
+                last, quiet_since = used, time.monotonic()
+            elif time.monotonic() - quiet_since >= WORKERS_QUIET_SECONDS:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"meteorpi serve's {self.workers} workers did not settle within {timeout:g}s")
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -5,19 +5,22 @@ See meteorpi_server/batch_routes.py for the server half. One batch is:
 1. ``POST v2/check`` with every id the batch refers to: which statuses, entities and file bytes
    the target lacks (entities it holds are complete at once, as in version 1);
 2. ``POST v2/data``, once per ~32 MiB, two at a time: the missing files back to back after a
-   one-line manifest, read from the store in 1 MiB pieces and hashed as they leave;
+   one-line manifest, read from the store in 1 MiB pieces, not hashed here (see below);
 3. ``POST v2/import`` with the missing statuses and entities, one answer per entity: sent while
    the uploads go on, for the entities whose bytes are all in, so the batch does not end with
    the link idle while one big import is written.
 
-A file whose bytes on this node no longer match their MD5 is caught while it is sent (the
-server refuses it too, so corrupt bytes are never held) and fails its entity with a log line.
+A file whose bytes on this node no longer match their MD5 is caught by the server, which
+hashes every byte it receives and refuses a file that does not match its manifest MD5, so
+corrupt bytes are never held. The client does not hash on the way out: that was a second MD5
+of every byte on a node whose CPU the upload shares, for an outcome the server's answer gives
+anyway. Only a refused file is re-hashed here, to tell "this node's copy rotted" (restore it)
+from a refusal by the target; either way its entity fails with a log line.
 Transport trouble (unreachable, timeouts, 5xx, refused credentials) fails the batch: its tasks
 stay pending and are deferred like any failed task.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -52,8 +55,9 @@ class FilesBody:
     """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
 
     An iterable with a length: requests then sends Content-Length (not chunks) and hands each
-    1 MiB piece to the socket whole. Each file is hashed as it is read, so ``mismatched`` lists
-    the files whose bytes no longer match their record.
+    1 MiB piece to the socket whole. Exactly the manifest's size is sent for each file: a file
+    that shrank since it was recorded is padded with zeros so the stream stays framed, and the
+    server's MD5 check refuses it.
     """
 
     def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None):
@@ -61,7 +65,6 @@ class FilesBody:
         manifest = {"files": [{"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size} for r in records]}
         self.head = json.dumps(manifest).encode() + b"\n"
         self.length = len(self.head) + sum(r.file_size for r in records)
-        self.mismatched: list[FileRecord] = []
         self.on_bytes, self.rate_limit = on_bytes, rate_limit
 
     def __len__(self) -> int:
@@ -82,17 +85,14 @@ class FilesBody:
     def _pieces(self):
         yield self.head
         for record in self.records:
-            digest, left = hashlib.md5(), record.file_size
+            left = record.file_size
             with open(self.store.path(record.file_id, record.md5), "rb") as fh:
                 while left:
                     chunk = fh.read(min(READ_SIZE, left))
-                    if not chunk:  # shorter than recorded: pad so the stream stays framed; the
-                        chunk = b"\0" * min(READ_SIZE, left)  # server's MD5 check refuses it
-                    digest.update(chunk)
+                    if not chunk:
+                        chunk = b"\0" * min(READ_SIZE, left)
                     left -= len(chunk)
                     yield chunk
-            if digest.hexdigest() != record.md5:
-                self.mismatched.append(record)
 
 
 class BatchExchange(Conversation):
@@ -202,6 +202,15 @@ class BatchExchange(Conversation):
                 log.error("%s", problems[record.file_id])
         return problems
 
+    def _refusal(self, record: FileRecord | None, message: str) -> str:
+        """Why a file the target refused failed: this node's copy, if it no longer matches its
+        MD5 (re-hashed here, on this rare path only), else the target's own words."""
+        if record is not None and not self.exporter.db.file_store.verify(record.file_id, record.md5):
+            message = (f"file {record.file_id.hex}: the bytes on this node no longer match their MD5 "
+                       f"{record.md5}; the target refused them (restore the file or re-register it)")
+        log.error("%s", message)
+        return message
+
     def _send_files(self, group: list[FileRecord]) -> dict[uuid.UUID, str]:
         body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit)
         answer = self._post(f"{self.base}/v2/data", body, f"upload of {len(group)} files starting {group[0].file_id.hex}",
@@ -209,13 +218,11 @@ class BatchExchange(Conversation):
         with self._lock:
             self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
         problems = {}
-        for record in body.mismatched:
-            problems[record.file_id] = (f"file {record.file_id.hex}: the bytes on this node no longer match their "
-                                        f"MD5 {record.md5}; the target refused them (restore the file or re-register it)")
-            log.error("%s", problems[record.file_id])
+        by_id = {record.file_id: record for record in group}
         for item in answer.get("failed", []):
             if isinstance(item, dict) and isinstance(item.get("file_id"), str):
-                problems.setdefault(uuid.UUID(item["file_id"]), f"the target refused the bytes: {_message(item)}")
+                file_id = uuid.UUID(item["file_id"])
+                problems[file_id] = self._refusal(by_id.get(file_id), f"the target refused the bytes: {_message(item)}")
         stored = set(_ids(answer, "stored"))
         for record in group:
             if record.file_id.hex not in stored and record.file_id not in problems:

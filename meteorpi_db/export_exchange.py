@@ -16,7 +16,6 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import requests
-from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
 from meteorpi_model import Event, FileRecord
 
@@ -202,6 +201,7 @@ class TaskExchange(Conversation):
             raise _failed(f"file {file_id}: the bytes at {path} are missing or no longer match their "
                           f"MD5 {record.md5}; not sent (restore the file or re-register it)")
         label = f"data {file_id}"
+        from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor  # version 1 only: not at start
         with open(path, "rb") as fh:
             encoder = MultipartEncoder(fields={"file": (record.file_name or file_id, fh, record.mime_type)})
             monitor = MultipartEncoderMonitor(encoder, self.exporter.upload_callback(record.file_size))

@@ -27,10 +27,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import requests
-from requests_toolbelt import MultipartEncoderMonitor
 
 from meteorpi_model import now
 from meteorpi_model.admin import public_plain_http
@@ -41,6 +40,9 @@ from .errors import ConfigError, StorageUnavailable
 from .export_batch import BATCH_TASKS, BatchExchange, probe_protocol
 from .export_exchange import Conversation, ExportState, TaskEnded, TaskExchange
 from .exports import ExportTask
+
+if TYPE_CHECKING:  # version 1's uploads only: not imported by every `export run`
+    from requests_toolbelt import MultipartEncoderMonitor
 
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import (Figure, alternate, goal_met, median_ratio, pairwise_ratios,
-                           percentile)
+from bench.harness import (Figure, alternate, goal_met, history_row, median_ratio, pairwise_ratios,
+                           percentile, read_history, write_results)
 from bench.figures import ALL_NAMES
 from bench.link import Pacer, calibrate
 
@@ -109,3 +109,21 @@ def test_percentile_interpolates():
 ])
 def test_figure_lines_are_exactly_name_colon_value(figure, line):
     assert figure.line() == line
+
+
+def test_results_keep_every_full_run_of_the_tracked_figures(tmp_path):
+    """results.md shows the replication figures' range over full runs, not one good run: each
+    full run adds a row (median and pair range, a missed goal marked) to those already there."""
+    path = tmp_path / "results.md"
+    runs = [([1.1, 1.3, 1.0], [1.0, 1.0, 1.0]), ([1.5, 1.4, 1.6], [1.0, 1.0, 1.0])]
+    for ours, baseline in runs:
+        figures = [Figure("replication_vs_rsync_fsync", median_ratio(ours, baseline), "<= 1.2", unit="s",
+                          ours=ours, baseline=baseline),
+                   Figure("replication_vs_rsync", None, reason="rsync missing")]
+        history = read_history(path) + [history_row(figures, "3.0 → 4.5 on 2 cores")]
+        write_results(path, figures, {"cores": "2"}, "default sizes", history=history)
+    rows = read_history(path)
+    assert len(rows) == 2
+    assert "| 1.1 (1–1.3) | n/a | 3.0 → 4.5 on 2 cores |" in rows[0]
+    assert "1.5 (1.4–1.6) **missed**" in rows[1]
+    assert "| `replication_vs_rsync_fsync` | 1.5 | 1.4–1.6 | <= 1.2 | **no** |" in path.read_text()

@@ -108,6 +108,30 @@ def test_entities_are_imported_while_later_uploads_are_still_on_the_wire(node, c
     assert any(0 < events and held < 16 for events, held in seen), seen[-20:]
 
 
+def test_changed_files_are_refused_by_the_server_and_the_rest_of_the_batch_arrives(node, central, tmp_path):
+    """The exporter sends bytes without hashing them: a file that rotted or shrank on the node
+    since it was recorded is caught by the server's MD5 check (one failed upload each, nothing
+    held), its event fails naming the file, and every other event of the same upload arrives."""
+    registered = night(node, tmp_path, events=4, files_per_event=2, standalone=0)
+    rotten, shrunk = registered.events[1].files[0], registered.events[2].files[1]
+    path = node.file_store.path(rotten.file_id, rotten.md5)
+    path.write_bytes(b"rotten" + path.read_bytes()[6:])
+    path = node.file_store.path(shrunk.file_id, shrunk.md5)
+    path.write_bytes(path.read_bytes()[:-100])
+    add_export(node, central.import_url, "event")
+    with exporter(node) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert (totals.completed, totals.failed) == (2, 2)
+    assert totals.requests == 3  # check, one upload, one import: nothing sent again
+    for record in (rotten, shrunk):
+        assert any(f"file {record.file_id.hex}" in f and "no longer match their MD5" in f for f in totals.failures)
+        assert central.db.upload_failures(record.file_id) == 1  # the server's verification refused it
+        assert central.db.file_store.find(record.file_id) is None
+    assert central.counts() == (2, 4)
+    assert not any(central.db.file_store.tmp.iterdir())
+
+
 def upload(base, manifest_files, payload: bytes, content_type=FILES):
     body = json.dumps({"files": manifest_files}).encode() + b"\n" + payload
     return requests.post(f"{base}/import/v2/data", data=body, auth=IMPORTER, timeout=30,

@@ -53,6 +53,7 @@ class Context:
     errors: int = 0
     error_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    loads: dict[str, str] = field(default_factory=dict)  # first figure of a group -> its load average
 
     def error(self, message: str, count: int = 1) -> None:
         """``count`` failed or confused tasks, or a run that did not replicate everything."""
