@@ -4,7 +4,8 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``), each with its SQL beside it.
+(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``, ``feed``, ``watches``,
+``coincidences``, ``notifications``, ``matcher``), each with its SQL beside it.
 """
 from __future__ import annotations
 
@@ -20,19 +21,24 @@ from .batches import BatchStore
 from .config import Config, load_config
 from .errors import StorageUnavailable
 from .exports import ExportStore
+from .coincidences import CoincidenceStore
 from .feed import FeedStore
 from .file_store import FileStore
+from .matcher import MatcherStore
 from .migrations import migrate
+from .notifications import NotificationStore
 from .pool import ConnectionPool
 from .records import RecordStore
 from .searches import SearchStore
 from .statuses import StatusStore
 from .users import UserStore
+from .watches import WatchStore
 
 log = logging.getLogger("meteorpi.db")
 DEFAULT_DATABASE = "meteorpi"
 # Truncated by clear_database(); schema_version stays.
-TABLES = ("feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+TABLES = ("delivery_attempt", "delivery", "notification", "coincidence_member", "coincidence_group",
+          "watch_cursor", "watch", "feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
           "file_meta", "file_record", "status_region", "camera_status", "app_user")
 
 
@@ -73,7 +79,8 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore, FeedStore):
+class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore, FeedStore,
+                     WatchStore, CoincidenceStore, NotificationStore, MatcherStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,
