@@ -99,7 +99,7 @@ ORDER BY d.delivery_id DESC
 LIMIT %(limit)s
 """
 SELECT_DELIVERY = "SELECT watch_id, notification_id, kind FROM delivery WHERE delivery_id = %(delivery_id)s"
-PAYLOAD_ITEMS = 100  # a digest lists this many notifications, then a count: payloads stay < 20 kB
+PAYLOAD_ITEMS = 50  # a digest lists this many notifications, then a count: payloads stay < 20 kB
 
 
 @dataclasses.dataclass

@@ -115,3 +115,29 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def notify_config(**overrides):
+    """The notifier's settings as the tests want them: private targets allowed, quick polls
+    and retries (the schedule's shape is kept, only scaled)."""
+    from meteorpi_db.config import NotifyConfig
+    config = NotifyConfig(allow_private_targets=True, poll_seconds=0.5, retry_scale=0.01,
+                          connect_timeout_seconds=2.0, read_timeout_seconds=5.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+class NotifierThread:
+    """A Notifier running in a thread of the test process, stopped by ``close``."""
+
+    def __init__(self, db, config):
+        from meteorpi_server.notify import Notifier
+        self.notifier = Notifier(db, config)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.notifier.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(30)
