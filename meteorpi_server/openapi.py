@@ -141,7 +141,8 @@ def _json(schema: dict, description: str, jsonp: bool = False) -> dict:
 
 def _failures(*codes: int, jsonp: bool = False) -> dict:
     what = {400: "bad input: the message names the field", 401: "no or wrong credentials",
-            403: "the user lacks the role", 404: "not held here", 413: "body or upload over the limit",
+            403: "the user lacks the role", 404: "not held here", 409: "the name is taken",
+            413: "body or upload over the limit",
             503: "the database is unreachable: retry after Retry-After seconds",
             507: "the archive's disk refused to store the bytes: retry after Retry-After seconds"}
     out = {}
@@ -268,12 +269,73 @@ def _read_paths(security: list) -> dict:
     }
 
 
+def _watch_paths(security: list, read_security: list) -> dict:
+    """Watches (meteorpi_model.watch.Watch is the body) and coincidence groups."""
+    from meteorpi_model.fields import Int
+    from meteorpi_model.watch import Watch
+    watch_id = _path_param("watch_id", UUIDCodec(), "the watch's id")
+    group_id = _path_param("group_id", UUIDCodec(), "the group's id (a merged one gives the group it joined)")
+    one = _json(_object({"watch": _ref("Watch")}), "the watch")
+    created = _json(_object({"watch": _ref("Watch"), "secret": {"type": "string", "pattern": "^whsec_"},
+                             "confirmation": {"type": "string"}}, ["watch"]),
+                    "the watch; a webhook's signing secret, shown this once")
+    query = [{"name": name, "in": "query", "required": False, "description": text, "schema": _codec_schema(codec)}
+             for name, codec, text in (("after", Instant(), "groups that began at or after this instant"),
+                                       ("before", Instant(), "groups that began before this instant"),
+                                       ("camera", CAMERA_ID, "groups this camera is in"),
+                                       ("limit", Int(1, 1000), "at most this many (default 100)"),
+                                       ("skip", Int(0, 10 ** 9), "skip this many first"))]
+    groups = {"type": "array", "items": {"type": "object"}}
+    return {
+        "/watches": {
+            "post": {"operationId": "add_watch", "summary": "Add a watch of your own", "security": read_security,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Watch")}}},
+                     "responses": {"201": created, **_failures(400, 401, 409, 413, 414, 503)}},
+            "get": {"operationId": "watches", "summary": "Your watches (camera_admin: every watch)",
+                    "security": security, "responses": {
+                        "200": _json(_object({"watches": {"type": "array", "items": _ref("Watch")}}), "watches"),
+                        **_failures(401, 414, 503)}}},
+        "/watches/{watch_id}": {
+            "get": {"operationId": "watch", "summary": "One of your watches", "security": security,
+                    "parameters": [watch_id], "responses": {"200": one, **_failures(400, 401, 404, 414, 503)}},
+            "delete": {"operationId": "delete_watch", "summary": "Delete one of your watches", "security": security,
+                       "parameters": [watch_id], "responses": {
+                           "200": _json(_object({"deleted": {"type": "string"}}), "deleted"),
+                           **_failures(400, 401, 404, 414, 503)}}},
+        "/watches/{watch_id}/test": {
+            "post": {"operationId": "test_watch", "summary": "Queue a test notification", "security": security,
+                     "parameters": [watch_id], "responses": {
+                         "202": _json(_object({"delivery_id": {"type": "integer"}}), "queued"),
+                         **_failures(400, 401, 404, 414, 503)}}},
+        "/watches/{watch_id}/confirm": {
+            "get": {"operationId": "confirm_watch", "summary": "Confirm an e-mail watch (the mailed link)",
+                    "security": [], "parameters": [watch_id, {"name": "secret", "in": "query", "required": True,
+                                                             "schema": {"type": "string", "maxLength": 200}}],
+                    "responses": {"200": _json(_object({"confirmed": {"type": "string"}}), "confirmed"),
+                                  **_failures(400, 404, 414, 503)}}},
+        "/coincidences": _get("coincidences", "Coincidence groups, newest first", _json(
+            _object({"count": {"type": "integer", "minimum": 0}, "coincidences": groups}), "groups, a page"),
+            read_security, query),
+        "/coincidences/{group_id}": _get("coincidence", "One coincidence group", _json(
+            _object({"coincidence": {"type": "object"}}), "the group"), read_security, [group_id], not_found=True),
+    }
+
+
+def _watch_schemas() -> dict:
+    from meteorpi_model import json_schema
+    from meteorpi_model.watch import Watch
+    defs: dict = {}
+    json_schema(Watch, defs)
+    return _rewrite_refs(defs)
+
+
 def openapi_document(import_paths: list[str] | None = None, public_read: bool = False,
                      version: str = "unknown") -> dict:
     """The whole document: import routes under each of ``import_paths``, the read API, the index."""
     components = _rewrite_refs(copy.deepcopy(wire_schema()["$defs"]))
     components.update(_body_schemas())
     components.update(_answer_schemas())
+    components.update(_watch_schemas())
     basic = [{BASIC: []}]
     read_security = [{BASIC: []}, {}] if public_read else basic
     paths: dict = {
@@ -288,6 +350,7 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
         paths.update(_import_paths(base, basic))
         paths.update(_batch_paths(base, basic))
     paths.update(_read_paths(read_security))
+    paths.update(_watch_paths(basic, read_security))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "meteorpi import service and read API", "version": version,
