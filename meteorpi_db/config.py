@@ -110,6 +110,8 @@ class Config:
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check a YAML value against the declared type; ints are accepted where floats are."""
     allowed = tuple(t for t in (str, int, float, bool, type(None)) if t.__name__ in str(typ))
+    if "None" in str(typ):  # "str | None": null is a value (e.g. database.url: null)
+        allowed += (type(None),)
     if "float" in str(typ) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and bool not in allowed:
@@ -158,6 +160,14 @@ def _parse_env(text: str, name: str) -> Any:
         raise ConfigError(f"{name}: cannot parse {text!r}") from None
     # A URL or path that YAML would read as something else stays a string.
     return value if isinstance(value, (bool, int, float, type(None))) else text
+
+
+def config_from_dict(data: Mapping) -> Config:
+    """A configuration from ``Config.as_dict()``'s form (how ``meteorpi serve`` hands its own
+    to the notifier process), checked like a YAML file."""
+    cfg = Config()
+    _apply(cfg, data, "")
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:

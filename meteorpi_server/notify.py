@@ -331,9 +331,24 @@ def run_forever(config: Config, watch_parent: bool = False) -> None:
                 if os.getppid() != parent:
                     stop.set()
         threading.Thread(target=orphaned, daemon=True).start()
-    db = MeteorDatabase(config=config)
+    db = None
+    while db is None and not stop.is_set():
+        try:
+            db = MeteorDatabase(config=config)
+        except MeteorpiError as e:  # the database is not up yet: wait for it
+            log.warning("notifier: %s; trying again in 5 s", e)
+            stop.wait(5.0)
+    if db is None:
+        return
     try:
         log.info("notifier running (matching and delivery)")
         Notifier(db, config.notify).run(stop)
     finally:
         db.close()
+
+
+if __name__ == "__main__":  # started by `meteorpi serve` (serving.start_notifier)
+    import sys
+
+    from meteorpi_db.config import config_from_dict
+    run_forever(config_from_dict(json.loads(sys.stdin.read())), watch_parent=True)
