@@ -71,7 +71,7 @@ class Group:
 
 def groups() -> list[Group]:
     """Every figure group, in the order they run (cheap checks first)."""
-    from . import feed, import_rate, replication, scaling, upload_rss, wan
+    from . import alerts, feed, import_rate, replication, scaling, upload_rss, wan
     return [
         Group(("replication_vs_rsync_fsync", "replication_vs_rsync", "requests_per_entity"), replication.run),
         Group(("wan_replication_vs_rsync", "link_calibration_rate_mbit", "link_calibration_rtt_ms"), wan.run),
@@ -80,6 +80,7 @@ def groups() -> list[Group]:
         Group(("upload_peak_rss_mb_over_idle",), upload_rss.run),
         Group(("feed_latency_p50_ms", "feed_latency_p99_ms", "feed_subscribers_import_ratio",
                "feed_memory_per_subscriber_kib"), feed.run),
+        Group(("alert_latency_p99_ms", "coincidence_matching_events_per_s"), alerts.run),
     ]
 
 
