@@ -6,7 +6,7 @@ import pytest
 
 from meteorpi_db.matcher import MatchSettings
 from meteorpi_model import Meta
-from meteorpi_model.watch import Watch, WatchMeta
+from meteorpi_model.watch import Near, Watch, WatchMeta
 
 from .watch_fixtures import CAMBRIDGE, add_event, drain, make_camera, north_of
 
@@ -94,7 +94,9 @@ def test_groups_chain_and_merge_across_more_than_the_distance(db, vectors, alice
 
 def test_filters_near_and_meta_and_event_type(db, vectors, alice):
     _watch(db, alice, name="bright-near-home", meta=[WatchMeta.parse("magnitude<=-4")],
-           near=None, event_types=["meteorpi:meteor*"])
+           near=Near.parse("52.0,0.0,100"), event_types=["meteorpi:meteor*"])
+    db.create_or_update_user("bob", "bob-pw", ["user"])
+    _watch(db, "bob", name="equator", near=Near.parse("0,0,1000"))  # no camera near: told nothing
     a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
     b = make_camera(db, vectors, "cam-b", north_of(100))
     add_event(db, a, 0.0, meta=[Meta(key="magnitude", value=-2.0)])
@@ -120,3 +122,29 @@ def test_event_watches_notify_each_matching_event_once(db, vectors, alice):
     assert drain(db) == 2
     assert drain(db) == 0
     assert len(_notifications(db, "event")) == 2
+
+
+def test_a_muted_watch_writes_nothing_until_the_mute_ends(db, vectors, alice):
+    import datetime as _dt
+    _watch(db, alice, muted_until=_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1))
+    a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
+    b = make_camera(db, vectors, "cam-b", north_of(120))
+    add_event(db, a, 0.0)
+    add_event(db, b, 1.5)
+    drain(db)
+    assert db.get_coincidences()["count"] == 1 and _notifications(db) == []
+
+
+def test_an_absence_watch_is_told_once_per_silence(db, vectors, alice):
+    db.create_watch(Watch(name="quiet", kind="absence", silent_hours=2, cameras=["cam-a"],
+                          email="alice@example.org"), alice)
+    a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
+    make_camera(db, vectors, "cam-b", north_of(10))
+    assert db.match_absences(MatchSettings()) == 0  # cam-a was just heard of
+    with db.transaction() as cur:  # three hours pass without a word from anyone
+        cur.execute("UPDATE feed_log SET logged_at = logged_at - interval '3 hours'")
+    assert db.match_absences(MatchSettings()) == 1
+    assert db.match_absences(MatchSettings()) == 0  # the same silence: told once
+    add_event(db, a, 0.0)
+    assert db.match_absences(MatchSettings()) == 0
+    assert [key.split(":")[1] for _, key in _notifications(db, "absence")] == ["cam-a"]
