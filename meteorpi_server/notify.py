@@ -61,15 +61,19 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float:
 
 def check_target(url: str, allow_private: bool) -> None:
     """Refuse URLs that are not http(s) or whose host resolves to a non-public address."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises for a port out of range
+    except ValueError as e:
+        raise TargetRefused(f"webhook: not a usable URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"webhook: expected an http(s) URL, got {url[:80]!r}")
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80),
                                    proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as e:
+    except (socket.gaierror, UnicodeError, ValueError) as e:
         raise TargetRefused(f"webhook: cannot resolve {parts.hostname!r} ({e})") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
