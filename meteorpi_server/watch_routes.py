@@ -53,13 +53,14 @@ def _db() -> MeteorDatabase:
     return _meteor_app().db
 
 
-def _signed_in(public: bool = False) -> Callable:
-    """Views for any signed-in user (or, when ``public`` and ``server.public_read``, anyone)."""
+def _signed_in(public: tuple[str, ...] = ()) -> Callable:
+    """Views for any signed-in user (or, for the methods in ``public`` when
+    ``server.public_read``, anyone)."""
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             meteor_app = _meteor_app()
-            optional = public and meteor_app.config.server.public_read
+            optional = request.method in public and meteor_app.config.server.public_read
             return meteor_app.auth.http.login_required(optional=optional)(view)(*args, **kwargs)
         return json_errors(wrapper)
     return decorate
@@ -74,8 +75,12 @@ def _own_watch(watch_id: str) -> Watch:
     return watch
 
 
-@watch_api.route("/watches", methods=["POST"])
-@_signed_in(public=True)
+@watch_api.route("/watches", methods=["GET", "POST"])
+@_signed_in(public=("POST",))
+def watches() -> Response:
+    return add_watch() if request.method == "POST" else list_watches()
+
+
 def add_watch() -> Response:
     from .cli_watch import confirm_link
     from .notify import TargetRefused, check_target, send_confirmation
@@ -114,26 +119,20 @@ def add_watch() -> Response:
     return response
 
 
-@watch_api.route("/watches", methods=["GET"])
-@_signed_in()
 def list_watches() -> Response:
     user = current_user()
     watches = _db().get_watches(None if user.has_role(ADMIN_ROLE) else user.user_id)
     return jsonify({"watches": [w.as_dict() for w in watches]})
 
 
-@watch_api.route("/watches/<watch_id>", methods=["GET"])
+@watch_api.route("/watches/<watch_id>", methods=["GET", "DELETE"])
 @_signed_in()
-def get_watch(watch_id: str) -> Response:
-    return jsonify({"watch": _own_watch(watch_id).as_dict()})
-
-
-@watch_api.route("/watches/<watch_id>", methods=["DELETE"])
-@_signed_in()
-def delete_watch(watch_id: str) -> Response:
-    watch = _own_watch(watch_id)
-    _db().delete_watch(watch.watch_id)
-    return jsonify({"deleted": watch.watch_id.hex})
+def watch(watch_id: str) -> Response:
+    found = _own_watch(watch_id)
+    if request.method == "GET":
+        return jsonify({"watch": found.as_dict()})
+    _db().delete_watch(found.watch_id)
+    return jsonify({"deleted": found.watch_id.hex})
 
 
 @watch_api.route("/watches/<watch_id>/test", methods=["POST"])
