@@ -35,6 +35,8 @@ setup(
         # CLI and configuration.
         "click>=8.1,<9",
         "PyYAML>=6.0,<7",
+        # Signing webhooks as Standard Webhooks (no dependencies of its own).
+        "standardwebhooks>=1.1,<2",
     ],
     extras_require={
         "test": [
@@ -47,6 +49,8 @@ setup(
             "schemathesis>=4.32,<5",
             # Checks GET /openapi.json is a valid OpenAPI 3.1 document.
             "openapi-spec-validator>=0.9,<0.10",
+            # A real SMTP server on loopback: e-mail watches are tested against what it receives.
+            "aiosmtpd>=1.4,<2",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},
