@@ -3,6 +3,7 @@ several deliverers, and rate limits with a digest."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import subprocess
 import sys
@@ -150,3 +151,34 @@ def test_a_storm_gives_at_most_the_rate_then_one_digest(db, vectors, alice, rece
     assert digests[0]["data"]["count"] == 9995
     assert len(digests[0]["data"]["notifications"]) + digests[0]["data"]["more"] == 9995
     assert receiver.bad == []
+
+
+def test_a_digest_watch_sends_nothing_until_its_nightly_digest(db, vectors, alice, receiver):
+    _hook(db, alice, receiver, kind="event", digest=True)
+    a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
+    for i in range(3):
+        add_event(db, a, float(i))
+    from meteorpi_server.notify import Notifier
+    notifier = Notifier(db, notify_config())
+    notifier.step()
+    assert receiver.received == []
+    digest = next(e for e in db.delivery_log() if e.kind == "digest")
+    assert digest.state == "pending" and digest.due_at.hour == 12 and digest.due_at > _dt.datetime.now(_dt.timezone.utc)
+    with db.transaction() as cur:  # noon comes
+        cur.execute("UPDATE delivery SET due_at = now() WHERE kind = 'digest'")
+    notifier.step()
+    assert [p["data"]["count"] for p in receiver.of_type("digest")] == [3] and receiver.of_type("event") == []
+
+
+def test_a_group_of_many_cameras_stays_under_20_kb_with_ids_and_links(db, vectors, alice, receiver):
+    _hook(db, alice, receiver, notify_on_join=False)
+    cams = [make_camera(db, vectors, f"cam-{i:03d}", north_of(i)) for i in range(120)]
+    for i, cam in enumerate(cams):
+        add_event(db, cam, i * 0.02)
+    from meteorpi_server.notify import Notifier
+    Notifier(db, notify_config()).step()
+    (payload,) = receiver.of_type("coincidence")
+    group = payload["data"]["coincidence"]
+    assert group["camera_count"] == 120 and len(group["members"]) + group["more_members"] == 120
+    assert group["url"].endswith(group["id"]) and all(m["url"].endswith(m["event_id"]) for m in group["members"])
+    assert len(json.dumps(payload)) < 20_000
