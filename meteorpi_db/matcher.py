@@ -3,8 +3,10 @@ writes notifications — all in one transaction with the cursor's advance.
 
 So after a crash or restart the matcher resumes exactly where its last commit left it: nothing
 is missed, nothing is matched twice (and were it ever, ``UNIQUE(subscriber, group_key)`` would
-make the second notification a no-op). The cursor row is locked ``FOR UPDATE SKIP LOCKED``:
-when several processes run a matcher, one works and the others find the row taken and wait.
+make the second notification a no-op). A transaction-scoped advisory lock lets one matcher work
+at a time; the others find it taken and wait. (Not a row lock: that would give the round a
+transaction id from its start, and every feed reader waits for transactions that hold one, so
+rounds are also kept short: ``MatchSettings.batch`` rows each.)
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from .notifications import RateBook
 from .pool import retry_stale
 from .records import _meta_from_row
 
-LOCK_CURSOR = "SELECT xid::text::bigint, seq FROM watch_cursor FOR UPDATE SKIP LOCKED"
+LOCK_KEY = 0x7761746368  # "watch"
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%(key)s)"
+SELECT_CURSOR = "SELECT xid::text::bigint, seq FROM watch_cursor"
 INIT_CURSOR = "INSERT INTO watch_cursor (xid, seq) VALUES ('0'::xid8, 0) ON CONFLICT (one) DO NOTHING"
 SAVE_CURSOR = "UPDATE watch_cursor SET xid = %(xid)s::text::xid8, seq = %(seq)s"
 SELECT_EVENTS = """
@@ -48,7 +52,7 @@ class MatchSettings:
     max_km: float = 300.0
     rate_window_seconds: float = 3600.0
     base_url: str = "http://127.0.0.1:12080"
-    batch: int = 500
+    batch: int = 200
 
 
 @dataclasses.dataclass
@@ -68,14 +72,15 @@ class MatcherStore:
         """Match the next page of the feed; advance the cursor in the same transaction."""
         result = RoundResult()
         with self.transaction() as cur:
-            cur.execute(LOCK_CURSOR)
+            cur.execute(TRY_LOCK, {"key": LOCK_KEY})
+            if not cur.fetchone()[0]:
+                result.busy = True
+                return result
+            cur.execute(SELECT_CURSOR)
             row = cur.fetchone()
-            if row is None:
-                cur.execute("SELECT 1 FROM watch_cursor")
-                result.busy = cur.fetchone() is not None
-                if not result.busy:  # a fresh database: start at the feed's beginning
-                    cur.execute(INIT_CURSOR)
-                    result.more = True
+            if row is None:  # a fresh database: start at the feed's beginning
+                cur.execute(INIT_CURSOR)
+                result.more = True
                 return result
             after = Cursor(*row)
             cur.execute(SELECT_AFTER, {"xid": after.xid, "seq": after.seq, "limit": settings.batch})
