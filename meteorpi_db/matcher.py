@@ -96,27 +96,28 @@ class MatcherStore:
             touched = self._link_events(cur, events, settings.window_seconds, settings.max_km)
             groups = self._refresh_groups(cur, touched)
             result.groups = len(groups)
-            event_watches = [(w, c) for w, c in watches if w.kind == "event"]
-            group_watches = [(w, c) for w, c in watches if w.kind == "coincidence"]
-            need_meta = any(w.meta for w, _ in watches)
+            event_watches = [a for a in watches if a.watch.kind == "event"]
+            group_watches = [a for a in watches if a.watch.kind == "coincidence"]
+            need_meta = any(a.watch.meta for a in watches)
             ids = [e.event_id for e in events] + [m.event_id for g in groups for m in g.members]
             metas = self._metas(cur, ids) if need_meta else {}
             if event_watches:
                 for e in events:
-                    for watch, created in event_watches:
-                        if created <= logged[e.event_id] and watch.event_matches(
+                    for active in event_watches:
+                        if active.created_at <= logged[e.event_id] and active.watch.event_matches(
                                 e.event_type, e.camera_id, e.lat, e.long, metas.get(e.event_id, ())):
                             result.notifications += self._notify(
-                                cur, watch, f"event:{e.event_id.hex}", "event", self._event_data(e, settings), rate)
+                                cur, active, f"event:{e.event_id.hex}", "event", self._event_data(e, settings), rate)
             for group in groups:
-                for watch, _ in group_watches:
+                for active in group_watches:
+                    watch = active.watch
                     if any(watch.event_matches(group.event_type, m.camera_id, m.lat, m.long, metas.get(m.event_id, ()))
                            for m in group.members):
                         key = f"coincidence:{group.group_id.hex}"
                         if watch.notify_on_join:
                             key += f":{group.camera_count}"
                         result.notifications += self._notify(
-                            cur, watch, key, "coincidence", self._group_data(group, settings), rate)
+                            cur, active, key, "coincidence", self._group_data(group, settings), rate)
             cur.execute(SAVE_CURSOR, {"xid": items[-1].cursor.xid, "seq": items[-1].cursor.seq})
         return result
 
@@ -165,7 +166,8 @@ class MatcherStore:
             rate = RateBook(_dt.timedelta(seconds=settings.rate_window_seconds), now)
             cur.execute(SELECT_LAST_SEEN)
             last_seen = cur.fetchall()
-            for watch, _ in watches:
+            for active in watches:
+                watch = active.watch
                 for camera_id, seen in last_seen:
                     if watch.cameras and camera_id not in watch.cameras:
                         continue
@@ -173,6 +175,6 @@ class MatcherStore:
                         continue
                     data = {"absence": {"camera_id": camera_id, "last_seen": instant_to_ms(seen),
                                         "silent_hours": round((now - seen).total_seconds() / 3600, 2)}}
-                    sent += self._notify(cur, watch, f"absence:{camera_id}:{instant_to_ms(seen)}",
+                    sent += self._notify(cur, active, f"absence:{camera_id}:{instant_to_ms(seen)}",
                                          "absence", data, rate)
         return sent

@@ -26,6 +26,7 @@ from meteorpi_model.watch import Watch
 
 from .errors import NotFound
 from .pool import retry_stale
+from .watches import ActiveWatch
 
 INSERT_NOTIFICATION = """
 INSERT INTO notification (notification_id, subscriber, group_key, watch_id, kind, payload)
@@ -153,16 +154,16 @@ def next_noon(now: _dt.datetime) -> _dt.datetime:
 class NotificationStore:
     """Mixed into MeteorDatabase: writing notifications, and the delivery queue."""
 
-    def _notify(self, cur, watch: Watch, group_key: str, kind: str, data: dict, rate: "RateBook") -> bool:
-        """One notification for ``watch``'s owner about ``group_key``, unless they have one
-        already; queued, or held for a digest when over the rate. Whether one was written."""
-        now = rate.now
+    def _notify(self, cur, active: "ActiveWatch", group_key: str, kind: str, data: dict, rate: "RateBook") -> bool:
+        """One notification for the watch's subscriber about ``group_key``, unless they have
+        one already; queued, or held for a digest when over the rate. Whether one was written."""
+        watch, now = active.watch, rate.now
         if watch.muted_until is not None and watch.muted_until > now:
             return False
         notification_id = uuid.uuid4()
         payload = {"type": f"meteorpi.{kind}", "timestamp": now.isoformat(),
                    "data": {"watch": {"id": watch.watch_id.hex, "name": watch.name}, **data}}
-        cur.execute(INSERT_NOTIFICATION, {"notification_id": notification_id, "subscriber": watch.owner,
+        cur.execute(INSERT_NOTIFICATION, {"notification_id": notification_id, "subscriber": active.subscriber,
                                           "group_key": group_key, "watch_id": watch.watch_id, "kind": kind,
                                           "payload": psycopg2.extras.Json(payload)})
         if cur.fetchone() is None:

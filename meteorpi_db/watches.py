@@ -10,6 +10,8 @@ by PostgreSQL's constraint, not by a look-then-insert race.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as _dt
 import hashlib
 import hmac
 import secrets
@@ -37,7 +39,10 @@ VALUES (%(watch_id)s, %(name)s, %(owner_user)s, %(owner_email)s, %(kind)s, %(web
 SELECT_WATCHES = f"SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s) ORDER BY name"
 SELECT_WATCH = f"SELECT {WATCH_COLUMNS} FROM watch WHERE watch_id = %(watch_id)s"
 SELECT_WATCH_BY_NAME = f"SELECT {WATCH_COLUMNS} FROM watch WHERE name = %(name)s"
-SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at FROM watch
+# Subscribers are "user:<id>" or "email:<address>": a user id may look like an address.
+SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at,
+        CASE WHEN owner_user IS NOT NULL THEN 'user:' || owner_user ELSE 'email:' || owner_email END
+    FROM watch
     WHERE enabled AND confirm_hash IS NULL AND kind = ANY(%(kinds)s) ORDER BY created_at"""
 SELECT_CONFIRM_HASH = "SELECT confirm_hash FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"
 CONFIRM = "UPDATE watch SET confirm_hash = NULL WHERE watch_id = %(watch_id)s"
@@ -45,6 +50,14 @@ DELETE_WATCH = "DELETE FROM watch WHERE watch_id = %(watch_id)s"
 DISABLE_WATCH = """UPDATE watch SET enabled = false, disabled_reason = %(reason)s WHERE watch_id = %(watch_id)s"""
 SELECT_SECRET = "SELECT webhook_secret FROM watch WHERE watch_id = %(watch_id)s"
 FILTER_FIELDS = ("event_types", "cameras", "meta", "near", "silent_hours", "notify_on_join")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveWatch:
+    """A watch the matcher applies: since when (earlier imports are not its business), for whom."""
+    watch: Watch
+    created_at: _dt.datetime
+    subscriber: str
 
 
 def new_webhook_secret() -> str:
@@ -157,10 +170,10 @@ class WatchStore:
         with self.transaction() as cur:
             cur.execute(DISABLE_WATCH, {"watch_id": as_uuid(watch_id), "reason": reason})
 
-    def _active_watches(self, cur, kinds: Iterable[str]) -> list[tuple[Watch, object]]:
-        """(watch, created_at) of every confirmed, enabled watch of ``kinds``."""
+    def _active_watches(self, cur, kinds: Iterable[str]) -> list["ActiveWatch"]:
+        """Every confirmed, enabled watch of ``kinds``, oldest first."""
         cur.execute(SELECT_ACTIVE, {"kinds": list(kinds)})
-        return [(watch_from_row(row), row[14]) for row in cur.fetchall()]
+        return [ActiveWatch(watch_from_row(row), row[14], row[15]) for row in cur.fetchall()]
 
     def _webhook_secret(self, cur, watch_id: uuid.UUID) -> str | None:
         cur.execute(SELECT_SECRET, {"watch_id": watch_id})

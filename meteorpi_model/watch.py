@@ -182,8 +182,3 @@ class Watch(Model):
             return False
         metas = list(metas)
         return all(m.holds(metas) for m in self.meta)
-
-    def public_dict(self) -> dict:
-        """The wire form without anything secret (there is nothing secret in it: the signing
-        secret is not a field, and the e-mail confirmation secret is stored only hashed)."""
-        return self.as_dict()
