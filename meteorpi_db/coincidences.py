@@ -56,7 +56,7 @@ FROM (SELECT min(event_time) AS first_time, max(event_time) AS last_time,
              count(DISTINCT camera_id) AS cameras
       FROM coincidence_member WHERE group_id = %(group_id)s) agg
 WHERE g.group_id = %(group_id)s
-RETURNING g.event_type, g.first_time, g.camera_count, g.created_at = g.updated_at
+RETURNING g.group_id, g.event_type, g.first_time, g.last_time, g.camera_count, g.created_at, g.updated_at
 """
 SELECT_MEMBERS = """
 SELECT m.group_id, m.event_id, m.camera_id, m.event_time, m.lat, m.long
@@ -189,11 +189,9 @@ class CoincidenceStore:
         members = self._members(cur, list(touched))
         for group_id, op in touched.items():
             cur.execute(REFRESH_GROUP, {"group_id": group_id})
-            event_type, first_time, count, _ = cur.fetchone()
             group_members = members.get(group_id, [])
-            cur.execute("SELECT group_id, event_type, first_time, last_time, camera_count, created_at, "
-                        "updated_at FROM coincidence_group WHERE group_id = %(g)s", {"g": group_id})
             group = Coincidence(*cur.fetchone(), members=group_members)
+            event_type, first_time, count = group.event_type, group.first_time, group.camera_count
             summary = {"camera_count": count, "cameras": sorted({m.camera_id for m in group_members}),
                        "event_ids": [m.event_id.hex for m in group_members[:50]]}
             cur.execute(LOG_GROUP, {"op": op, "group_id": group_id, "camera_id": group_members[-1].camera_id,
