@@ -15,7 +15,6 @@ import datetime as _dt
 import uuid
 
 from meteorpi_model import instant_to_ms
-from meteorpi_model.watch import Watch
 
 from .coincidences import Coincidence, NewEvent
 from .feed import SELECT_AFTER, Cursor, _item

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import math
-import re
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar, Iterable

@@ -272,7 +272,6 @@ def _read_paths(security: list) -> dict:
 def _watch_paths(security: list, read_security: list) -> dict:
     """Watches (meteorpi_model.watch.Watch is the body) and coincidence groups."""
     from meteorpi_model.fields import Int
-    from meteorpi_model.watch import Watch
     watch_id = _path_param("watch_id", UUIDCodec(), "the watch's id")
     group_id = _path_param("group_id", UUIDCodec(), "the group's id (a merged one gives the group it joined)")
     one = _json(_object({"watch": _ref("Watch")}), "the watch")

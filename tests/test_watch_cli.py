@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .export_fixtures import cli_env, meteorpi, wait_for
-from .watch_fixtures import CAMBRIDGE, NotifierThread, Receiver, add_event, make_camera, north_of, notify_config
+from .watch_fixtures import NotifierThread, Receiver, notify_config
 
 
 def test_watch_add_list_test_log_replay_delete(db, vectors):

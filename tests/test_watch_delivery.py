@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from meteorpi_db.matcher import MatchSettings
 from meteorpi_model.watch import Watch
 
 from .export_fixtures import wait_for
-from .watch_fixtures import (CAMBRIDGE, NIGHT, NotifierThread, Receiver, add_event, drain, make_camera,
+from .watch_fixtures import (CAMBRIDGE, NIGHT, NotifierThread, Receiver, add_event, make_camera,
                              north_of, notify_config)
 
 
