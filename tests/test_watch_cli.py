@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from .export_fixtures import cli_env, meteorpi, wait_for
+import re
+
 from .watch_fixtures import NotifierThread, Receiver, notify_config
 
 
@@ -60,3 +62,26 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(db, args, message):
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):
+    box, port = smtp
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port),
+                  METEORPI_NOTIFY_BASE_URL="https://archive.example.org")
+    added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "confirmation link sent to sky@example.org" in added.stdout
+    (to, text), = box.messages
+    link = re.search(r"https://archive\.example\.org/watches/([0-9a-f]{32})/confirm\?secret=(\S+)", text)
+    assert to == ["sky@example.org"] and link and link.group(2) not in added.stdout
+    assert "unconfirmed" in meteorpi("watch", "list", env=env).stdout
+    assert not db.confirm_watch(link.group(1), "a-guess")
+    assert db.confirm_watch(link.group(1), link.group(2))
+    assert "\tactive" in meteorpi("watch", "list", env=env).stdout
+
+
+def test_an_unreachable_mail_server_adds_no_watch(db):
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT="9")
+    added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert added.returncode == 1 and "could not send the confirmation e-mail" in added.stderr
+    assert db.get_watches() == []

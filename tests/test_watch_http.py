@@ -2,18 +2,15 @@
 server on loopback (aiosmtpd): owners see only their own, bad input is a 400 naming the field."""
 from __future__ import annotations
 
-import email
-import email.policy
 import re
-import socket
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 
 from .export_fixtures import wait_for
 from .server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER
-from .watch_fixtures import CAMBRIDGE, NotifierThread, Receiver, add_event, drain, make_camera, north_of, notify_config
+from .watch_fixtures import (CAMBRIDGE, NotifierThread, Receiver, add_event, drain, make_camera, north_of,
+                             notify_config)
 
 
 @pytest.fixture
@@ -114,28 +111,6 @@ def test_a_test_notification_and_coincidences_over_http(srv, vectors):
     assert feed.status_code == 200, feed.text
     items = feed.json()["items"]
     assert [(i["op"], i["id"], i["summary"]["camera_count"]) for i in items] == [("added", group["group_id"], 2)]
-
-
-class Mailbox:
-    def __init__(self):
-        self.messages: list[tuple[list[str], str]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append((list(envelope.rcpt_tos), message.get_content()))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
 
 
 def test_an_email_watch_confirms_through_its_link_then_mails_events(srv, vectors, smtp):

@@ -3,11 +3,16 @@ run until the feed is drained, and a webhook receiver on a real socket checking 
 from __future__ import annotations
 
 import copy
+import email
+import email.policy
+import socket
 import datetime as _dt
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+from aiosmtpd.controller import Controller
 from standardwebhooks import Webhook
 
 from meteorpi_db.matcher import MatchSettings
@@ -140,3 +145,28 @@ class NotifierThread:
     def close(self):
         self.stop.set()
         self.thread.join(30)
+
+
+class Mailbox:
+    """What a real SMTP server (aiosmtpd, on loopback) received: (recipients, text) each."""
+
+    def __init__(self):
+        self.messages: list[tuple[list[str], str]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((list(envelope.rcpt_tos), message.get_content()))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    """(Mailbox, port) of an SMTP server on 127.0.0.1 for one test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
