@@ -211,6 +211,9 @@ class NotificationStore:
         params = {"delivery_id": claimed.delivery_id, "status_code": status_code,
                   "error": error[:1000] if error else None, "duration_ms": duration_ms}
         with self.transaction() as cur:
+            cur.execute("SELECT 1 FROM delivery WHERE delivery_id = %(delivery_id)s FOR UPDATE", params)
+            if cur.fetchone() is None:
+                return  # the watch was deleted while this was being sent: nothing left to record
             cur.execute(LOG_ATTEMPT, params)
             if outcome == "delivered":
                 cur.execute(DELIVERED, params)
