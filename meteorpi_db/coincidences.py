@@ -37,9 +37,9 @@ INSERT_GROUP = """
 INSERT INTO coincidence_group (group_id, event_type, first_time, last_time, camera_count)
 VALUES (%(group_id)s, %(event_type)s, %(time)s, %(time)s, 0)
 """
-INSERT_MEMBER = """
-INSERT INTO coincidence_member (event_id, group_id, camera_id, event_time, lat, long)
-VALUES (%(event_id)s, %(group_id)s, %(camera_id)s, %(event_time)s, %(lat)s, %(long)s)
+# New and moved members, written together once a page of events is linked.
+INSERT_MEMBERS = """
+INSERT INTO coincidence_member (event_id, group_id, camera_id, event_time, lat, long) VALUES %s
 ON CONFLICT (event_id) DO UPDATE SET group_id = excluded.group_id
 """
 MOVE_MEMBERS = """
@@ -143,6 +143,7 @@ class CoincidenceStore:
         cur.execute(SELECT_MEMBER_GROUPS, {"ids": [e.event_id for e in events]})
         group_of: dict[uuid.UUID, uuid.UUID] = dict(cur.fetchall())
         touched: dict[uuid.UUID, str] = {}
+        pending: dict[uuid.UUID, list] = {}  # event_id -> member row not yet written
         for e in events:
             near = [n for n in neighbours.get(e.event_id, ())
                     if haversine_km(e.lat, e.long, n[3], n[4]) <= max_km]
@@ -152,7 +153,7 @@ class CoincidenceStore:
                 if n[0] not in group_of and n[5] is not None:
                     group_of[n[0]] = n[5]
             groups = {group_of[x] for x in [e.event_id, *(n[0] for n in near)] if x in group_of}
-            target = self._merge(cur, groups, group_of, touched) if groups else None
+            target = self._merge(cur, groups, group_of, touched, pending) if groups else None
             if target is None:
                 target = uuid.uuid4()
                 cur.execute(INSERT_GROUP, {"group_id": target, "event_type": e.event_type, "time": e.event_time})
@@ -160,13 +161,15 @@ class CoincidenceStore:
             for event_id, camera, time, lat, long in [(e.event_id, e.camera_id, e.event_time, e.lat, e.long),
                                                       *(n[:5] for n in near)]:
                 if group_of.get(event_id) != target:
-                    cur.execute(INSERT_MEMBER, {"event_id": event_id, "group_id": target, "camera_id": camera,
-                                                "event_time": time, "lat": lat, "long": long})
+                    pending[event_id] = [event_id, target, camera, time, lat, long]
                     group_of[event_id] = target
                     touched.setdefault(target, "changed")
+        if pending:
+            psycopg2.extras.execute_values(cur, INSERT_MEMBERS, list(pending.values()), page_size=1000)
         return touched
 
-    def _merge(self, cur, groups: set[uuid.UUID], group_of: dict, touched: dict) -> uuid.UUID:
+    def _merge(self, cur, groups: set[uuid.UUID], group_of: dict, touched: dict,
+               pending: dict[uuid.UUID, list]) -> uuid.UUID:
         """Merge ``groups`` into the oldest one; the group kept."""
         if len(groups) == 1:
             return next(iter(groups))
@@ -177,6 +180,10 @@ class CoincidenceStore:
         cur.execute(MOVE_MEMBERS, {"into": keep, "groups": others})
         for (event_id,) in cur.fetchall():
             group_of[event_id] = keep
+        for row in pending.values():  # members of this page, not written yet
+            if row[1] in others:
+                row[1] = keep
+                group_of[row[0]] = keep
         cur.execute(MARK_MERGED, {"into": keep, "groups": others})
         for other in others:
             touched.pop(other, None)

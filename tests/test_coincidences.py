@@ -148,3 +148,19 @@ def test_an_absence_watch_is_told_once_per_silence(db, vectors, alice):
     add_event(db, a, 0.0)
     assert db.match_absences(MatchSettings()) == 0
     assert [key.split(":")[1] for _, key in _notifications(db, "absence")] == ["cam-a"]
+
+
+def test_groups_formed_and_merged_within_one_page_are_one_group(db, vectors, alice):
+    """All four nights arrive before the matcher runs, in an order that first makes two groups
+    (cam-0 with cam-1, cam-3 with cam-2) and then links them through cam-1."""
+    _watch(db, alice)
+    cams = [make_camera(db, vectors, f"cam-{i}", north_of(250 * i)) for i in range(4)]
+    for i, seconds in ((0, 0.0), (3, 2.0), (1, 1.0), (2, 1.5)):
+        add_event(db, cams[i], seconds)
+    drain(db)
+    groups = db.get_coincidences()["coincidences"]
+    assert [(g.camera_count, len(g.members)) for g in groups] == [(4, 4)]
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM coincidence_member m JOIN coincidence_group g USING (group_id) "
+                    "WHERE g.merged_into IS NOT NULL")
+        assert cur.fetchone()[0] == 0
