@@ -34,8 +34,8 @@ WHERE x.event_id = ANY(%(ids)s)
 """
 SELECT_MEMBER_GROUPS = "SELECT event_id, group_id FROM coincidence_member WHERE event_id = ANY(%(ids)s)"
 INSERT_GROUP = """
-INSERT INTO coincidence_group (group_id, event_type, first_time, last_time, camera_count)
-VALUES (%(group_id)s, %(event_type)s, %(time)s, %(time)s, 0)
+INSERT INTO coincidence_group (group_id, event_type, first_time, last_time, camera_count, created_at)
+VALUES (%(group_id)s, %(event_type)s, %(time)s, %(time)s, 0, clock_timestamp())
 """
 # New and moved members, written together once a page of events is linked.
 INSERT_MEMBERS = """
@@ -170,7 +170,8 @@ class CoincidenceStore:
 
     def _merge(self, cur, groups: set[uuid.UUID], group_of: dict, touched: dict,
                pending: dict[uuid.UUID, list]) -> uuid.UUID:
-        """Merge ``groups`` into the oldest one; the group kept."""
+        """Merge ``groups`` into the oldest one (``created_at`` is the clock's, so groups made in
+        one round are ordered too); the group kept."""
         if len(groups) == 1:
             return next(iter(groups))
         cur.execute("SELECT group_id FROM coincidence_group WHERE group_id = ANY(%(groups)s) "

@@ -151,15 +151,17 @@ def test_an_absence_watch_is_told_once_per_silence(db, vectors, alice):
 
 
 def test_groups_formed_and_merged_within_one_page_are_one_group(db, vectors, alice):
-    """All four nights arrive before the matcher runs, in an order that first makes two groups
-    (cam-0 with cam-1, cam-3 with cam-2) and then links them through cam-1."""
+    """Five nights in a line, 250 km apart, all arrive before the matcher runs, in an order that
+    first makes two groups (cam-0 with cam-1; cam-4, cam-3 and cam-2) and then links them
+    through cam-1, which is not near cam-3 or cam-4: they move with their group all the same."""
     _watch(db, alice)
-    cams = [make_camera(db, vectors, f"cam-{i}", north_of(250 * i)) for i in range(4)]
-    for i, seconds in ((0, 0.0), (3, 2.0), (1, 1.0), (2, 1.5)):
-        add_event(db, cams[i], seconds)
+    cams = [make_camera(db, vectors, f"cam-{i}", north_of(250 * i)) for i in range(5)]
+    seconds = (0.0, 1.0, 1.5, 2.0, 2.5)
+    for i in (0, 4, 3, 1, 2):
+        add_event(db, cams[i], seconds[i])
     drain(db)
     groups = db.get_coincidences()["coincidences"]
-    assert [(g.camera_count, len(g.members)) for g in groups] == [(4, 4)]
+    assert [(g.camera_count, len(g.members)) for g in groups] == [(5, 5)]
     with db.transaction() as cur:
         cur.execute("SELECT count(*) FROM coincidence_member m JOIN coincidence_group g USING (group_id) "
                     "WHERE g.merged_into IS NOT NULL")
