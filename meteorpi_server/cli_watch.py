@@ -34,7 +34,7 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
               event_types: tuple[str, ...], cameras: tuple[str, ...], metas: tuple[str, ...], near: str | None,
               silent_hours: float | None, max_per_hour: int, digest: bool, user: str | None) -> None:
     """Add watch NAME."""
-    from .notify import check_target, send_confirmation
+    from .notify import check_target, confirm_link, send_confirmation
     wire = {"name": name, "kind": kind, "webhook": webhook, "email": email, "event_types": list(event_types),
             "cameras": list(cameras), "silent_hours": silent_hours, "max_per_hour": max_per_hour, "digest": digest,
             "meta": [WatchMeta.parse(m, f"--meta[{i}]").as_dict() for i, m in enumerate(metas)],
@@ -54,10 +54,6 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
             ctx.db.delete_watch(stored.watch_id)
             raise click.ClickException(f"could not send the confirmation e-mail ({e}); watch not added") from None
         click.echo(f"confirmation link sent to {stored.email}: nothing is sent until it is opened")
-
-
-def confirm_link(base_url: str, watch: Watch, secret: str) -> str:
-    return f"{base_url.rstrip('/')}/watches/{watch.watch_id.hex}/confirm?secret={secret}"
 
 
 @watch.command("list")

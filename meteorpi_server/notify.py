@@ -292,6 +292,11 @@ def send_mail(config: NotifyConfig, message: EmailMessage) -> None:
         raise
 
 
+def confirm_link(base_url: str, watch, secret: str) -> str:
+    """The link an e-mail owner opens to confirm ``watch`` (it carries the secret)."""
+    return f"{base_url.rstrip('/')}/watches/{watch.watch_id.hex}/confirm?secret={secret}"
+
+
 def send_confirmation(config: NotifyConfig, address: str, watch_name: str, link: str) -> None:
     """The e-mail that asks an address to confirm a watch (the link carries the secret)."""
     message = EmailMessage()

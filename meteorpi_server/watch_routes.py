@@ -8,7 +8,8 @@
 * ``GET /coincidences`` and ``GET /coincidences/<id>``: coincidence groups, with the read API's
   access rules.
 
-The body of ``POST /watches`` is the Watch wire form (JSON Schema in /openapi.json, derived from
+Watches are private, so their answers are plain JSON, never JSONP (a padded answer could be
+read by any page the user visits). The body of ``POST /watches`` is the Watch wire form (JSON Schema in /openapi.json, derived from
 meteorpi_model.watch); the fields the server sets (owner, state, id) are refused if sent.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from meteorpi_db import Conflict, MeteorDatabase
 from meteorpi_model import ValidationError, fields
@@ -27,7 +28,7 @@ from meteorpi_model.watch import Watch
 from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .errors import ApiError, ResourceNotFound, json_errors
-from .jsonp import jsonify
+from .jsonp import jsonify as jsonp_or_json
 from .read_routes import readable
 
 watch_api = Blueprint("meteorpi_watches", __name__)
@@ -82,8 +83,7 @@ def watches() -> Response:
 
 
 def add_watch() -> Response:
-    from .cli_watch import confirm_link
-    from .notify import TargetRefused, check_target, send_confirmation
+    from .notify import TargetRefused, check_target, confirm_link, send_confirmation
     config = _meteor_app().config
     user = current_user()
     body = parse_json_object(read_body(MAX_WATCH_BODY))
@@ -186,7 +186,7 @@ def coincidences() -> Response:
         CAMERA_ID.decode(camera, "camera")
     found = _db().get_coincidences(_ms_param("after"), _ms_param("before"), camera,
                                    _int_param("limit", 100, 1, 1000), _int_param("skip", 0, 0, 10**9))
-    return jsonify({"count": found["count"], "coincidences": [c.as_dict() for c in found["coincidences"]]})
+    return jsonp_or_json({"count": found["count"], "coincidences": [c.as_dict() for c in found["coincidences"]]})
 
 
 @watch_api.route("/coincidences/<group_id>")
@@ -195,4 +195,4 @@ def coincidence(group_id: str) -> Response:
     found = _db().get_coincidence(UUIDCodec().decode(group_id, "group_id"))
     if found is None:
         raise ResourceNotFound(f"no coincidence {group_id}")
-    return jsonify({"coincidence": found.as_dict()})
+    return jsonp_or_json({"coincidence": found.as_dict()})

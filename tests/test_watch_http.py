@@ -38,6 +38,8 @@ def test_a_user_sees_and_deletes_only_their_own_watches(srv):
     watch_id = created["watch"]["watch_id"]
     assert [w["name"] for w in _get(srv, "/watches").json()["watches"]] == ["mine"]
     assert "secret" not in _get(srv, f"/watches/{watch_id}").text  # shown once, at creation
+    padded = _get(srv, "/watches?callback=steal")  # private: never JSONP another page could read
+    assert padded.headers["Content-Type"].startswith("application/json") and padded.text.startswith("{")
     assert _get(srv, "/watches", auth=IMPORTER).json()["watches"] == []
     assert _get(srv, f"/watches/{watch_id}", auth=IMPORTER).status_code == 404
     assert [w["name"] for w in _get(srv, "/watches", auth=VIEWER).json()["watches"]] == ["mine"]  # camera_admin
