@@ -22,12 +22,17 @@ from meteorpi_model.watch import haversine_km
 from .pool import retry_stale
 
 # Every earlier-or-later event of the same type, other camera, within Δt of each new event.
+# One index range scan (event_type_time) per new event, whatever the planner thinks of the
+# table's size: a join it is free to reorder became a scan of every event per new one.
 SELECT_NEIGHBOURS = """
 SELECT x.event_id, n.event_id, n.camera_id, n.event_time, s.lat, s.long, m.group_id
 FROM event x
-JOIN event n ON n.event_type = x.event_type
-            AND n.event_time BETWEEN x.event_time - %(dt)s AND x.event_time + %(dt)s
-            AND n.camera_id <> x.camera_id
+CROSS JOIN LATERAL (
+    SELECT e.event_id, e.camera_id, e.event_time, e.status_id FROM event e
+    WHERE e.event_type = x.event_type
+      AND e.event_time BETWEEN x.event_time - %(dt)s AND x.event_time + %(dt)s
+      AND e.camera_id <> x.camera_id
+    OFFSET 0) n
 JOIN camera_status s ON s.status_id = n.status_id
 LEFT JOIN coincidence_member m ON m.event_id = n.event_id
 WHERE x.event_id = ANY(%(ids)s)
