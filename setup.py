@@ -41,6 +41,8 @@ setup(
         # CLI and configuration.
         "click>=8.1,<9",
         "PyYAML>=6.0,<7",
+        # Signing webhooks as Standard Webhooks (no dependencies of its own).
+        "standardwebhooks>=1.1,<2",
     ],
     extras_require={
         "test": [
@@ -59,6 +61,8 @@ setup(
             "selenium>=4.20,<5",
             # A throwaway CA and server certificate for the TLS tests.
             "trustme>=1.1,<2",
+            # A real SMTP server on loopback: e-mail watches are tested against what it receives.
+            "aiosmtpd>=1.4,<2",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

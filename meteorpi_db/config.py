@@ -69,6 +69,28 @@ class FeedConfig:
 
 
 @dataclass
+class NotifyConfig:
+    enabled: bool = True            # `meteorpi serve` also runs matching and delivery
+    base_url: str = "http://127.0.0.1:12080"  # links in notifications point here
+    coincidence_seconds: float = 3.0  # events this close in time ...
+    coincidence_km: float = 300.0   # ... from cameras this close form a coincidence group
+    allow_private_targets: bool = False  # webhooks to loopback/private addresses (tests, LANs)
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 10.0
+    poll_seconds: float = 5.0       # look for work this often even without a NOTIFY
+    retry_scale: float = 1.0        # multiplies the retry schedule (tests shrink it)
+    max_attempts: int = 8           # then a delivery is given up as failed
+    rate_window_seconds: float = 3600.0  # max_per_hour counts within this window
+    absence_check_seconds: float = 300.0
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "meteorpi@localhost"
+    smtp_starttls: bool = False
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -80,6 +102,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -143,6 +166,14 @@ def _parse_env(text: str, name: str) -> Any:
         raise ConfigError(f"{name}: cannot parse {text!r}") from None
     # A URL or path that YAML would read as something else stays a string.
     return value if isinstance(value, (bool, int, float, type(None))) else text
+
+
+def config_from_dict(data: Mapping) -> Config:
+    """A configuration from ``Config.as_dict()``'s form (how ``meteorpi serve`` hands its own
+    to the notifier process), checked like a YAML file."""
+    cfg = Config()
+    _apply(cfg, data, "")
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:

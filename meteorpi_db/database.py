@@ -4,8 +4,9 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``,
-``upload_failures``), each with its SQL beside it.
+(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``, ``upload_failures``,
+``registrations``, ``feed``, ``overview``, ``watches``, ``coincidences``, ``notifications``, ``matcher``),
+each with its SQL beside it.
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from .batches import BatchStore
 from .config import Config, load_config
 from .errors import StorageUnavailable
 from .exports import ExportStore
+from .coincidences import CoincidenceStore
 from .feed import FeedStore
 from .file_store import FileStore
+from .matcher import MatcherStore
 from .migrations import migrate
 from .overview import OverviewStore
+from .notifications import NotificationStore
 from .pool import ConnectionPool
 from .records import RecordStore
 from .registrations import RegistrationStore
@@ -32,11 +36,13 @@ from .searches import SearchStore
 from .statuses import StatusStore
 from .upload_failures import UploadFailureStore
 from .users import UserStore
+from .watches import WatchStore
 
 log = logging.getLogger("meteorpi.db")
 DEFAULT_DATABASE = "meteorpi"
 # Truncated by clear_database(); schema_version stays.
-TABLES = ("feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+TABLES = ("delivery_attempt", "delivery", "notification", "coincidence_member", "coincidence_group",
+          "watch_cursor", "watch", "feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
           "file_meta", "file_record", "status_region", "camera_status", "app_user")
 
 
@@ -78,7 +84,8 @@ def redact_url(url: str) -> str:
 
 
 class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
-                     RegistrationStore, UploadFailureStore, FeedStore, OverviewStore):
+                     RegistrationStore, UploadFailureStore, FeedStore, OverviewStore, WatchStore,
+                     CoincidenceStore, NotificationStore, MatcherStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""
 
     def __init__(self, url: str | None = None, file_store_path: str | os.PathLike | None = None,

@@ -20,7 +20,7 @@ from meteorpi_model import ValidationError, instant_to_ms
 from .pool import retry_stale
 
 _CURSOR_RE = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)
-KINDS = ("status", "event", "file")
+KINDS = ("status", "event", "file", "coincidence")  # coincidence: written by the matcher (004_watches.sql)
 
 SELECT_AFTER = """
 SELECT xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at

@@ -27,6 +27,7 @@ from .import_routes import add_routes
 from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify, reads_are_public
 from .openapi import openapi_json
 from .read_routes import read_api
+from .watch_routes import watch_api
 
 SERVICE_NAME = "meteorpi"
 
@@ -98,6 +99,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     add_routes(meteor_app)
     app.register_blueprint(read_api)
     app.register_blueprint(feed_api)
+    app.register_blueprint(watch_api)
     from .pages import install as install_pages
     install_pages(app)
     return app

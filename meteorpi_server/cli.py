@@ -59,7 +59,8 @@ class LazyGroup(click.Group):
 
     LAZY = {"export": "meteorpi_server.cli_export:export", "demo": "meteorpi_server.demo:demo",
             "ingest": "meteorpi_server.cli_ingest:ingest",
-            "feed": "meteorpi_server.cli_feed:feed"}
+            "feed": "meteorpi_server.cli_feed:feed", "watch": "meteorpi_server.cli_watch:watch",
+            "notify": "meteorpi_server.cli_watch:notify"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

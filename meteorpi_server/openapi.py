@@ -142,7 +142,8 @@ def _json(schema: dict, description: str, jsonp: bool = False) -> dict:
 
 def _failures(*codes: int, jsonp: bool = False) -> dict:
     what = {400: "bad input: the message names the field", 401: "no or wrong credentials",
-            403: "the user lacks the role", 404: "not held here", 413: "body or upload over the limit",
+            403: "the user lacks the role", 404: "not held here", 409: "the name is taken",
+            413: "body or upload over the limit",
             503: "the database is unreachable: retry after Retry-After seconds",
             507: "the archive's disk refused to store the bytes: retry after Retry-After seconds"}
     out = {}
@@ -271,6 +272,9 @@ def _read_paths(security: list, jsonp: bool) -> dict:
     }
 
 
+from meteorpi_db.feed import KINDS as FEED_KINDS  # noqa: E402  (the feed's kinds, declared once)
+
+
 def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
     """The live feed: the same parameters on both routes (``wait`` on the long-poll only)."""
     def query(name: str, schema: dict, description: str, many: bool = False) -> dict:
@@ -282,7 +286,7 @@ def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
     common = [query("after", cursor, "resume just after this cursor (default: from now; 0-0: all kept)"),
               query("camera", _codec_schema(CAMERA_ID), "only these cameras", many=True),
               query("event_type", {"type": "string", "minLength": 1}, "only these types (* wildcards)", many=True),
-              query("kind", {"enum": ["status", "event", "file"]}, "only these kinds", many=True),
+              query("kind", {"enum": list(FEED_KINDS)}, "only these kinds", many=True),
               query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per answer at most")]
     item = _object({"cursor": cursor, "kind": {"type": "string"}, "op": {"type": "string"},
                     "id": {"type": "string"}, "camera_id": {"type": "string"}, "event_type": {"type": "string"},
@@ -301,12 +305,73 @@ def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
             "/feed/stream": stream}
 
 
+def _watch_paths(security: list, read_security: list, jsonp: bool) -> dict:
+    """Watches (meteorpi_model.watch.Watch is the body) and coincidence groups."""
+    from meteorpi_model.fields import Int
+    watch_id = _path_param("watch_id", UUIDCodec(), "the watch's id")
+    group_id = _path_param("group_id", UUIDCodec(), "the group's id (a merged one gives the group it joined)")
+    one = _json(_object({"watch": _ref("Watch")}), "the watch")
+    created = _json(_object({"watch": _ref("Watch"), "secret": {"type": "string", "pattern": "^whsec_"},
+                             "confirmation": {"type": "string"}}, ["watch"]),
+                    "the watch; a webhook's signing secret, shown this once")
+    query = [{"name": name, "in": "query", "required": False, "description": text, "schema": _codec_schema(codec)}
+             for name, codec, text in (("after", Instant(), "groups that began at or after this instant"),
+                                       ("before", Instant(), "groups that began before this instant"),
+                                       ("camera", CAMERA_ID, "groups this camera is in"),
+                                       ("limit", Int(1, 1000), "at most this many (default 100)"),
+                                       ("skip", Int(0, 10 ** 9), "skip this many first"))]
+    groups = {"type": "array", "items": {"type": "object"}}
+    return {
+        "/watches": {
+            "post": {"operationId": "add_watch", "summary": "Add a watch of your own", "security": read_security,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Watch")}}},
+                     "responses": {"201": created, **_failures(400, 401, 409, 413, 414, 503)}},
+            "get": {"operationId": "watches", "summary": "Your watches (camera_admin: every watch)",
+                    "security": security, "responses": {
+                        "200": _json(_object({"watches": {"type": "array", "items": _ref("Watch")}}), "watches"),
+                        **_failures(401, 414, 503)}}},
+        "/watches/{watch_id}": {
+            "get": {"operationId": "watch", "summary": "One of your watches", "security": security,
+                    "parameters": [watch_id], "responses": {"200": one, **_failures(400, 401, 404, 414, 503)}},
+            "delete": {"operationId": "delete_watch", "summary": "Delete one of your watches", "security": security,
+                       "parameters": [watch_id], "responses": {
+                           "200": _json(_object({"deleted": {"type": "string"}}), "deleted"),
+                           **_failures(400, 401, 404, 414, 503)}}},
+        "/watches/{watch_id}/test": {
+            "post": {"operationId": "test_watch", "summary": "Queue a test notification", "security": security,
+                     "parameters": [watch_id], "responses": {
+                         "202": _json(_object({"delivery_id": {"type": "integer"}}), "queued"),
+                         **_failures(400, 401, 404, 414, 503)}}},
+        "/watches/{watch_id}/confirm": {
+            "get": {"operationId": "confirm_watch", "summary": "Confirm an e-mail watch (the mailed link)",
+                    "security": [], "parameters": [watch_id, {"name": "secret", "in": "query", "required": True,
+                                                             "schema": {"type": "string", "maxLength": 200}}],
+                    "responses": {"200": _json(_object({"confirmed": {"type": "string"}}), "confirmed"),
+                                  **_failures(400, 404, 414, 503)}}},
+        "/coincidences": _get("coincidences", "Coincidence groups, newest first", _json(
+            _object({"count": {"type": "integer", "minimum": 0}, "coincidences": groups}), "groups, a page"),
+            read_security, query, jsonp=jsonp),
+        "/coincidences/{group_id}": _get("coincidence", "One coincidence group", _json(
+            _object({"coincidence": {"type": "object"}}), "the group"), read_security, [group_id], not_found=True,
+            jsonp=jsonp),
+    }
+
+
+def _watch_schemas() -> dict:
+    from meteorpi_model import json_schema
+    from meteorpi_model.watch import Watch
+    defs: dict = {}
+    json_schema(Watch, defs)
+    return _rewrite_refs(defs)
+
+
 def openapi_document(import_paths: list[str] | None = None, public_read: bool = False,
                      version: str = "unknown", max_feed_wait: int = 60) -> dict:
     """The whole document: import routes under each of ``import_paths``, the read API, the index."""
     components = _rewrite_refs(copy.deepcopy(wire_schema()["$defs"]))
     components.update(_body_schemas())
     components.update(_answer_schemas())
+    components.update(_watch_schemas())
     basic = [{BASIC: []}]
     read_security = [{BASIC: []}, {}] if public_read else basic
     paths: dict = {
@@ -322,6 +387,7 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
         paths.update(_batch_paths(base, basic))
     paths.update(_read_paths(read_security, jsonp=public_read))
     paths.update(_feed_paths(read_security, max_feed_wait, jsonp=public_read))
+    paths.update(_watch_paths(basic, read_security, jsonp=public_read))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "meteorpi import service and read API", "version": version,

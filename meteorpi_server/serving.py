@@ -13,10 +13,13 @@ The Flask development server is never used.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -122,8 +125,32 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
                                workers or config.server.workers)
     log.info("serving meteorpi on %s%s with %d worker(s)", "https://" if "certfile" in options else "http://",
              options["bind"], options["workers"])
+    notifier = start_notifier(config) if config.notify.enabled else None
+    master = os.getpid()
     try:
         MeteorGunicorn(config, options).run()
     except SystemExit as e:  # gunicorn ends its master with sys.exit; 0 is a clean stop
         if e.code not in (0, None):
             raise
+    finally:
+        if notifier is not None and os.getpid() == master:  # workers leave through here too
+            stop_notifier(notifier)
+
+
+def start_notifier(config: Config) -> subprocess.Popen:
+    """Matching and delivery in ONE process beside the workers (not one per worker), started
+    fresh (no fork: it shares no database socket with gunicorn's workers). It is handed the
+    configuration on stdin, never on its command line, and ends when the master does."""
+    process = subprocess.Popen([sys.executable, "-m", "meteorpi_server.notify"], stdin=subprocess.PIPE)
+    process.stdin.write(json.dumps(config.as_dict()).encode("utf-8"))
+    process.stdin.close()
+    return process
+
+
+def stop_notifier(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -99,3 +99,5 @@ def vectors() -> dict:
 
 # -- Exporter tests: their fixtures (node, central, relay) live in tests/export_fixtures.py ----
 pytest_plugins = [*pytest_plugins, "tests.export_fixtures", "tests.page_fixtures"]
+# -- Watch tests: cameras at chosen places, a signature-checking webhook receiver, an SMTP server
+pytest_plugins = [*pytest_plugins, "tests.watch_fixtures"]

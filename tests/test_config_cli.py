@@ -12,6 +12,7 @@ import yaml
 
 from meteorpi_db import ConfigError, load_config
 from meteorpi_db.config import Config
+from meteorpi_db.migrations import available
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -70,7 +70,18 @@ class Served:
             time.sleep(0.05)
 
     def workers(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children()
+        # The notifier (python -m meteorpi_server.notify) is a child too, not a worker.
+        return [p for p in psutil.Process(self.proc.pid).children() if not self._helper(p)]
+
+    def helpers(self) -> list[psutil.Process]:
+        return [p for p in psutil.Process(self.proc.pid).children() if self._helper(p)]
+
+    @staticmethod
+    def _helper(process: psutil.Process) -> bool:
+        try:
+            return "meteorpi_server.notify" in process.cmdline()
+        except psutil.Error:
+            return False
 
     def stop(self) -> int:
         """SIGTERM, then the exit status (killed after 30 s, which fails the test)."""

@@ -75,7 +75,7 @@ class Group:
 
 def groups() -> list[Group]:
     """Every figure group, in the order they run (cheap checks first)."""
-    from . import feed, import_rate, pages, replication, rms_ingest, scaling, slow_clients, upload_rss, wan
+    from . import alerts, feed, import_rate, pages, replication, rms_ingest, scaling, slow_clients, upload_rss, wan
     return [
         Group(("replication_vs_rsync_fsync", "replication_vs_rsync", "requests_per_entity"), replication.run),
         Group(("wan_replication_vs_rsync", "link_calibration_rate_mbit", "link_calibration_rtt_ms"), wan.run),
@@ -87,6 +87,7 @@ def groups() -> list[Group]:
                "feed_memory_per_subscriber_kib"), feed.run),
         Group(("page_index_p95_ms", "page_event_search_p95_ms"), pages.run),
         Group(("slow_clients_import_p99_ms",), slow_clients.run),
+        Group(("alert_latency_p99_ms", "coincidence_matching_events_per_s"), alerts.run),
     ]
 
 

@@ -1,0 +1,181 @@
+"""Watches: stored "tell me when" subscriptions, their secrets and their owners.
+
+A webhook watch gets a Standard Webhooks signing secret (``whsec_`` + 32 random bytes, base64)
+when it is created: the caller is shown it once; it is kept because every delivery is signed
+with it. A watch owned by an e-mail address (no archive user) sends nothing until the address
+confirms through a link carrying a random secret, of which only the SHA-256 is kept and which
+is compared in constant time. Names are unique: a second create with the same name is refused
+by PostgreSQL's constraint, not by a look-then-insert race.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import hashlib
+import hmac
+import secrets
+import uuid
+from typing import Iterable
+
+import psycopg2.errors
+import psycopg2.extras
+
+from meteorpi_model import ValidationError, as_uuid
+from meteorpi_model.watch import Watch
+
+from .errors import Conflict, NotFound
+from .pool import retry_stale
+
+WATCH_COLUMNS = """watch_id, name, owner_user, owner_email, kind, webhook_url, email, filters,
+    max_per_hour, muted_until, digest, confirm_hash IS NULL, enabled, disabled_reason"""
+INSERT_WATCH = """
+INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, webhook_url, webhook_secret, email,
+                   filters, max_per_hour, muted_until, digest, confirm_hash)
+VALUES (%(watch_id)s, %(name)s, %(owner_user)s, %(owner_email)s, %(kind)s, %(webhook_url)s,
+        %(webhook_secret)s, %(email)s, %(filters)s, %(max_per_hour)s, %(muted_until)s, %(digest)s,
+        %(confirm_hash)s)
+"""
+SELECT_WATCHES = f"SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s) ORDER BY name"
+SELECT_WATCH = f"SELECT {WATCH_COLUMNS} FROM watch WHERE watch_id = %(watch_id)s"
+SELECT_WATCH_BY_NAME = f"SELECT {WATCH_COLUMNS} FROM watch WHERE name = %(name)s"
+# Subscribers are "user:<id>" or "email:<address>": a user id may look like an address.
+SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at,
+        CASE WHEN owner_user IS NOT NULL THEN 'user:' || owner_user ELSE 'email:' || owner_email END
+    FROM watch
+    WHERE enabled AND confirm_hash IS NULL AND kind = ANY(%(kinds)s) ORDER BY created_at"""
+SELECT_CONFIRM_HASH = "SELECT confirm_hash FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"
+CONFIRM = "UPDATE watch SET confirm_hash = NULL WHERE watch_id = %(watch_id)s"
+DELETE_WATCH = "DELETE FROM watch WHERE watch_id = %(watch_id)s"
+DISABLE_WATCH = """UPDATE watch SET enabled = false, disabled_reason = %(reason)s WHERE watch_id = %(watch_id)s"""
+SELECT_SECRET = "SELECT webhook_secret FROM watch WHERE watch_id = %(watch_id)s"
+FILTER_FIELDS = ("event_types", "cameras", "meta", "near", "silent_hours", "notify_on_join")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveWatch:
+    """A watch the matcher applies: since when (earlier imports are not its business), for whom."""
+    watch: Watch
+    created_at: _dt.datetime
+    subscriber: str
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def _confirm_hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def watch_from_row(row) -> Watch:
+    (watch_id, name, owner_user, owner_email, kind, webhook_url, email, filters, max_per_hour,
+     muted_until, digest, confirmed, enabled, disabled_reason) = row[:14]
+    wire = {"name": name, "kind": kind, "webhook": webhook_url, "email": email,
+            "max_per_hour": max_per_hour, "digest": digest, "watch_id": watch_id.hex,
+            "owner": owner_user or owner_email, "confirmed": confirmed, "enabled": enabled,
+            "disabled_reason": disabled_reason, **{k: v for k, v in filters.items() if k in FILTER_FIELDS}}
+    watch = Watch.from_dict({k: v for k, v in wire.items() if v is not None}, "watch")
+    watch.muted_until = muted_until
+    return watch
+
+
+class WatchStore:
+    """Mixed into MeteorDatabase: creating, reading and removing watches."""
+
+    @retry_stale
+    def create_watch(self, watch: Watch, owner_user: str | None) -> tuple[Watch, str | None, str | None]:
+        """Store ``watch`` for ``owner_user`` (None: owned by its e-mail address, unconfirmed).
+
+        Returns (the stored watch, the webhook signing secret or None, the e-mail confirmation
+        secret or None): both secrets are for the caller to hand on once, never logged.
+        """
+        watch = Watch.from_dict(watch.as_dict(), "watch")  # the same rules as wire input
+        if owner_user is None and watch.email is None:
+            raise ValidationError("watch.email", "a watch without an archive user must be owned by an e-mail address")
+        webhook_secret = new_webhook_secret() if watch.webhook else None
+        confirm_secret = secrets.token_urlsafe(32) if owner_user is None else None
+        wire = watch.as_dict()
+        params = {"watch_id": watch.watch_id, "name": watch.name, "owner_user": owner_user,
+                  "owner_email": watch.email if owner_user is None else None, "kind": watch.kind,
+                  "webhook_url": watch.webhook, "webhook_secret": webhook_secret, "email": watch.email,
+                  "filters": psycopg2.extras.Json({k: wire[k] for k in FILTER_FIELDS if k in wire}),
+                  "max_per_hour": watch.max_per_hour, "muted_until": watch.muted_until,
+                  "digest": watch.digest,
+                  "confirm_hash": _confirm_hash(confirm_secret) if confirm_secret else None}
+        try:
+            with self.transaction() as cur:
+                cur.execute(INSERT_WATCH, params)
+                cur.execute(SELECT_WATCH, {"watch_id": watch.watch_id})
+                stored = watch_from_row(cur.fetchone())
+        except psycopg2.errors.UniqueViolation as e:
+            raise Conflict(f"watch.name: a watch named {watch.name!r} exists already", e) from e
+        except psycopg2.errors.ForeignKeyViolation as e:
+            raise NotFound(f"no user {owner_user!r}", e) from e
+        return stored, webhook_secret, confirm_secret
+
+    @retry_stale
+    def confirm_watch(self, watch_id, secret: str) -> bool:
+        """Confirm an e-mail owned watch with the secret of its link; False when it is wrong."""
+        with self.transaction() as cur:
+            cur.execute(SELECT_CONFIRM_HASH, {"watch_id": as_uuid(watch_id)})
+            row = cur.fetchone()
+            if row is None:
+                return False
+            if row[0] is None:
+                return True  # already confirmed: a second click changes nothing
+            if not hmac.compare_digest(bytes(row[0]), _confirm_hash(secret)):
+                return False
+            cur.execute(CONFIRM, {"watch_id": as_uuid(watch_id)})
+            return True
+
+    @retry_stale
+    def get_watches(self, owner_user: str | None = None) -> list[Watch]:
+        """Every watch (of ``owner_user`` when given), by name."""
+        with self.transaction() as cur:
+            cur.execute(SELECT_WATCHES, {"owner": owner_user})
+            return [watch_from_row(row) for row in cur.fetchall()]
+
+    @retry_stale
+    def get_watch(self, watch_id) -> Watch | None:
+        with self.transaction() as cur:
+            cur.execute(SELECT_WATCH, {"watch_id": as_uuid(watch_id)})
+            row = cur.fetchone()
+        return watch_from_row(row) if row else None
+
+    @retry_stale
+    def get_watch_by_name(self, name: str) -> Watch | None:
+        with self.transaction() as cur:
+            cur.execute(SELECT_WATCH_BY_NAME, {"name": name})
+            row = cur.fetchone()
+        return watch_from_row(row) if row else None
+
+    def watch_named(self, name: str) -> Watch:
+        """The watch called ``name``; NotFound saying so otherwise."""
+        watch = self.get_watch_by_name(name)
+        if watch is None:
+            raise NotFound(f"no watch named {name!r}")
+        return watch
+
+    @retry_stale
+    def delete_watch(self, watch_id) -> bool:
+        """Remove a watch with its notifications and deliveries; False when there was none."""
+        with self.transaction() as cur:
+            cur.execute(DELETE_WATCH, {"watch_id": as_uuid(watch_id)})
+            return cur.rowcount == 1
+
+    @retry_stale
+    def disable_watch(self, watch_id, reason: str) -> None:
+        with self.transaction() as cur:
+            cur.execute(DISABLE_WATCH, {"watch_id": as_uuid(watch_id), "reason": reason})
+
+    def _active_watches(self, cur, kinds: Iterable[str]) -> list["ActiveWatch"]:
+        """Every confirmed, enabled watch of ``kinds``, oldest first."""
+        cur.execute(SELECT_ACTIVE, {"kinds": list(kinds)})
+        return [ActiveWatch(watch_from_row(row), row[14], row[15]) for row in cur.fetchall()]
+
+    def _webhook_secret(self, cur, watch_id: uuid.UUID) -> str | None:
+        cur.execute(SELECT_SECRET, {"watch_id": watch_id})
+        row = cur.fetchone()
+        return row[0] if row else None

@@ -1,0 +1,122 @@
+"""``meteorpi watch ...`` (watches and their deliveries) and ``meteorpi notify`` (the notifier
+alone). Thin: parse, call the database or the notifier, print one line per thing."""
+from __future__ import annotations
+
+import click
+
+from meteorpi_model.watch import WATCH_KINDS, Near, Watch, WatchMeta
+
+from .cli import Context, domain_errors, pass_ctx
+
+
+@click.group()
+def watch() -> None:
+    """Watches: be told (webhook or e-mail) of events, coincidences and silent cameras."""
+
+
+@watch.command("add")
+@click.argument("name")
+@click.option("--webhook", help="URL that receives signed POSTs (Standard Webhooks).")
+@click.option("--email", help="Address that receives notifications.")
+@click.option("--kind", type=click.Choice(WATCH_KINDS), default="event", show_default=True)
+@click.option("--event-type", "event_types", multiple=True, help="Event type, * wildcards (meteorpi:*); repeatable.")
+@click.option("--camera", "cameras", multiple=True, help="Only these cameras; repeatable.")
+@click.option("--meta", "metas", multiple=True, help="A meta condition key<op>value, e.g. 'magnitude<=-4'; repeatable.")
+@click.option("--near", help="LAT,LON,KM: cameras within KM of the point.")
+@click.option("--silent-hours", type=float, help="absence: hours without status, event or file.")
+@click.option("--max-per-hour", type=click.IntRange(1, 100_000), default=60, show_default=True,
+              help="Then one digest for the rest.")
+@click.option("--digest", is_flag=True, help="One nightly digest instead of each notification.")
+@click.option("--user", help="The archive user who owns it; without one, --email owns it and must confirm.")
+@pass_ctx
+@domain_errors
+def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, kind: str,
+              event_types: tuple[str, ...], cameras: tuple[str, ...], metas: tuple[str, ...], near: str | None,
+              silent_hours: float | None, max_per_hour: int, digest: bool, user: str | None) -> None:
+    """Add watch NAME."""
+    from .notify import check_target, confirm_link, send_confirmation
+    wire = {"name": name, "kind": kind, "webhook": webhook, "email": email, "event_types": list(event_types),
+            "cameras": list(cameras), "silent_hours": silent_hours, "max_per_hour": max_per_hour, "digest": digest,
+            "meta": [WatchMeta.parse(m, f"--meta[{i}]").as_dict() for i, m in enumerate(metas)],
+            "near": Near.parse(near, "--near").as_dict() if near else None}
+    new = Watch.from_dict({k: v for k, v in wire.items() if v is not None}, "watch")
+    if new.webhook:
+        check_target(new.webhook, ctx.config.notify.allow_private_targets)
+    stored, secret, confirm = ctx.db.create_watch(new, user)
+    click.echo(f"watch {stored.name} added ({stored.kind}, {stored.channel} {stored.target})")
+    if secret:
+        click.echo(f"signing secret (shown once, keep it to verify webhooks): {secret}")
+    if confirm:
+        link = confirm_link(ctx.config.notify.base_url, stored, confirm)
+        try:
+            send_confirmation(ctx.config.notify, stored.email, stored.name, link)
+        except OSError as e:
+            ctx.db.delete_watch(stored.watch_id)
+            raise click.ClickException(f"could not send the confirmation e-mail ({e}); watch not added") from None
+        click.echo(f"confirmation link sent to {stored.email}: nothing is sent until it is opened")
+
+
+@watch.command("list")
+@pass_ctx
+@domain_errors
+def watch_list(ctx: Context) -> None:
+    """List watches: name, kind, channel, owner, state."""
+    for w in ctx.db.get_watches():
+        state = "active" if w.enabled and w.confirmed else ("unconfirmed" if w.enabled else f"disabled: {w.disabled_reason}")
+        click.echo(f"{w.name}\t{w.kind}\t{w.channel} {w.target}\t{w.owner}\t{state}")
+
+
+@watch.command("delete")
+@click.argument("name")
+@pass_ctx
+@domain_errors
+def watch_delete(ctx: Context, name: str) -> None:
+    """Delete watch NAME with its notifications and deliveries."""
+    ctx.db.delete_watch(ctx.db.watch_named(name).watch_id)
+    click.echo(f"watch {name} deleted")
+
+
+@watch.command("test")
+@click.argument("name")
+@pass_ctx
+@domain_errors
+def watch_test(ctx: Context, name: str) -> None:
+    """Queue a test notification for watch NAME (the notifier sends it)."""
+    delivery_id = ctx.db.queue_test(ctx.db.watch_named(name))
+    click.echo(f"test notification queued as delivery {delivery_id}")
+
+
+@watch.command("log")
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@pass_ctx
+@domain_errors
+def watch_log(ctx: Context, name: str | None, limit: int) -> None:
+    """Deliveries (of watch NAME), newest first, with their state."""
+    watch_id = ctx.db.watch_named(name).watch_id if name else None
+    for e in ctx.db.delivery_log(watch_id, limit):
+        status = f"HTTP {e.last_status}" if e.last_status else "-"
+        error = f"\t{e.last_error}" if e.last_error else ""
+        click.echo(f"{e.delivery_id}\t{e.watch}\t{e.kind}\t{e.state}\tattempts={e.attempts}\t{status}"
+                   f"\t{e.created_at.isoformat(timespec='seconds')}{error}")
+
+
+@watch.command("replay")
+@click.argument("delivery_id", type=click.IntRange(1))
+@pass_ctx
+@domain_errors
+def watch_replay(ctx: Context, delivery_id: int) -> None:
+    """Send what delivery DELIVERY_ID sent again (same webhook-id)."""
+    new_id = ctx.db.replay_delivery(delivery_id)
+    click.echo(f"delivery {delivery_id} queued again as delivery {new_id}")
+
+
+@click.command("notify")
+@pass_ctx
+@domain_errors
+def notify(ctx: Context) -> None:
+    """Run matching and delivery alone (for archives that separate the roles). Stop with SIGTERM."""
+    from .notify import run_forever
+    ctx.config  # noqa: B018 - loads and validates the configuration before starting
+    run_forever(ctx.config)
+

@@ -1,0 +1,87 @@
+"""``meteorpi watch``: add, list, test, log, replay and delete watches from a terminal, with
+one-line errors for bad input."""
+from __future__ import annotations
+
+import pytest
+
+from .export_fixtures import cli_env, meteorpi, wait_for
+import re
+
+from .watch_fixtures import NotifierThread, Receiver, notify_config
+
+
+def test_watch_add_list_test_log_replay_delete(db, vectors):
+    db.create_or_update_user("alice", "alice-pw", ["user"])
+    env = cli_env(db, METEORPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true")
+    receiver = Receiver()
+    try:
+        added = meteorpi("watch", "add", "fireballs", "--webhook", receiver.url, "--kind", "coincidence",
+                         "--event-type", "meteorpi:*", "--meta", "magnitude<=-4", "--near", "52.2,0.12,400",
+                         "--max-per-hour", "10", "--user", "alice", env=env)
+        assert added.returncode == 0, added.stderr
+        secret = added.stdout.split("verify webhooks): ")[1].split()[0]
+        receiver.secrets.append(secret)
+        listed = meteorpi("watch", "list", env=env)
+        assert listed.stdout.startswith("fireballs\tcoincidence\twebhook ") and "\talice\tactive" in listed.stdout
+        assert secret not in listed.stdout
+        stored = db.watch_named("fireballs")
+        assert [str(m) for m in stored.meta] == ["meteorpi:magnitude<=-4"] and stored.near.km == 400
+        tested = meteorpi("watch", "test", "fireballs", env=env)
+        assert tested.returncode == 0 and "queued as delivery" in tested.stdout
+        notifier = NotifierThread(db, notify_config())
+        try:
+            wait_for(lambda: receiver.of_type("test"), 20, "the test notification")
+            log = meteorpi("watch", "log", "fireballs", env=env)
+            delivery_id = log.stdout.split("\t")[0]
+            assert "\ttest\tdelivered\tattempts=1\tHTTP 200" in log.stdout
+            replayed = meteorpi("watch", "replay", delivery_id, env=env)
+            assert replayed.returncode == 0, replayed.stderr
+            wait_for(lambda: len(receiver.of_type("test")) == 2, 20, "the replay")
+        finally:
+            notifier.close()
+        assert receiver.ids[0] == receiver.ids[1]  # a replay is the same message (same webhook-id)
+        deleted = meteorpi("watch", "delete", "fireballs", env=env)
+        assert deleted.returncode == 0 and meteorpi("watch", "list", env=env).stdout == ""
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["add", "w", "--email", "a@example.org", "--meta", "magnitude<<4", "--user", "alice"], "--meta[0]"),
+    (["add", "w", "--email", "a@example.org", "--near", "52,0", "--user", "alice"], "--near"),
+    (["add", "w", "--email", "a@example.org", "--kind", "absence", "--user", "alice"], "silent_hours"),
+    (["add", "w", "--webhook", "http://10.0.0.1/x", "--user", "alice"], "non-public"),
+    (["add", "w", "--user", "alice"], "exactly one channel"),
+    (["add", "w", "--email", "a@example.org", "--user", "nobody"], "no user 'nobody'"),
+    (["delete", "nothing"], "no watch named 'nothing'"),
+    (["replay", "999"], "no delivery 999"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(db, args, message):
+    db.create_or_update_user("alice", "alice-pw", ["user"])
+    done = meteorpi("watch", *args, env=cli_env(db))
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):
+    box, port = smtp
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port),
+                  METEORPI_NOTIFY_BASE_URL="https://archive.example.org")
+    added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "confirmation link sent to sky@example.org" in added.stdout
+    (to, text), = box.messages
+    link = re.search(r"https://archive\.example\.org/watches/([0-9a-f]{32})/confirm\?secret=(\S+)", text)
+    assert to == ["sky@example.org"] and link and link.group(2) not in added.stdout
+    assert "unconfirmed" in meteorpi("watch", "list", env=env).stdout
+    assert not db.confirm_watch(link.group(1), "a-guess")
+    assert db.confirm_watch(link.group(1), link.group(2))
+    assert "\tactive" in meteorpi("watch", "list", env=env).stdout
+
+
+def test_an_unreachable_mail_server_adds_no_watch(db):
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT="9")
+    added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert added.returncode == 1 and "could not send the confirmation e-mail" in added.stderr
+    assert db.get_watches() == []
