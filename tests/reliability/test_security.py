@@ -40,8 +40,16 @@ PAGES = {"/cameras/<camera_id>", "/assets/<path:filename>"}
 # The right role for each remaining route, and what it then answers.
 OTHERS = {"/import/v2": ("GET", IMPORTER, 200), "/import/v2/check": ("POST", IMPORTER, 200),
           "/import/v2/data": ("POST", IMPORTER, 400), "/import/v2/import": ("POST", IMPORTER, 200)}
-# Read routes beyond the matrix: a reader gets them, as does an importer (the read API's rule).
-READS = {"/feed", "/feed/stream"}
+# Read routes beyond the matrix: a reader gets them, as does an importer (the read API's rule);
+# the path requested and what the right user gets.
+NO_ID = "0" * 32
+READS = {"/feed": ("/feed", 200), "/feed/stream": ("/feed/stream", 200),
+         "/coincidences": ("/coincidences", 200), "/coincidences/<group_id>": (f"/coincidences/{NO_ID}", 404)}
+# Watches are a person's own: any signed-in user, whatever their roles (others' ids are 404).
+SIGNED_IN = {"/watches": ("GET", "/watches", 200), "/watches/<watch_id>": ("GET", f"/watches/{NO_ID}", 404),
+             "/watches/<watch_id>/test": ("POST", f"/watches/{NO_ID}/test", 404)}
+# Opened from an e-mail: the secret in the link is the credential.
+BY_SECRET = {"/watches/<watch_id>/confirm": f"/watches/{NO_ID}/confirm?secret=not-it"}
 
 
 def _basic(auth) -> dict:
@@ -54,17 +62,27 @@ def test_auth_matrix_covers_every_route(live_server, tally):
     holder -> the route's own answer; refusals are JSON."""
     assert len(test_server_auth.READ_PATHS) == 7  # the matrix this extends
     rules = {r.rule for r in live_server.app.url_map.iter_rules() if r.endpoint != "static"}
-    known = PUBLIC | COVERED_ELSEWHERE | PAGES | set(OTHERS) | READS
+    known = PUBLIC | COVERED_ELSEWHERE | PAGES | set(OTHERS) | set(READS) | set(SIGNED_IN) | set(BY_SECRET)
     assert rules == known, rules ^ known
-    for route in READS:
-        for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, 200),
-                                                        ("importer (role import)", IMPORTER, 200)]:
-            with requests.get(live_server.url + route, headers=_basic(credentials), timeout=TIMEOUT,
+    for route, (path, ok) in READS.items():
+        for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, ok),
+                                                        ("importer (role import)", IMPORTER, ok)]:
+            with requests.get(live_server.url + path, headers=_basic(credentials), timeout=TIMEOUT,
                               stream=True) as r:
                 tally.add("inputs")
                 assert r.status_code == expected, (route, who, r.status_code)
                 if expected == 401:
                     assert r.headers["WWW-Authenticate"].startswith("Basic")
+    for route, (method, path, ok) in SIGNED_IN.items():
+        for who, credentials, expected in CREDENTIALS[:3] + [("reader", READER, ok), ("importer", IMPORTER, ok),
+                                                            ("camera admin", VIEWER, ok)]:
+            r = requests.request(method, live_server.url + path, headers=_basic(credentials), timeout=TIMEOUT)
+            tally.add("inputs")
+            assert r.status_code == expected, (route, who, r.status_code, r.text)
+            assert r.headers["Content-Type"].startswith("application/json")
+    for route, path in BY_SECRET.items():
+        r = requests.get(live_server.url + path, timeout=TIMEOUT)
+        assert r.status_code == 404 and "not-it" not in r.text, (route, r.status_code)
     for route, (method, auth, ok) in OTHERS.items():
         body = {} if method == "POST" and not route.endswith("/data") else None
         for who, credentials, expected in CREDENTIALS + [("reader (role user)", READER, 403),
