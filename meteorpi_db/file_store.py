@@ -194,7 +194,7 @@ class FileStore:
                 os.replace(tmp_name, final)
                 directories.add(final.parent)
             # The renames are durable once their directories are: flushed together, not in turn.
-            for done in [pool.submit(_fsync_dir, d) for d in directories]:
+            for done in [pool.submit(fsync_directory, d) for d in directories]:
                 done.result()
         return results
 
@@ -322,7 +322,7 @@ class FileStore:
                 directories |= self._make_parents(final)
                 os.replace(tmp_name, final)
                 directories.add(final.parent)
-            for flushed in [_fsync_pool().submit(_fsync_dir, d) for d in directories]:
+            for flushed in [_fsync_pool().submit(fsync_directory, d) for d in directories]:
                 flushed.result()
         return [(file_id, size, md5) for file_id, size, md5, _ in done]
 
@@ -403,7 +403,7 @@ class FileStore:
             changed = self._make_parents(final)
             os.replace(tmp_name, final)
             for directory in changed | {final.parent}:
-                _fsync_dir(directory)
+                fsync_directory(directory)
 
 
 def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
@@ -428,7 +428,8 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Make a rename or a new entry in ``path`` durable: the directory itself must reach the disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

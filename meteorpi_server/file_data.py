@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import BinaryIO, Iterator
 
+from meteorpi_db.file_store import fsync_directory
+
 
 class FileData:
     """The bytes of one upload, readable once, as they arrive.
@@ -51,14 +53,6 @@ class FileData:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             raise
-        _fsync_directory(directory)
+        fsync_directory(directory)
 
-
-def _fsync_directory(directory: str) -> None:
-    # The rename is only durable once the directory entry is on disk too.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
