@@ -1,4 +1,4 @@
-"""One export task's conversation with its target: the client rules of PROTOCOL.md, request by request.
+"""One export task's conversation with its target: the client rules of docs/protocol.md, request by request.
 
 ``TaskExchange(exporter, task, entity).run()`` returns when the target said ``complete`` and
 raises ``TaskEnded`` (failed or confused, with a message) otherwise. Whatever the target

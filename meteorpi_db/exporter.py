@@ -1,4 +1,4 @@
-"""The exporter: the client half of PROTOCOL.md, driving one export task at a time to its end.
+"""The exporter: the client half of docs/protocol.md, driving one export task at a time to its end.
 
 ``MeteorExporter(db).handle_next_export()`` takes the oldest due task, sends its entity to the
 configuration's target and answers each reply as the protocol's client rules say: a status the

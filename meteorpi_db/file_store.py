@@ -8,7 +8,7 @@ of files), plus ``<root>/tmp/`` for bytes in flight. The MD5 is part of the name
 A file is held only after its bytes were completely written to a temp name on the same
 filesystem, fsynced, hashed, compared with the expected MD5 and renamed into place (and the
 directory fsynced). A crash at any point leaves either nothing or a temp file that is never
-counted as held (PROTOCOL.md weak point 2). Temp names carry the writer's host and pid
+counted as held (docs/protocol.md weak point 2). Temp names carry the writer's host and pid
 (``<file_id hex>.<host>.<pid>.<random>``), so a store that opens (a server starting, a worker
 replacing a dead one) removes at once the temp files of writers of this host that no longer
 exist; anything else (another host sharing the store) is removed once untouched for six hours.

@@ -3,7 +3,7 @@
 An event is stored with its file records, their metadata and the file order in one
 transaction; an id already held makes the import a no-op (``ON CONFLICT DO NOTHING``), so two
 nodes delivering the same event at the same moment both succeed and one copy is kept
-(PROTOCOL.md weak point 4). A file id held with another MD5 is no such no-op: the record that
+(docs/protocol.md weak point 4). A file id held with another MD5 is no such no-op: the record that
 says otherwise is refused (``Conflict``), checked before writing and again on every file row an
 insert found already held (another import may have written it meanwhile), so a node is never
 told its version arrived while the archive keeps another.

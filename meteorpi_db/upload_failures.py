@@ -3,7 +3,7 @@
 A node whose upload of a file keeps being refused (bytes that do not match their MD5, bytes
 over the size limit, a body cut short) would otherwise be asked for the same bytes for ever: the
 import service refuses the file's entity once the count reaches ``server.max_failed_uploads``
-(PROTOCOL.md weak point 3). The count is kept in PostgreSQL, so every worker sees it, and per
+(docs/protocol.md weak point 3). The count is kept in PostgreSQL, so every worker sees it, and per
 importing account, so one account's bad uploads never get another node's file refused. A
 verified upload of the file, by anyone, forgets every count of it.
 """

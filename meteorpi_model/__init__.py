@@ -21,7 +21,7 @@ __all__ = [
     "now", "search_from_query", "search_to_query", "wire_schema",
 ]
 
-# The entities that cross the wire, by the body key PROTOCOL.md gives them.
+# The entities that cross the wire, by the body key docs/protocol.md gives them.
 WIRE_ENTITIES = {"status": CameraStatus, "file": FileRecord, "event": Event}
 
 

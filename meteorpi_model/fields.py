@@ -3,7 +3,7 @@
 An entity is a stdlib dataclass whose fields carry a *codec* in their metadata (see ``field``).
 ``fields(cls)`` returns the immutable, cached tuple of ``FieldInfo`` that drives:
 
-* ``Model.as_dict()``   — Python value -> wire form (PROTOCOL.md),
+* ``Model.as_dict()``   — Python value -> wire form (docs/protocol.md),
 * ``Model.from_dict()`` — wire form -> Python value, validating as it goes,
 * ``json_schema(cls)``  — the JSON Schema of the wire form (and from it, the OpenAPI document).
 
@@ -363,7 +363,7 @@ class Model:
     wire_name: ClassVar[str] = ""
 
     def as_dict(self) -> dict:
-        """The wire form (PROTOCOL.md): optional fields with no value are left out."""
+        """The wire form (docs/protocol.md): optional fields with no value are left out."""
         out = {}
         for f in fields(type(self)):
             value = getattr(self, f.name)

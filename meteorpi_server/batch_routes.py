@@ -1,7 +1,7 @@
 """The fast path (protocol version 2): many entities per request, beside version 1.
 
 Version 1 costs two requests per missing file plus one per status per entity, which a 40 ms
-link turns into minutes per night (PROTOCOL.md weak point 7). Version 2 does a batch in about
+link turns into minutes per night (docs/protocol.md weak point 7). Version 2 does a batch in about
 three requests, however many entities and files it holds:
 
     GET  {base}/v2          -> {"protocol": 2, "max_entities": N, "max_upload_bytes": B}

@@ -1,7 +1,7 @@
 """Request bodies of the import API: read from the socket up to a limit, parsed as strict JSON.
 
 Strict: UTF-8, no duplicate keys, no NaN/Infinity, an object at the top, nesting too deep is a
-400 (never a RecursionError), and never a general YAML loader (PROTOCOL.md weak point 6).
+400 (never a RecursionError), and never a general YAML loader (docs/protocol.md weak point 6).
 
 Bounded: parsing builds a Python object per JSON value, and a value can cost 30 times its bytes
 (``{},`` is 3 bytes, an empty dict and its list slot 72): a 16 MiB body of ``{}`` items once

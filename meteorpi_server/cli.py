@@ -148,7 +148,7 @@ def user_delete(ctx: Context, name: str) -> None:
 
 @main.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of the wire entities (PROTOCOL.md, version 1)."""
+    """Print the JSON Schema of the wire entities (docs/protocol.md, version 1)."""
     click.echo(json.dumps(wire_schema(), indent=2, sort_keys=True))
 
 

@@ -3,7 +3,7 @@
 Everything runs on this machine, in a temporary data directory: one embedded PostgreSQL cluster
 holding two databases (``meteorpi_node`` and ``meteorpi_central``, each with its own file
 store), the central import service as a real ``meteorpi serve`` child process on a free local
-port, and the node's exporter speaking PROTOCOL.md to it over HTTP. Afterwards the central
+port, and the node's exporter speaking docs/protocol.md to it over HTTP. Afterwards the central
 archive is compared with the node, entity for entity and byte for byte (bytes read back through
 the read API). ``--kill-server`` SIGKILLs the central server halfway through the bytes and
 restarts it: replication must still converge. Exit status 0 only when the archives match.

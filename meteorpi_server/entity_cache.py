@@ -5,7 +5,7 @@ the entity needs, it refers back to it by id only. This cache is what makes that
 bounded LRU (cachetools) behind a lock, one per worker process: a miss (evicted, restarted, or
 the entity went to another worker) answers ``continue-nocache`` and the exporter resends the
 entity in full, so several workers stay correct without sharing anything. A miss concerns its
-own id alone: the reference design cleared the whole cache on one miss (PROTOCOL.md weak point
+own id alone: the reference design cleared the whole cache on one miss (docs/protocol.md weak point
 1), which under load made every node resend everything.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``ImportRequest.process_request`` turns a parsed body into the entity it carries (looking
 ``cached_entity`` ids up in the entity cache); ``dispatch`` hands it to a receiver and turns
 "the receiver returned nothing" into the protocol's default answer. A receiver decides;
-``MeteorDatabaseImportReceiver`` decides as PROTOCOL.md says, against a MeteorDatabase.
+``MeteorDatabaseImportReceiver`` decides as docs/protocol.md says, against a MeteorDatabase.
 An application embedding the routes may pass any ``BaseImportReceiver``.
 
 Receivers written for the original meteorpi importer run unchanged: the answers that need no
@@ -205,7 +205,7 @@ def dispatch(receiver: BaseImportReceiver, import_request: ImportRequest) -> Res
 
 
 class MeteorDatabaseImportReceiver(BaseImportReceiver):
-    """The receiver PROTOCOL.md describes, holding what it receives in a MeteorDatabase.
+    """The receiver docs/protocol.md describes, holding what it receives in a MeteorDatabase.
 
     A file id held with another MD5 is never answered ``complete``: whatever names it (an
     event, a file record, an upload of bytes) is refused, naming the id and both MD5s. Every

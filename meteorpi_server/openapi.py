@@ -2,7 +2,7 @@
 
 Nothing here restates a field of an entity or a search:
 
-* request bodies of ``/import`` are a ``oneOf`` of the four body kinds of PROTOCOL.md, each
+* request bodies of ``/import`` are a ``oneOf`` of the four body kinds of docs/protocol.md, each
   pointing into ``components.schemas``, which *is* ``meteorpi_model.wire_schema()``'s ``$defs``
   (the JSON Schema derived from every codec's declared bounds);
 * the read API's query parameters are ``fields(EventSearch)`` / ``fields(FileRecordSearch)``,
@@ -37,7 +37,7 @@ SCHEMAS = "#/components/schemas/"
 CALLBACK_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$"
 BASIC = "basicAuth"
 
-# The protocol's answers (PROTOCOL.md, "Requests"): state -> the id field it carries, if any.
+# The protocol's answers (docs/protocol.md, "Requests"): state -> the id field it carries, if any.
 ANSWER_STATES = {"complete": None, "need_status": "status_id", "need_file_data": "file_id",
                  "continue": None, "continue-nocache": None}
 
@@ -168,7 +168,7 @@ def _import_paths(base: str, security: list) -> dict:
     return {
         base: {"post": {
             "operationId": "import" + base.replace("/", "_"),
-            "summary": "Deliver an entity (PROTOCOL.md version 1)",
+            "summary": "Deliver an entity (docs/protocol.md version 1)",
             "security": security,
             "requestBody": {"required": True, "content": {"application/json": {"schema": body_ref}}},
             "responses": {"200": _json(_ref("ImportAnswer"), "what the exporter should do next"),
@@ -391,7 +391,7 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "meteorpi import service and read API", "version": version,
-                 "description": "Camera nodes deliver statuses, files and events (PROTOCOL.md, version 1); "
+                 "description": "Camera nodes deliver statuses, files and events (docs/protocol.md, version 1); "
                                 "users read what was imported. Schemas are derived from the model's field "
                                 "declarations."},
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",

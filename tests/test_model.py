@@ -95,7 +95,7 @@ def test_bad_status_is_refused_naming_the_field(vectors, path, value, message):
 
 
 def test_optional_fields_accept_null_and_are_left_out(vectors):
-    """PROTOCOL.md: an optional field may be sent as null; as_dict leaves it out."""
+    """docs/protocol.md: an optional field may be sent as null; as_dict leaves it out."""
     body = dict(vectors["status"]["status"], inst_url=None, valid_to=None)
     out = CameraStatus.from_dict(body).as_dict()
     assert "inst_url" not in out and "valid_to" not in out

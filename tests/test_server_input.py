@@ -1,5 +1,5 @@
 """Bad input of every kind answers 4xx with a JSON message naming the field, and writes nothing
-(PROTOCOL.md weak points 5 and 6); routing errors and limits answer JSON too."""
+(docs/protocol.md weak points 5 and 6); routing errors and limits answer JSON too."""
 from __future__ import annotations
 
 import copy

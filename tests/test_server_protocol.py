@@ -1,4 +1,4 @@
-"""The replication protocol (PROTOCOL.md, version 1) over a real socket: every answer a server
+"""The replication protocol (docs/protocol.md, version 1) over a real socket: every answer a server
 can give, in the exchanges that lead to it."""
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_unknown_cached_entity_answers_continue_nocache(server, api):
 
 
 def test_cache_miss_leaves_other_entries_cached(server, api, records):
-    """One node's miss does not evict anyone else's entity (PROTOCOL.md weak point 1)."""
+    """One node's miss does not evict anyone else's entity (docs/protocol.md weak point 1)."""
     status = records.status()
     first, _ = records.event(status)
     second, _ = records.event(status)
@@ -147,7 +147,7 @@ def test_need_status_names_a_file_status_the_event_does_not(server, api, records
 
 def test_same_event_delivered_by_two_nodes_at_once_is_stored_once(server, records):
     """Two exporters posting the same event at the same moment both hear complete, and one copy
-    is held (PROTOCOL.md weak point 4). Repeated to give the race a real chance."""
+    is held (docs/protocol.md weak point 4). Repeated to give the race a real chance."""
     a, b = Api(server.url), Api(server.url)
     status = records.status()
     a.post(status)

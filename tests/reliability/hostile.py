@@ -1,7 +1,7 @@
 """Hypothesis strategies for hostile input: valid bodies mutated field by field, raw bytes,
 data-route paths, multipart bodies and search parameters.
 
-Mutations start from the protocol vectors (``shared/vectors``), so most examples are one or two
+Mutations start from the protocol vectors (``tests/vectors``), so most examples are one or two
 fields away from a body the server would accept: they reach the model's validation of each
 field, the receiver's checks against held statuses and the file store, not just the JSON parser.
 """

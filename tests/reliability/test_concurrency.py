@@ -1,5 +1,5 @@
 """Eight camera nodes holding the same entities deliver them to one server at the same moment:
-each entity is stored once and every exporter hears complete (PROTOCOL.md weak point 4)."""
+each entity is stored once and every exporter hears complete (docs/protocol.md weak point 4)."""
 from __future__ import annotations
 
 import threading
