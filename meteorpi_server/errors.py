@@ -81,8 +81,22 @@ def failed(message: str, status: int) -> Response:
     return response
 
 
+def _close_after_answer() -> None:
+    """Close the connection after this answer instead of reading the rest of the body first: a
+    server that would keep the connection alive must drain what the client still sends (an
+    endless body, or gigabytes past the limit). The serving worker's body (worker.py) carries the
+    request object that decides; other servers are left to their own rules."""
+    from flask import has_request_context, request
+    if has_request_context():
+        req = getattr(request.environ.get("wsgi.input"), "req", None)
+        if req is not None:
+            req.must_close = True
+
+
 def error_response(exc: BaseException) -> Response:
     """The JSON answer for any exception; unexpected ones are logged and answered 500."""
+    if isinstance(exc, (PayloadTooLarge, BodyCutShort)) or isinstance(exc, FileTooLarge):
+        _close_after_answer()
     if isinstance(exc, ApiError):
         return failed(exc.message, exc.status)
     if isinstance(exc, ValidationError):

@@ -92,7 +92,7 @@ def run(ctx: Context) -> list[Figure]:
     ours.reset_central(central_db)
     try:
         with ours.ServerProcess(central, ctx.cluster.root / "serve-feed.log") as server:
-            fleet = Fleet(ctx, spec, server, central_db)
+            fleet = Fleet(ctx, spec, server, central_db, prefix="node-f")
             try:
                 log(f"feed: latency with {SCALING_EXPORTERS} exporters x {spec.describe()}")
                 watcher = Watcher(server.url)

@@ -30,9 +30,10 @@ MIN_SCALING_PAIRS = 7
 class Fleet:
     """``SCALING_EXPORTERS`` nodes exporting to one server."""
 
-    def __init__(self, ctx: Context, spec: NightSpec, server: ours.ServerProcess, central_db):
+    def __init__(self, ctx: Context, spec: NightSpec, server: ours.ServerProcess, central_db, prefix: str = "node-s"):
         self.ctx, self.spec, self.server, self.central_db = ctx, spec, server, central_db
-        self.nodes = [build_node(ctx, f"node-s{i:02d}", spec, SEED + 100 + i) for i in range(SCALING_EXPORTERS)]
+        # Each group builds nodes of its own (``prefix``): a run's cluster is shared by every group.
+        self.nodes = [build_node(ctx, f"{prefix}{i:02d}", spec, SEED + 100 + i) for i in range(SCALING_EXPORTERS)]
         # `meteorpi export add` x 32 costs half a minute in sequence; a few at a time is enough.
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda args: ours.export_add(*args),
