@@ -126,7 +126,7 @@ def test_changed_files_are_refused_by_the_server_and_the_rest_of_the_batch_arriv
     assert totals.requests == 3  # check, one upload, one import: nothing sent again
     for record in (rotten, shrunk):
         assert any(f"file {record.file_id.hex}" in f and "no longer match their MD5" in f for f in totals.failures)
-        assert central.db.upload_failures(record.file_id) == 1  # the server's verification refused it
+        assert central.db.upload_failures(record.file_id, record.md5, IMPORTER[0]) == 1  # the server refused it
         assert central.db.file_store.find(record.file_id) is None
     assert central.counts() == (2, 4)
     assert not any(central.db.file_store.tmp.iterdir())
