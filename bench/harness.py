@@ -42,7 +42,8 @@ class Figure:
     def line(self) -> str:
         """Exactly ``name: value`` (or ``name: n/a (reason)``), as the issue asks."""
         if self.value is None:
-            return f"{self.name}: n/a ({self.reason or 'not measured'})"
+            reason = " ".join((self.reason or "not measured").split())  # one line, whatever it quotes
+            return f"{self.name}: n/a ({reason})"
         return f"{self.name}: {format_value(self.value)}"
 
     @property
