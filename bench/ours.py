@@ -71,7 +71,10 @@ class ServerProcess(ServeProcess):
 
     def __init__(self, site: Site, log_path: Path, workers: int | None = None):
         super().__init__(site.url, site.data_dir, workers=workers or 2, log_path=log_path,
-                         env={"METEORPI_LOGGING_LEVEL": "WARNING"})
+                         # The notifier (watches) is measured by the alerts group, which starts its
+                         # own server; here it would only race the figures' resets (a TRUNCATE
+                         # beside its reads deadlocked once) and add work no figure asks about.
+                         env={"METEORPI_LOGGING_LEVEL": "WARNING", "METEORPI_NOTIFY_ENABLED": "false"})
 
     def __enter__(self) -> "ServerProcess":
         self.start(READY_TIMEOUT_SECONDS)
