@@ -29,6 +29,8 @@ setup(
         # gunicorn's gevent workers: slow clients and open streams cost greenlets, not threads
         # (gunicorn needs gevent >= 24.10.1).
         "gevent>=24.10.1,<27",
+        # gunicorn's gevent worker imports packaging but gunicorn does not declare it.
+        "packaging>=23,<27",
         # psycopg2 waiting on gevent's loop instead of blocking the worker in libpq.
         "psycogreen>=1.0.2,<2",
         # Thread-safe LRU entity cache for cached_entity requests.
