@@ -42,6 +42,9 @@ STALE_PARTIAL_SECONDS = 3 * 24 * 3600
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 
 
+# Bytes asked of an upload stream at once: a WSGI server's read(n) loses all n bytes it had
+# gathered when the connection breaks inside it, and those are what a cut upload keeps.
+STREAM_READ = 16 * 1024
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
 COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
 _pool_lock = threading.Lock()
@@ -327,7 +330,7 @@ class FileStore:
             try:
                 left = size - offset
                 while left:
-                    chunk = stream.read(min(CHUNK_SIZE, left))
+                    chunk = stream.read(min(STREAM_READ, left))
                     if not chunk:
                         raise TruncatedUpload(f"the body ended {left} bytes early")
                     digest.update(chunk)
