@@ -143,7 +143,8 @@ class FaultProxy:
         try:
             while readers and self._running:
                 waiting = [s for s in readers if s is not client or time.monotonic() >= next_read]
-                ready, _, _ = select.select(waiting, [], [], 0.05)
+                ready, _, _ = select.select(waiting, [], [], min(0.05, max(0.0, next_read - time.monotonic()))
+                                            if client not in waiting else 0.05)
                 for sock in ready:
                     data = sock.recv(size if sock is client else CHUNK)
                     if sock is client:
