@@ -15,7 +15,7 @@ from meteorpi_db.exporter import MeteorExporter
 from tests.server_fixtures import IMPORTER
 
 from .checks import compare_archives
-from .fault_proxy import FaultProxy, reset_around
+from .fault_proxy import FaultProxy, Plan, reset_around
 from .replication import export_to, mark, more_work, pending
 
 KiB, MiB = 1024, 1024 * 1024
@@ -62,3 +62,35 @@ def test_a_night_gets_through_a_link_that_resets_every_few_bytes(make_database, 
     assert resets >= 2  # the link did cut
     assert any("the target kept" in line for line in lines), lines[:5]
     assert sent <= most * night, f"sent {sent:,} bytes for a night of {night:,} ({sent / night:.2f}×)"
+
+
+@pytest.mark.parametrize("size", [pytest.param(64 * MiB, id="64MiB"), pytest.param(1024 * MiB, id="1GiB")])
+def test_a_big_file_cut_four_times_resumes_from_what_the_server_holds(make_database, served, tmp_path, tally,
+                                                                     long_run, size):
+    """A big file (an all-night video) whose uploads are cut at four random points completes
+    with at most 1.3 × its size sent: each try continues from the prefix the server holds."""
+    if size > 64 * MiB and not long_run:
+        pytest.skip("1 GiB: only with --long")
+    rng = random.Random(size)
+    node, central = make_database("flaky_node"), make_database("flaky_central")
+    server = served(central, workers=1)
+    more_work(node, tmp_path, events=0, files_per_event=0, standalone=1, file_size=size, seed=19)
+    cuts = sorted(rng.uniform(0.05, 0.95) * size for _ in range(4))
+    # Connection k is reset after the bytes between cut k-1 and cut k (and a little slack for
+    # the requests before the upload); after four cuts the link is clean.
+    budgets = iter([int(b - a) + 64 * KiB for a, b in zip([0.0] + cuts, cuts)])
+    with FaultProxy(server.port) as proxy:
+        proxy.plan = lambda: Plan(reset_after=next(budgets, None), rate_bytes_per_second=256 * MiB)
+        export_to(node, f"{proxy.url}/import", IMPORTER)
+        mark(node)
+        lines: list[str] = []
+        with MeteorExporter(node, on_try=lines.append) as exporter:
+            totals = exporter.export_due()
+        sent, resets = proxy.bytes_up, proxy.resets
+    assert not pending(node), totals.failures
+    [(name, path)] = held_files(node).items()
+    assert held_files(central)[name].read_bytes() == path.read_bytes()
+    tally.measure("bytes sent / file", round(sent / size, 3))
+    tally.add("faults", resets)
+    assert resets == 4, lines
+    assert sent <= 1.3 * size, f"sent {sent:,} bytes for a file of {size:,} ({sent / size:.2f}×)"
