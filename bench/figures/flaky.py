@@ -57,7 +57,7 @@ def rsync_partial_side(daemon: RsyncDaemon, source, url: str, files: int):
     """``rsync -a --fsync --partial`` retried at once until it exits 0; seconds for all tries."""
     def run(_round: int) -> float:
         daemon.reset()
-        argv = ["rsync", "-a", "--fsync", "--partial"] + STORE_EXTRAS + ["--exclude=/partial/", f"{source}/", url]
+        argv = ["rsync", "-a", "--fsync", "--partial"] + STORE_EXTRAS + [f"{source}/", url]
         started = time.perf_counter()
         for _ in range(MAX_TRIES):
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
