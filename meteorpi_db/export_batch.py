@@ -378,8 +378,8 @@ class UploadWindow:
     one, per upload), grown by a quarter of the maximum after each success, up to UPLOAD_BYTES.
     Kept by the exporter per export configuration, so the next batch starts where this one left."""
 
-    def __init__(self, size: int = UPLOAD_BYTES):
-        self.size = size
+    def __init__(self, size: int | None = None):
+        self.size = size or UPLOAD_BYTES
         self._lock = threading.Lock()
 
     def shrink(self, cut_upload_bytes: int) -> None:
