@@ -310,12 +310,13 @@ class FileStore:
 
     def _keep_partial(self, file_id: uuid.UUID, md5: str, owner: str, tmp_name: str, length: int) -> None:
         """Publish a cut file's received bytes as ``owner``'s partial (flushed first, so the length
-        in its name is durable), replacing any shorter one."""
-        _fsync_file(tmp_name)
+        in its name is durable), replacing any shorter one. Flushed in the flushing threads: under
+        gevent a flush in the request's own thread would stop the worker."""
+        _fsync_pool().submit(_fsync_file, tmp_name).result()
         for old in self._partial_glob(file_id, None, owner):
             _unlink(old)
         os.replace(tmp_name, self.partial / f"{file_id.hex}_{md5}_{_owner_key(owner)}_{length}")
-        _fsync_dir(self.partial)
+        _fsync_pool().submit(_fsync_dir, self.partial).result()
 
     def _receive_exactly(self, file_id: uuid.UUID, md5: str, stream: BinaryIO, size: int, offset: int = 0,
                          owner: str | None = None) -> tuple[str, str]:
