@@ -16,8 +16,10 @@ was what it claims.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import statistics
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -68,10 +70,17 @@ class Calibration:
 class LinkEmulator:
     """``with LinkEmulator(target_port, rate_mbit=20, rtt_ms=40) as link:`` connect to link.port."""
 
-    def __init__(self, target_port: int, rate_mbit: float, rtt_ms: float, target_host: str = "127.0.0.1"):
+    def __init__(self, target_port: int, rate_mbit: float, rtt_ms: float, target_host: str = "127.0.0.1",
+                 reset_every: int | None = None, seed: int = 0):
         self.target = (target_host, target_port)
         self.rate_mbit = rate_mbit
         self.rtt_ms = rtt_ms
+        # A poor line: each connection is reset (RST both ways) after a random 0.75–1.25 ×
+        # ``reset_every`` bytes from the client, as a flaky DSL or 4G uplink does.
+        self.reset_every = reset_every
+        self._rng = random.Random(seed)
+        self.resets = 0
+        self.bytes_up = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -126,8 +135,25 @@ class LinkEmulator:
                 return
             for w in (client_w, server_w):
                 _nodelay(w)
+            reset_done: list[bool] = []
+            budget = (int(self.reset_every * self._rng.uniform(0.75, 1.25)) if self.reset_every else None)
+
+            def reset_both() -> None:
+                """A reset seen on either side (or the link's own) reaches both ends as an RST:
+                a half-close instead would leave the client sending into a dead connection."""
+                if reset_done:
+                    return
+                reset_done.append(True)
+                self.resets += 1
+                for w in (client_w, server_w):
+                    _abort(w)
+
+            def count(n: int) -> None:
+                self.bytes_up += n
+
             try:
-                await asyncio.gather(_pipe(client_r, server_w, up), _pipe(server_r, client_w, down))
+                await asyncio.gather(_pipe(client_r, server_w, up, reset_both, budget, count),
+                                     _pipe(server_r, client_w, down, reset_both))
             except asyncio.CancelledError:
                 pass  # the emulator is stopping
             finally:
@@ -151,8 +177,21 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pacer: Pacer) -> None:
-    """Read, pace, delay, deliver; half-close the far side at EOF (rsync relies on it)."""
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST (SO_LINGER 0), dropping whatever was not sent."""
+    sock = writer.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pacer: Pacer,
+                on_reset=None, budget: int | None = None, on_bytes=None) -> None:
+    """Read, pace, delay, deliver; half-close the far side at EOF (rsync relies on it). A reset
+    read here (or ``budget`` bytes passed) calls ``on_reset``, which resets both sides."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -171,11 +210,22 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pace
 
     sender = asyncio.ensure_future(deliver())
     try:
+        passed = 0
         while True:
             try:
                 data = await reader.read(READ_SIZE)
             except (ConnectionError, OSError):
+                if on_reset is not None:
+                    on_reset()
+                    return
                 data = b""
+            if data and budget is not None and passed + len(data) >= budget:
+                if on_reset is not None:
+                    on_reset()
+                    return
+            passed += len(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
             now = loop.time()
             if not data:
                 queue.put_nowait((now + pacer.delay, None))

@@ -129,9 +129,9 @@ class RsyncDaemon:
         return f"rsync://127.0.0.1:{port or self.port}/{self.MODULE}/"
 
 
-# What a node's file store holds beside the night's files: bytes in flight and the exporter's
-# lock. Neither is part of the night, and the copy is checked file by file.
-STORE_EXTRAS = ["--exclude=/tmp/", "--exclude=/exporter.lock"]
+# What a node's file store holds beside the night's files: bytes in flight, prefixes of cut
+# uploads and the exporter's lock. None is part of the night, and the copy is checked file by file.
+STORE_EXTRAS = ["--exclude=/tmp/", "--exclude=/partial/", "--exclude=/exporter.lock"]
 
 
 def timed_push(source: Path, url: str, fsync: bool) -> float:

@@ -4,8 +4,12 @@ See meteorpi_server/batch_routes.py for the server half. One batch is:
 
 1. ``POST v2/check`` with every id the batch refers to: which statuses, entities and file bytes
    the target lacks (entities it holds are complete at once, as in version 1);
-2. ``POST v2/data``, once per ~32 MiB, two at a time: the missing files back to back after a
-   one-line manifest, read from the store in 1 MiB pieces, not hashed here (see below);
+2. ``POST v2/data``, up to ~32 MiB each, two at a time: the missing files back to back after a
+   one-line manifest, read from the store in 1 MiB pieces, not hashed here (see below). The
+   size adapts to the link (``UploadWindow``): an upload cut by the link is followed by a check
+   of what the target kept (whole files, and the cut file's prefix, its "offsets"), and the
+   rest goes again in uploads half as big, from those offsets; successes grow them back. The
+   batch gives up only after ``TRIES_WITHOUT_PROGRESS`` cut uploads in a row kept nothing;
 3. ``POST v2/import`` with the missing statuses and entities, one answer per entity: sent while
    the uploads go on, for the entities whose bytes are all in, so the batch does not end with
    the link idle while one big import is written.
@@ -26,7 +30,8 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from meteorpi_model import Event, FileRecord
@@ -38,6 +43,9 @@ log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
 UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 UPLOADS_IN_FLIGHT = 2
+MIN_UPLOAD_BYTES = 64 * 1024     # the window never halves below this (one file goes whole anyway)
+CUT_SETTLE_SECONDS = 0.3          # what a cut upload's server half may take to publish what came
+TRIES_WITHOUT_PROGRESS = 4        # cut uploads in a row that kept nothing before the batch gives up
 IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
 READ_SIZE = 1024 * 1024
 FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
@@ -60,11 +68,15 @@ class FilesBody:
     server's MD5 check refuses it.
     """
 
-    def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None):
+    def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None,
+                 offsets: dict[uuid.UUID, int] | None = None):
         self.store, self.records = store, records
-        manifest = {"files": [{"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size} for r in records]}
+        self.offsets = offsets = offsets or {}
+        manifest = {"files": [dict({"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size},
+                                   **({"offset": offsets[r.file_id]} if offsets.get(r.file_id) else {}))
+                              for r in records]}
         self.head = json.dumps(manifest).encode() + b"\n"
-        self.length = len(self.head) + sum(r.file_size for r in records)
+        self.length = len(self.head) + sum(r.file_size - offsets.get(r.file_id, 0) for r in records)
         self.on_bytes, self.rate_limit = on_bytes, rate_limit
 
     def __len__(self) -> int:
@@ -85,8 +97,10 @@ class FilesBody:
     def _pieces(self):
         yield self.head
         for record in self.records:
-            left = record.file_size
+            offset = self.offsets.get(record.file_id, 0)
+            left = record.file_size - offset
             with open(self.store.path(record.file_id, record.md5), "rb") as fh:
+                fh.seek(offset)
                 while left:
                     chunk = fh.read(min(READ_SIZE, left))
                     if not chunk:
@@ -102,6 +116,7 @@ class BatchExchange(Conversation):
         super().__init__(exporter, config, max_requests=4 + 4 * len(tasks) + 10_000)
         self.tasks, self.entities = tasks, entities
         self._lock = threading.Lock()
+        self._cuts = 0
 
     def run(self) -> list[BatchOutcome]:
         """Every task's outcome; raises TaskEnded when the batch as a whole could not be sent."""
@@ -112,7 +127,7 @@ class BatchExchange(Conversation):
             return list(outcomes.values())
         files_of = {t.entity_id: _files(self.entities[t.entity_id]) for t in present}
         all_files = {f.file_id: f for fs in files_of.values() for f in fs}
-        check = self._post(f"{self.base}/v2/check", {
+        check = self._post_again(f"{self.base}/v2/check", {
             "statuses": sorted({s.hex for t in present for s in _status_ids(self.entities[t.entity_id])}),
             "events": [t.entity_id.hex for t in present if t.entity_type == "event"],
             "files": [t.entity_id.hex for t in present if t.entity_type == "file"],
@@ -173,15 +188,48 @@ class BatchExchange(Conversation):
                 imports.append(importer.submit(self._import, list(ready), sorted(uses, key=lambda s: s.hex)))
                 ready.clear()
 
+        window = self.exporter.upload_window(self.config)
+        queue = deque((r, 0) for r in records.values() if r.file_id not in problems)
+        check_of = {r.file_id: r for r in records.values()}
+        without_progress = 0
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as uploader, ThreadPoolExecutor(1) as importer:
-            sending = {uploader.submit(self._send_files, group): group
-                       for group in _groups([r for r in records.values() if r.file_id not in problems])}
+            sending: dict[Future, list[tuple[FileRecord, int]]] = {}
             try:
                 release()
-                for done in as_completed(sending):
-                    problems.update(done.result())
-                    finished.update(r.file_id for r in sending[done])
-                    release()
+                while True:
+                    while queue and len(sending) < UPLOADS_IN_FLIGHT:
+                        group = _take(queue, window.size)
+                        sending[uploader.submit(self._send_files, group)] = group
+                    if not sending:
+                        break
+                    finished_now, _ = wait(sending, return_when=FIRST_COMPLETED)
+                    for done in finished_now:
+                        group = sending.pop(done)
+                        try:
+                            problems.update(done.result())
+                        except TaskEnded as ended:
+                            if not ended.transport:
+                                raise
+                            held, refused, offsets, kept = self._after_cut(group, check_of)
+                            if not kept:  # the target may still be flushing what came: look again once
+                                time.sleep(CUT_SETTLE_SECONDS)
+                                held, refused, offsets, kept = self._after_cut(group, check_of)
+                            window.shrink(sum(r.file_size - offset for r, offset in group))
+                            problems.update(refused)
+                            finished.update(held | set(refused))
+                            back = [(r, offsets.get(r.file_id, 0)) for r, _ in group
+                                    if r.file_id not in held and r.file_id not in refused]
+                            queue.extendleft(reversed(back))
+                            without_progress = 0 if kept else without_progress + 1
+                            self._report_try(group, ended.message, kept, without_progress, window.size)
+                            if without_progress >= TRIES_WITHOUT_PROGRESS:
+                                raise _failed_after(ended, without_progress) from None
+                            release()
+                            continue
+                        window.grow()
+                        without_progress = 0
+                        finished.update(r.file_id for r, _ in group)
+                        release()
                 release(final=True)
                 for done in imports:
                     outcomes.update(done.result())
@@ -190,6 +238,61 @@ class BatchExchange(Conversation):
                     future.cancel()
                 raise
         return outcomes
+
+    def _post_again(self, url: str, body, label: str) -> dict:
+        """``_post`` of an idempotent JSON request, sent again when the link cut it (up to
+        TRIES_WITHOUT_PROGRESS times): a check or an import costs little to repeat."""
+        for attempt in range(TRIES_WITHOUT_PROGRESS):
+            try:
+                return self._post(url, body, label if not attempt else f"{label} (again, {attempt})")
+            except TaskEnded as ended:
+                if not ended.transport or attempt == TRIES_WITHOUT_PROGRESS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _after_cut(self, group: list[tuple[FileRecord, int]], check_of: dict
+                   ) -> tuple[set[uuid.UUID], dict[uuid.UUID, str], dict[uuid.UUID, int], int]:
+        """Ask the target what a cut upload left it: (file ids now held, refused {id: why},
+        offsets it holds of the others, bytes of this upload it kept)."""
+        self._cuts += 1
+        answer = self._post_again(f"{self.base}/v2/check",
+                                  {"file_data": [{"file_id": r.file_id.hex, "md5": r.md5} for r, _ in group]},
+                                  f"check after cut upload {self._cuts}")
+        missing = {uuid.UUID(i) for i in _ids(answer, "file_data")}
+        refused = {uuid.UUID(r["file_id"]): self._refusal(check_of.get(uuid.UUID(r["file_id"])),
+                                                          f"the target refused the bytes: {_message(r)}")
+                   for r in answer.get("refused_file_data", [])
+                   if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
+        offsets_raw = answer.get("offsets") or {}
+        offsets = {}
+        if isinstance(offsets_raw, dict):
+            for key, value in offsets_raw.items():
+                if isinstance(key, str) and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    offsets[uuid.UUID(key)] = value
+        held = {r.file_id for r, _ in group if r.file_id not in missing and r.file_id not in refused}
+        kept = 0
+        for record, sent_from in group:
+            if record.file_id in held:
+                kept += record.file_size - sent_from
+            elif record.file_id in offsets:
+                offsets[record.file_id] = min(offsets[record.file_id], record.file_size)
+                kept += max(0, offsets[record.file_id] - sent_from)
+        with self._lock:
+            self.bytes_sent += kept
+        return held, refused, offsets, kept
+
+    def _report_try(self, group, why: str, kept: int, without_progress: int, next_size: int) -> None:
+        """One line per cut upload: what the try kept, so a poor link's progress shows."""
+        sent = sum(r.file_size - offset for r, offset in group)
+        if kept:
+            line = (f"upload of {len(group)} file(s) ({sent:,} bytes) was cut ({why}): the target kept {kept:,} bytes; "
+                    f"next uploads up to {next_size:,} bytes")
+        else:
+            line = (f"upload of {len(group)} file(s) ({sent:,} bytes) was cut ({why}): the target kept nothing "
+                    f"(try {without_progress} of {TRIES_WITHOUT_PROGRESS} without progress)")
+        log.warning("%s", line)
+        if self.exporter.on_try is not None:
+            self.exporter.on_try(line)
 
     def _missing_on_node(self, records) -> dict[uuid.UUID, str]:
         """{file_id: why not sent} for records whose bytes this node's store no longer holds."""
@@ -211,10 +314,16 @@ class BatchExchange(Conversation):
         log.error("%s", message)
         return message
 
-    def _send_files(self, group: list[FileRecord]) -> dict[uuid.UUID, str]:
-        body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit)
-        answer = self._post(f"{self.base}/v2/data", body, f"upload of {len(group)} files starting {group[0].file_id.hex}",
-                            headers={"Content-Type": FILES_MEDIA_TYPE})
+    def _send_files(self, sending: list[tuple[FileRecord, int]]) -> dict[uuid.UUID, str]:
+        group = [record for record, _ in sending]
+        offsets = {record.file_id: offset for record, offset in sending if offset}
+        body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit, offsets)
+        label = f"upload of {len(group)} files starting {group[0].file_id.hex}" + (f" at {offsets[group[0].file_id]}" if group[0].file_id in offsets else "")
+        answer = self._post(f"{self.base}/v2/data", body, label, headers={"Content-Type": FILES_MEDIA_TYPE})
+        if answer.get("state") == "failed":  # the target saw the body cut (the link broke) and said so
+            ended = _failed(f"the target saw the upload cut: {_message(answer)}")
+            ended.transport = True
+            raise ended
         with self._lock:
             self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
         problems = {}
@@ -234,7 +343,19 @@ class BatchExchange(Conversation):
         body = {"statuses": [s.as_dict() for s in statuses if s is not None],
                 "events": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "event"],
                 "files": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "file"]}
-        answer = self._post(f"{self.base}/v2/import", body, f"import of {len(tasks)} entities")
+        try:
+            answer = self._post(f"{self.base}/v2/import", body, f"import of {len(tasks)} entities")
+        except TaskEnded as ended:
+            if not ended.transport or len(tasks) == 1:
+                if ended.transport:  # one entity: the same small request again, a few times
+                    answer = self._post_again(f"{self.base}/v2/import", body, f"import of {tasks[0].entity_id.hex}")
+                else:
+                    raise
+            else:  # a link that cuts every few KB: halves, each retried (an import is idempotent)
+                half = len(tasks) // 2
+                out = self._import(tasks[:half], status_ids)
+                out.update(self._import(tasks[half:], []))
+                return out
         results = {}
         for item in answer.get("results", []):
             if isinstance(item, dict) and isinstance(item.get("id"), str):
@@ -251,18 +372,44 @@ class BatchExchange(Conversation):
         return out
 
 
-def _groups(records: list[FileRecord]) -> list[list[FileRecord]]:
-    """Consecutive records in requests of about UPLOAD_BYTES (a bigger file travels alone)."""
-    groups: list[list[FileRecord]] = []
-    size = 0
-    for record in records:
-        if groups and size + record.file_size <= UPLOAD_BYTES:
-            groups[-1].append(record)
-            size += record.file_size
-        else:
-            groups.append([record])
-            size = record.file_size
-    return groups
+class UploadWindow:
+    """How many file bytes one upload carries, adapted to the link like TCP's congestion window
+    (AIMD): halved after an upload is cut (down to MIN_UPLOAD_BYTES: then one file, or the rest of
+    one, per upload), grown by a quarter of the maximum after each success, up to UPLOAD_BYTES.
+    Kept by the exporter per export configuration, so the next batch starts where this one left."""
+
+    def __init__(self, size: int | None = None):
+        self.size = size or UPLOAD_BYTES
+        self._lock = threading.Lock()
+
+    def shrink(self, cut_upload_bytes: int) -> None:
+        """After an upload of ``cut_upload_bytes`` was cut: half of it (or of the window, if
+        smaller), so the next upload is never the one that just died."""
+        with self._lock:
+            self.size = max(MIN_UPLOAD_BYTES, min(self.size, cut_upload_bytes) // 2)
+
+    def grow(self) -> None:
+        with self._lock:
+            self.size = min(UPLOAD_BYTES, self.size + UPLOAD_BYTES // 4)
+
+
+def _take(queue: deque, limit: int) -> list[tuple[FileRecord, int]]:
+    """The next upload: consecutive (record, offset) from ``queue``, about ``limit`` bytes (one
+    file, or the rest of one, even when bigger)."""
+    group, size = [], 0
+    while queue:
+        record, offset = queue[0]
+        if group and size + record.file_size - offset > limit:
+            break
+        group.append(queue.popleft())
+        size += record.file_size - offset
+    return group
+
+
+def _failed_after(ended: TaskEnded, tries: int) -> TaskEnded:
+    failed = TaskEnded(ended.state, f"{tries} uploads in a row were cut and kept nothing; last: {ended.message}",
+                       ended.retry_after)
+    return failed
 
 
 def probe_protocol(conversation: Conversation) -> int:

@@ -49,10 +49,18 @@ class TaskEnded(Exception):
     def __init__(self, state: ExportState, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.state, self.message, self.retry_after = state, message, retry_after
+        self.transport = False  # True when the link failed, not the target's answer
 
 
 def _failed(message: str) -> TaskEnded:
     return TaskEnded(ExportState.FAILED, message)
+
+
+def _cut(message: str) -> TaskEnded:
+    """The link failed (no answer came): ``transport`` tells it from an answer refusing."""
+    ended = _failed(message)
+    ended.transport = True
+    return ended
 
 
 def _confused(message: str) -> TaskEnded:
@@ -98,12 +106,12 @@ class Conversation:
                 response = self.exporter.session.request(method, url, data=body, headers=headers, auth=self.auth,
                                                          timeout=timeout, verify=self.exporter.verify)
         except requests.Timeout:
-            raise _failed(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
-                          f"{timeout[1]:g}s to reply") from None
+            raise _cut(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
+                       f"{timeout[1]:g}s to reply") from None
         except requests.ConnectionError as e:
-            raise _failed(f"cannot reach {where} ({_reason(e)})") from None
+            raise _cut(f"cannot reach {where} ({_reason(e)})") from None
         except requests.RequestException as e:
-            raise _failed(f"request {label} to {where} failed: {type(e).__name__}") from None
+            raise _cut(f"request {label} to {where} failed: {type(e).__name__}") from None
         answer = self._answer(response, label, where)
         key = (label, json.dumps(answer, sort_keys=True))
         with self._count_lock:

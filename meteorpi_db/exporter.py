@@ -102,16 +102,21 @@ class MeteorExporter:
     """Sends due export tasks to their targets over one keep-alive HTTP session.
 
     ``on_task(report)`` is called when a task ends and ``on_bytes(n)`` as upload bytes leave,
-    so a caller can show progress; this class itself only logs. ``rate_limit`` (bytes per
-    second) caps upload speed for nodes on thin links. Use as a context manager, or ``close()``.
+    so a caller can show progress; this class itself only logs. ``on_try(line)`` is called with
+    a line saying what the target kept of each upload the link cut (nothing, or how many bytes).
+    ``rate_limit`` (bytes per second) caps upload speed for nodes on thin links. Use as a
+    context manager, or ``close()``.
     """
 
     def __init__(self, db: MeteorDatabase, settings: ExportConfig | None = None,
                  session: requests.Session | None = None,
                  on_task: Callable[[TaskReport], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None,
-                 rate_limit: float | None = None):
+                 rate_limit: float | None = None,
+                 on_try: Callable[[str], None] | None = None):
         self.db = db
+        self.on_try = on_try
+        self._windows: dict = {}  # export configuration -> UploadWindow (fast path)
         self.settings = settings or db.config.export
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "meteorpi-exporter/2")
@@ -131,6 +136,12 @@ class MeteorExporter:
     def close(self) -> None:
         """Close the HTTP session's connections."""
         self.session.close()
+
+    def upload_window(self, config) -> "UploadWindow":
+        """The fast path's upload size for ``config``'s target, kept between batches."""
+        from .export_batch import UploadWindow
+        key = getattr(config, "config_id", None) or config.target_url
+        return self._windows.setdefault(key, UploadWindow())
 
     def mark_all(self) -> int:
         """Mark new entities of every enabled configuration; returns the tasks added."""

@@ -36,10 +36,15 @@ from .errors import FileStoreError
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
 STALE_TEMP_SECONDS = 6 * 3600
+# A cut upload's prefix waits this long for its sender to continue it (a camera offline all day).
+STALE_PARTIAL_SECONDS = 3 * 24 * 3600
 # This host, as it appears in temp names (letters, digits and dashes: the name splits on dots).
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 
 
+# Bytes asked of an upload stream at once: a WSGI server's read(n) loses all n bytes it had
+# gathered when the connection breaks inside it, and those are what a cut upload keeps.
+STREAM_READ = 16 * 1024
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
 COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
 _pool_lock = threading.Lock()
@@ -73,6 +78,25 @@ class Md5Mismatch(FileStoreError):
     """The bytes received do not hash to the MD5 they were sent with."""
 
 
+class UploadCut(TruncatedUpload):
+    """A stream of several files broke part-way; ``results`` are those of the files before it
+    (published), ``file_id`` the file it broke in."""
+
+    def __init__(self, message: str, file_id: uuid.UUID):
+        super().__init__(message)
+        self.file_id = file_id
+        self.results: dict[uuid.UUID, str | None] = {}
+
+
+class OffsetNotHeld(TruncatedUpload):
+    """An upload continues a file from an offset the store does not hold for its sender."""
+
+
+class ResendFromStart(str):
+    """Why a file sent from an offset was refused through no fault of its bytes (the prefix it
+    continues is not held): not counted against the sender."""
+
+
 class StoreWriteFailed(FileStoreError):
     """The store's disk refused a write, a flush or a rename (full, read-only, failing).
 
@@ -86,11 +110,14 @@ class FileStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
         self.tmp = self.root / "tmp"
+        self.partial = self.root / "partial"
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
+            self.partial.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise FileStoreError(f"cannot create file store at {self.root}: {e.strerror}", e) from e
         self.sweep_temp_files(STALE_TEMP_SECONDS)
+        self.sweep_partials(STALE_PARTIAL_SECONDS)
 
     def path(self, file_id: uuid.UUID, md5: str) -> Path:
         """Where the bytes of ``file_id`` with ``md5`` live once held."""
@@ -146,34 +173,60 @@ class FileStore:
             raise
 
     def store_many(self, items: Iterable[tuple[uuid.UUID, str, int]], stream: BinaryIO,
-                   refused: Mapping[uuid.UUID, str] | None = None) -> dict[uuid.UUID, str | None]:
+                   refused: Mapping[uuid.UUID, str] | None = None, offsets: Mapping[uuid.UUID, int] | None = None,
+                   owner: str | None = None) -> dict[uuid.UUID, str | None]:
         """Receive several files sent back to back on one stream; {file_id: None or why not}.
 
-        Each (file_id, md5, size) takes exactly ``size`` bytes; those of a file in ``refused``
-        (file_id -> why) are read past and never written. Bytes are hashed as they pass and
-        written to temp names; each file's fsync starts in a thread pool as soon as it is written,
-        so the disk flushes while the next file arrives (group commit), and files are published
-        only after every fsync of the batch returned. A mismatching file is dropped alone; a
-        stream that ends early (``TruncatedUpload``) publishes nothing of the batch.
+        Each (file_id, md5, size) takes exactly ``size - offsets[file_id]`` bytes (``offsets``
+        default to 0); those of a file in ``refused`` (file_id -> why) are read past and never
+        written. A file sent from an offset continues ``owner``'s partial file (see
+        ``partial_length``), whose prefix is hashed again, so the MD5 checked is always the
+        whole file's. Bytes are hashed as they pass and written to temp names; each file's fsync
+        starts in a thread pool as soon as it is written, so the disk flushes while the next
+        file arrives (group commit), and the batch is published once every fsync returned. A
+        mismatching file is dropped alone.
+
+        A stream that breaks or ends early raises ``UploadCut`` (a TruncatedUpload) after
+        publishing every file that arrived whole and verified before the cut (a poor link cuts
+        long uploads again and again: nothing whole may be lost to it), and, given an ``owner``,
+        after keeping the cut file's received prefix durably as that owner's partial file.
         """
         results: dict[uuid.UUID, str | None] = {}
         written: list[tuple[str, Path, Future]] = []
         pool = _fsync_pool()
+        cut: UploadCut | None = None
+        offsets = offsets or {}
         try:
             for file_id, md5, size in items:
                 md5 = md5.lower()
                 final = self.path(file_id, md5)
-                if refused and file_id in refused:
-                    _drain(stream, size)
-                    results[file_id] = refused[file_id]
+                offset = offsets.get(file_id, 0)
+                try:
+                    if refused and file_id in refused:
+                        _drain(stream, size - offset)
+                        results[file_id] = refused[file_id]
+                        continue
+                    if final.is_file():
+                        _drain(stream, size - offset)
+                        results[file_id] = None
+                        continue
+                    tmp_name, digest = self._receive_exactly(file_id, md5, stream, size, offset, owner)
+                except StoreWriteFailed:
+                    raise
+                except OffsetNotHeld as e:  # the stream is whole: read past this file, refuse it uncounted
+                    try:
+                        _drain(stream, size - offset)
+                    except (TruncatedUpload, OSError) as broken:
+                        cut = UploadCut(f"file {file_id.hex}: {broken}", file_id)
+                        break
+                    results[file_id] = ResendFromStart(str(e))
                     continue
-                if final.is_file():
-                    _drain(stream, size)
-                    results[file_id] = None
-                    continue
-                tmp_name, digest = self._receive_exactly(file_id, stream, size)
+                except (TruncatedUpload, OSError) as e:  # the stream's trouble, not the disk's
+                    cut = UploadCut(f"file {file_id.hex}: {getattr(e, 'partial_message', None) or e}", file_id)
+                    break
                 if digest != md5:
                     _unlink(tmp_name)
+                    self.discard_partials(file_id)
                     results[file_id] = f"file {file_id.hex}: received bytes have MD5 {digest}, expected {md5}"
                     continue
                 written.append((tmp_name, final, pool.submit(_fsync_file, tmp_name)))
@@ -196,23 +249,109 @@ class FileStore:
             # The renames are durable once their directories are: flushed together, not in turn.
             for done in [pool.submit(fsync_directory, d) for d in directories]:
                 done.result()
+        for _, final, _ in written:
+            self.discard_partials(uuid.UUID(final.name.split("_", 1)[0]))
+        if cut is not None:
+            cut.results = results
+            raise cut
         return results
 
-    def _receive_exactly(self, file_id: uuid.UUID, stream: BinaryIO, size: int) -> tuple[str, str]:
-        fd, tmp_name = self._temp(file_id)
-        try:
-            digest, left = hashlib.md5(), size
+    # -- partial files: the durable prefix of a file whose upload was cut ------------------------
+    def _partial_glob(self, file_id: uuid.UUID, md5: str | None = None, owner: str | None = None) -> list[Path]:
+        pattern = f"{file_id.hex}_{md5.lower() if md5 else '*'}_{_owner_key(owner) if owner is not None else '*'}_*"
+        return sorted(self.partial.glob(pattern))
+
+    def partial_length(self, file_id: uuid.UUID, md5: str, owner: str) -> int:
+        """How many bytes of ``file_id`` (with ``md5``) this store holds durably for ``owner``
+        from a cut upload: an upload may continue from there. 0 when none."""
+        for path in self._partial_glob(file_id, md5, owner):
+            length = path.name.rsplit("_", 1)[-1]
+            if length.isdigit():
+                return int(length)
+        return 0
+
+    def discard_partials(self, file_id: uuid.UUID, keep_md5: str | None = None) -> None:
+        """Remove partial files of ``file_id`` (all, or all but those of ``keep_md5``)."""
+        for path in self._partial_glob(file_id):
+            if keep_md5 is None or path.name.split("_")[1] != keep_md5.lower():
+                _unlink(path)
+
+    def _claim_partial(self, file_id: uuid.UUID, md5: str, owner: str | None, offset: int
+                       ) -> tuple[int, str, "hashlib._Hash"]:
+        """Take ``owner``'s partial of this file as this writer's temp file (renamed, not
+        copied: a cut 4 GB video is not rewritten per try), cut to ``offset`` bytes, which are
+        hashed again; (fd, temp name, MD5 state). OffsetNotHeld when it holds fewer bytes."""
+        for path in (self._partial_glob(file_id, md5, owner) if owner is not None else []):
+            held = path.name.rsplit("_", 1)[-1]
+            if not held.isdigit() or int(held) < offset:
+                continue
+            tmp_name = str(self.tmp / f"{file_id.hex}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
             try:
+                os.replace(path, tmp_name)
+            except FileNotFoundError:  # claimed by a concurrent upload of the same owner
+                break
+            fd = os.open(tmp_name, os.O_RDWR)
+            try:
+                digest, left = hashlib.md5(), offset
                 while left:
-                    chunk = stream.read(min(CHUNK_SIZE, left))
+                    chunk = os.read(fd, min(CHUNK_SIZE, left))
                     if not chunk:
-                        raise TruncatedUpload(f"file {file_id.hex}: the body ended {left} bytes early")
+                        raise OffsetNotHeld(f"file {file_id.hex}: its partial file is shorter than its name says")
+                    digest.update(chunk)
+                    left -= len(chunk)
+                os.ftruncate(fd, offset)
+                os.lseek(fd, offset, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                _unlink(tmp_name)
+                raise
+            return fd, tmp_name, digest
+        raise OffsetNotHeld(f"file {file_id.hex}: {offset} bytes of it are not held here: send it from 0")
+
+    def _keep_partial(self, file_id: uuid.UUID, md5: str, owner: str, tmp_name: str, length: int) -> None:
+        """Publish a cut file's received bytes as ``owner``'s partial (flushed first, so the length
+        in its name is durable), replacing any shorter one. Flushed in the flushing threads: under
+        gevent a flush in the request's own thread would stop the worker."""
+        _fsync_pool().submit(_fsync_file, tmp_name).result()
+        for old in self._partial_glob(file_id, None, owner):
+            _unlink(old)
+        os.replace(tmp_name, self.partial / f"{file_id.hex}_{md5}_{_owner_key(owner)}_{length}")
+        _fsync_pool().submit(_fsync_dir, self.partial).result()
+
+    def _receive_exactly(self, file_id: uuid.UUID, md5: str, stream: BinaryIO, size: int, offset: int = 0,
+                         owner: str | None = None) -> tuple[str, str]:
+        if offset:
+            with self._disk():
+                fd, tmp_name, digest = self._claim_partial(file_id, md5, owner, offset)
+        else:
+            fd, tmp_name = self._temp(file_id)
+            digest = hashlib.md5()
+        received = offset
+        try:
+            try:
+                left = size - offset
+                while left:
+                    chunk = stream.read(min(STREAM_READ, left))
+                    if not chunk:
+                        raise TruncatedUpload(f"the body ended {left} bytes early")
                     digest.update(chunk)
                     self._write(fd, chunk)
                     left -= len(chunk)
+                    received += len(chunk)
             finally:
                 os.close(fd)
             return tmp_name, digest.hexdigest()
+        except (TruncatedUpload, OSError) as e:
+            if owner is not None and received > 0 and not isinstance(e, (StoreWriteFailed, OffsetNotHeld)):
+                try:
+                    with self._disk():
+                        self._keep_partial(file_id, md5, owner, tmp_name, received)
+                    e.partial_message = f"{e}; its first {received} bytes are kept"
+                except StoreWriteFailed:
+                    _unlink(tmp_name)
+            else:
+                _unlink(tmp_name)
+            raise
         except BaseException:
             _unlink(tmp_name)
             raise
@@ -370,6 +509,7 @@ class FileStore:
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
 
     def sweep_temp_files(self, older_than_seconds: float) -> int:
         """Remove temp files left by crashed writers, returning how many: at once those of a
@@ -388,6 +528,19 @@ class FileStore:
             log.info("removed %d temp file(s) left by writers that died in %s", removed, self.tmp)
         return removed
 
+    def sweep_partials(self, older_than_seconds: float) -> int:
+        """Remove partial files untouched for ``older_than_seconds`` (their sender gave up, or
+        the file was sent whole since), returning how many."""
+        cutoff, removed = time.time() - older_than_seconds, 0
+        for entry in self.partial.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
     def _make_parents(self, final: Path) -> set[Path]:
         """Create the fan-out directories of ``final``; the directories whose entries changed
         (a new directory is durable only once its parent is flushed too)."""
@@ -404,6 +557,11 @@ class FileStore:
             os.replace(tmp_name, final)
             for directory in changed | {final.parent}:
                 fsync_directory(directory)
+
+
+def _owner_key(owner: str) -> str:
+    """A file-name-safe key for the account a partial file belongs to."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
 def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:

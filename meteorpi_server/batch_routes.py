@@ -9,10 +9,14 @@ three requests, however many entities and files it holds:
                              "file_data": [{"file_id": id, "md5": hex}]}
                             -> the same keys, listing only what the server lacks, plus
                                "refused_file_data": [{"file_id", "message"}] (held with another MD5,
-                               or too many refused uploads by this account)
+                               or too many refused uploads by this account), and
+                               "offsets": {file_id: n} for files of "file_data" whose first n
+                               bytes this account's cut uploads left held (absent: send from 0)
     POST {base}/v2/data     Content-Type: application/vnd.meteorpi.files
-                            body: one JSON line {"files": [{"file_id", "md5", "size"}]} then the
-                            files' bytes back to back, in that order (no multipart framing to scan)
+                            body: one JSON line {"files": [{"file_id", "md5", "size"[, "offset"]}]}
+                            then the files' bytes back to back, in that order (no multipart
+                            framing to scan); a file with "offset": n sends only bytes n.. of
+                            its "size", continuing what the check's "offsets" said is held
                             -> {"stored": [id], "failed": [{"file_id", "message"}]}
     POST {base}/v2/import   {"statuses": [status], "events": [event], "files": [file record]}
                             -> {"results": [{"id", "state": "complete"} | {"id", "state": "failed", "message"}]}
@@ -94,8 +98,11 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
             raise BadRequest(f"body: expected Content-Type {FILES_MEDIA_TYPE}, got {request.mimetype or 'none'}")
         stream = upload_stream()
         try:
-            manifest = _read_manifest(stream)
-            results = found.batch_store_files(manifest, stream)
+            manifest, offsets = _read_manifest(stream)
+            if offsets:  # only then: receivers written before offsets existed keep working
+                results = found.batch_store_files(manifest, stream, offsets=offsets)
+            else:
+                results = found.batch_store_files(manifest, stream)
         except TruncatedUpload as e:
             raise BadRequest(f"body: {e}") from None
         except OSError as e:  # a stalled or broken connection (server.timeout_seconds)
@@ -160,8 +167,9 @@ def _entities(body: dict, key: str, cls: type) -> list[Any]:
         raise BadRequest(str(e)) from None
 
 
-def _read_manifest(stream) -> list[tuple[uuid.UUID, str, int]]:
-    """The JSON line before the bytes: which files follow, in order, and how long each is.
+def _read_manifest(stream) -> tuple[list[tuple[uuid.UUID, str, int]], dict[uuid.UUID, int]]:
+    """The JSON line before the bytes: which files follow, in order, and how long each is;
+    and for files continued from a cut upload, the offset their bytes start at ({} if none).
 
     Sizes over ``server.max_upload_bytes`` are the receiver's to refuse (413): it counts each
     refused file against the importing account."""
@@ -172,7 +180,7 @@ def _read_manifest(stream) -> list[tuple[uuid.UUID, str, int]]:
     files = manifest.get("files")
     if not isinstance(files, list) or len(files) > MAX_FILES_PER_UPLOAD:
         raise BadRequest(f"manifest.files: expected a list of at most {MAX_FILES_PER_UPLOAD} files")
-    out, seen = [], set()
+    out, seen, offsets = [], set(), {}
     for i, item in enumerate(files):
         path = f"manifest.files[{i}]"
         if not isinstance(item, dict):
@@ -182,7 +190,11 @@ def _read_manifest(stream) -> list[tuple[uuid.UUID, str, int]]:
             raise BadRequest(f"{path}.file_id: appears twice in one upload")
         seen.add(file_id)
         size = Int(0, 2 ** 53).decode(item.get("size"), f"{path}.size")
+        if item.get("offset") is not None:
+            offset = Int(0, size).decode(item.get("offset"), f"{path}.offset")
+            if offset:
+                offsets[file_id] = offset
         out.append((file_id, MD5().decode(item.get("md5"), f"{path}.md5"), size))
-    return out
+    return out, offsets
 
 

@@ -176,7 +176,8 @@ def export_run(ctx: Context, once: bool, limit_rate: int | None) -> None:
 
 def _export(db, once: bool, limit_rate: int | None, stop: threading.Event) -> None:
     with ProgressDisplay() as display, MeteorExporter(db, on_task=display.on_task, on_bytes=display.on_bytes,
-                                                      rate_limit=limit_rate) as exporter:
+                                                      rate_limit=limit_rate,
+                                                      on_try=lambda line: click.echo(line, err=True)) as exporter:
         if once:
             exporter.mark_all()
             display.start_round(exporter.due_count())

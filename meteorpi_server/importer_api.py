@@ -23,6 +23,7 @@ from flask import Response, abort, current_app, g, make_response
 
 from meteorpi_db import (Conflict, FileTooLarge, MeteorDatabase, Md5Mismatch, TruncatedUpload,
                          md5_contradiction)
+from meteorpi_db.file_store import ResendFromStart, UploadCut
 from meteorpi_db.config import ServerConfig
 from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
                             instant_to_ms)
@@ -285,19 +286,30 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                 refused[fid] = problem
         missing_data = [(fid, md5) for fid, md5 in file_data
                         if fid not in refused and not self.db.file_store.has(fid, md5)]
-        failures = self.db.upload_failure_counts(missing_data, self.get_importing_user_id())
+        user_id = self.get_importing_user_id()
+        failures = self.db.upload_failure_counts(missing_data, user_id)
+        offsets = {}
         for fid, md5 in missing_data:
             if failures.get(fid, 0) >= self.max_failed_uploads:
                 refused[fid] = _refused_too_often(fid, md5, failures[fid])
-        return {"statuses": [i.hex for i in missing_statuses], "events": [i.hex for i in missing_events],
+            self.db.file_store.discard_partials(fid, keep_md5=md5)  # a prefix of other bytes is no use
+            held = self.db.file_store.partial_length(fid, md5, str(user_id))
+            if held and fid not in refused:
+                offsets[fid.hex] = held
+        answer = {"statuses": [i.hex for i in missing_statuses], "events": [i.hex for i in missing_events],
                 "files": [i.hex for i in missing_files],
                 "file_data": [fid.hex for fid, _ in missing_data if fid not in refused],
                 "refused_file_data": [{"file_id": fid.hex, "message": message} for fid, message in refused.items()]}
+        if offsets:  # only when some are held: answers stay as they were for every other check
+            answer["offsets"] = offsets
+        return answer
 
-    def batch_store_files(self, manifest: list[tuple[uuid.UUID, str, int]], stream) -> dict[uuid.UUID, str | None]:
+    def batch_store_files(self, manifest: list[tuple[uuid.UUID, str, int]], stream,
+                          offsets: dict[uuid.UUID, int] | None = None) -> dict[uuid.UUID, str | None]:
         """Receive the manifest's files from one stream: {file_id: None (held) or why refused}.
 
-        Enforces ``server.max_upload_bytes`` (413 for the whole upload, before any byte is read)
+        A file in ``offsets`` continues this account's cut upload of it from that byte. Files
+        received whole before a cut are kept, and so is the cut file's prefix (UploadCut). Enforces ``server.max_upload_bytes`` (413 for the whole upload, before any byte is read)
         and counts every refused file against the importing account: over the limit, not
         matching its MD5, held with another MD5, or the file the body was cut short in (400,
         nothing of the upload published). A verified file forgets every count of it.
@@ -315,7 +327,14 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                    if (problem := _upload_contradiction(fid, md5, held_md5.get(fid)))}
         counted = _CountedStream(stream)
         try:
-            results = self.db.file_store.store_many(manifest, counted, refused)
+            results = self.db.file_store.store_many(manifest, counted, refused, offsets=offsets, owner=str(user_id))
+        except UploadCut as cut:  # what came whole before the cut is published: forget its counts
+            kept = [fid for fid, problem in cut.results.items() if problem is None]
+            self.db.clear_upload_failures(*kept)
+            if getattr(stream, "left", None) == 0:  # the whole declared body came, yet was short
+                self.db.record_upload_failure(cut.file_id, dict((f, m) for f, m, _ in manifest)[cut.file_id], user_id)
+            import_log.info("upload cut in file %s; %d file(s) before it kept", cut.file_id.hex, len(kept))
+            raise
         except (TruncatedUpload, OSError):  # the body ended or stalled before a file was whole
             # Counted only when the whole declared body arrived (the manifest promised bytes the
             # body never held): a connection cut by the link or a killed exporter is no fault of
@@ -326,7 +345,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
             raise
         md5_of = {fid: md5 for fid, md5, _ in manifest}
         for file_id, problem in results.items():
-            if problem is not None:
+            if problem is not None and not isinstance(problem, ResendFromStart):
                 count = self.db.record_upload_failure(file_id, md5_of[file_id], user_id)
                 results[file_id] = f"{problem} (refused uploads of this file so far: {count})"
         self.db.clear_upload_failures(*[fid for fid, problem in results.items() if problem is None])

@@ -27,15 +27,16 @@ class Sizes:
     scaling_node: NightSpec
     upload_bytes: int
     rms_night: tuple[int, int]  # RMS night to ingest: (detections, FF file size)
+    flaky: NightSpec | None = None  # the night over a link that resets (None: the WAN night)
 
 
 DEFAULT = Sizes(loopback=NightSpec(300, 4, 512 * KIB, 50), wan=NightSpec(40, 4, 256 * KIB, 10),
                 import_events=2000, scaling_node=NightSpec(20, 2, 64 * KIB, 5), upload_bytes=GIB,
-                rms_night=(300, int(3.7 * MIB)))
+                rms_night=(300, int(3.7 * MIB)), flaky=NightSpec(40, 4, 256 * KIB, 10))
 # --quick: a smoke test (< 3 minutes on 2 cores), its figures are not the judged ones.
 QUICK = Sizes(loopback=NightSpec(5, 4, 64 * KIB, 3), wan=NightSpec(2, 4, 64 * KIB, 2),
               import_events=40, scaling_node=NightSpec(1, 1, 16 * KIB, 0), upload_bytes=256 * MIB,
-              rms_night=(20, 256 * KIB))
+              rms_night=(20, 256 * KIB), flaky=NightSpec(4, 4, 256 * KIB, 2))
 
 WAN_RATE_MBIT = 20.0
 WAN_RTT_MS = 40.0
@@ -75,10 +76,12 @@ class Group:
 
 def groups() -> list[Group]:
     """Every figure group, in the order they run (cheap checks first)."""
-    from . import alerts, feed, import_rate, pages, replication, rms_ingest, scaling, slow_clients, upload_rss, wan
+    from . import alerts, feed, flaky, import_rate, pages, replication, rms_ingest, scaling, slow_clients, upload_rss, wan
     return [
         Group(("replication_vs_rsync_fsync", "replication_vs_rsync", "requests_per_entity"), replication.run),
         Group(("wan_replication_vs_rsync", "link_calibration_rate_mbit", "link_calibration_rtt_ms"), wan.run),
+        Group(("flaky_8mb_replication_vs_rsync_partial", "flaky_2mb_replication_vs_rsync_partial",
+               "flaky_bytes_sent_ratio"), flaky.run),
         Group(("import_vs_raw_sql", "import_v1_vs_raw_sql"), import_rate.run),
         Group(("scaling_16_vs_1", "p50_ms", "p99_ms"), scaling.run),
         Group(("upload_peak_rss_mb_over_idle",), upload_rss.run),

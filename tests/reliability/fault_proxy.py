@@ -9,6 +9,8 @@ when it was accepted:
 * ``stall_after=N`` — forward the first N client bytes, then deliver nothing either way while
   keeping both sockets open (a blackhole): only timeouts can end it. The proxy notes when the
   server answered or closed (its timeout fired) and when the client gave up (its own fired);
+* ``reset_around(N, rng)`` — a plan maker for ``proxy.plan``: each connection is reset after
+  a random 0.75–1.25 × N client bytes, as a poor DSL or 4G line does every few MB;
 * ``drip_bytes_per_second=R`` — forward client bytes at R bytes/s per connection (a very slow
   client), answers at full speed.
 
@@ -23,6 +25,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tests.server_fixtures import close_socket
 
@@ -35,6 +38,15 @@ class Plan:
     reset_after: int | None = None
     stall_after: int | None = None
     drip_bytes_per_second: float | None = None
+    rate_bytes_per_second: float | None = None  # client bytes paced like a link (16 KiB pieces)
+
+
+def reset_around(n: int, rng, rate: float = 8 * 1024 * 1024) -> Callable[[], Plan]:
+    """``proxy.plan = reset_around(n, random.Random(seed))``: every connection is reset after a
+    random 0.75–1.25 × ``n`` bytes from the client, which are paced at ``rate`` bytes/s. Paced,
+    as a real link is: unpaced, loopback fills the server's socket buffer with megabytes that
+    the RST then discards unread, which no WAN link does at 20 Mbit/s."""
+    return lambda: Plan(reset_after=max(1, int(n * rng.uniform(0.75, 1.25))), rate_bytes_per_second=rate)
 
 
 @dataclass
@@ -92,6 +104,11 @@ class FaultProxy:
             close_socket(sock)
 
     @property
+    def bytes_up(self) -> int:
+        """Client bytes forwarded so far, over every connection (what the link carried)."""
+        return sum(c.sent_up for c in self.connections)
+
+    @property
     def resets(self) -> int:
         return sum(c.reset for c in self.connections)
 
@@ -126,7 +143,8 @@ class FaultProxy:
         try:
             while readers and self._running:
                 waiting = [s for s in readers if s is not client or time.monotonic() >= next_read]
-                ready, _, _ = select.select(waiting, [], [], 0.05)
+                ready, _, _ = select.select(waiting, [], [], min(0.05, max(0.0, next_read - time.monotonic()))
+                                            if client not in waiting else 0.05)
                 for sock in ready:
                     data = sock.recv(size if sock is client else CHUNK)
                     if sock is client:
@@ -151,8 +169,9 @@ class FaultProxy:
                             continue
                         upstream.sendall(data)
                         conn.sent_up += len(data)
-                        if plan.drip_bytes_per_second:
-                            next_read = time.monotonic() + len(data) / plan.drip_bytes_per_second
+                        pace = plan.drip_bytes_per_second or plan.rate_bytes_per_second
+                        if pace:
+                            next_read = time.monotonic() + len(data) / pace
                     else:
                         if conn.stalled_at is not None and data and conn.server_answered_at is None:
                             conn.server_answered_at = time.monotonic()

@@ -63,9 +63,12 @@ def test_connections_reset_mid_upload_then_converge(make_database, served, tmp_p
 
 
 def test_stalled_connection_is_ended_by_timeouts_on_both_sides(make_database, served, tmp_path, tally):
-    """A connection that goes silent mid-upload: the exporter gives up after its read timeout
-    and fails the task; the server drops the request after server.timeout_seconds, keeps no
-    partial upload, and serves everyone else meanwhile; afterwards the task is retried."""
+    """A connection that goes silent mid-upload: the exporter gives up after its read timeout;
+    the server drops the request after server.timeout_seconds, keeps no temp file (only the
+    durable prefix of the file, for the exporter to continue from), and serves everyone else
+    meanwhile; the exporter continues the file from that prefix on a new connection, which
+    stalls in turn only after the rest has passed (issue 18: before, it failed the task and
+    resent from 0 into the same stall for ever)."""
     node, central = make_database("rel_node"), make_database("rel_central")
     server = served(central, workers=1, METEORPI_SERVER_TIMEOUT_SECONDS=str(SERVER_TIMEOUT_SECONDS))
     more_work(node, tmp_path, events=1, files_per_event=1, standalone=0, file_size=256 * 1024, seed=2)
@@ -79,9 +82,7 @@ def test_stalled_connection_is_ended_by_timeouts_on_both_sides(make_database, se
             during = requests.get(server.url + "/cameras", auth=READER, timeout=TIMEOUT)  # direct, meanwhile
             assert during.status_code == 200
             wait_for(lambda: stalled.client_closed_at and stalled.server_closed_at, 30, "both sides to give up")
-            wait_for(lambda: exporter.totals.failed >= 1, 10, "the exporter to fail the task")
-            proxy.plan = Plan()
-            exporter.wait_converged(timeout=60)
+            exporter.wait_converged(timeout=60)  # the link still stalls every connection at 200 KiB
     client_waited = stalled.client_closed_at - stalled.stalled_at
     server_waited = stalled.server_closed_at - stalled.stalled_at
     tally.add("faults")
@@ -89,7 +90,7 @@ def test_stalled_connection_is_ended_by_timeouts_on_both_sides(make_database, se
     tally.measure("server gave up after (s)", round(server_waited, 2))
     assert client_timeout * 0.8 <= client_waited < client_timeout + 3
     assert SERVER_TIMEOUT_SECONDS * 0.8 <= server_waited < SERVER_TIMEOUT_SECONDS + 5
-    assert any("did not answer" in f or "timed out" in f for f in exporter.totals.failures), exporter.totals.failures
+    assert exporter.totals.failed == 0, exporter.totals.failures
     wait_for(lambda: not temp_files(central), 10, "the stalled upload's temp file to be discarded")
     result = compare_archives(node, central, server.url)
     tally.add("lost", result.lost)
