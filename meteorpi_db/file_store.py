@@ -316,7 +316,7 @@ class FileStore:
         for old in self._partial_glob(file_id, None, owner):
             _unlink(old)
         os.replace(tmp_name, self.partial / f"{file_id.hex}_{md5}_{_owner_key(owner)}_{length}")
-        _fsync_pool().submit(_fsync_dir, self.partial).result()
+        _fsync_pool().submit(fsync_directory, self.partial).result()
 
     def _receive_exactly(self, file_id: uuid.UUID, md5: str, stream: BinaryIO, size: int, offset: int = 0,
                          owner: str | None = None) -> tuple[str, str]:
