@@ -16,14 +16,19 @@ on each read:
 * body: ``server.body_timeout_seconds``, plus one second for every ``server.body_min_rate``
   bytes received; a read past it fails, the request is answered 400 and the connection closed.
   A camera uploading 1 GiB at any rate above the minimum is never cut off.
+
+A stop (SIGTERM) lets requests in flight finish but closes connections that are only waiting
+for their next request at once: gunicorn would wait up to the head deadline for each.
 """
 from __future__ import annotations
 
 import ssl
 import time
+from contextlib import contextmanager
 
 import gevent
 from gunicorn import util
+from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.ggevent import GeventWorker
 
 
@@ -130,6 +135,21 @@ class MeteorWorker(GeventWorker):
         self.header_seconds = server.header_timeout_seconds
         self.body_seconds, self.body_min_rate = server.body_timeout_seconds, server.body_min_rate
         self.native_threads = server.threads
+        self.waiting_for_head: set[gevent.Greenlet] = set()
+
+    def run(self) -> None:
+        gevent.spawn(self._close_idle_when_stopping)
+        super().run()
+
+    def _close_idle_when_stopping(self) -> None:
+        """Once the worker stops, end every connection that has no request in flight: nothing
+        is lost (the client sent nothing yet, and a keep-alive client reconnects), and the stop
+        takes as long as the requests in flight, not as long as an idle client's deadline."""
+        while self.alive:
+            gevent.sleep(0.2)
+        for greenlet in list(self.waiting_for_head):
+            # gunicorn ends a connection whose client went away on this, quietly.
+            greenlet.kill(NoMoreData(), block=False)
 
     def patch(self) -> None:
         super().patch()  # gevent's monkey.patch_all, in the child, before the app is loaded
@@ -137,9 +157,17 @@ class MeteorWorker(GeventWorker):
         patch_psycopg()
         gevent.get_hub().threadpool.maxsize = self.native_threads
 
+    @contextmanager
     def timeout_ctx(self):
-        """The head deadline: gunicorn parses each request line and headers inside this."""
-        return gevent.Timeout(self.header_seconds, False)
+        """The head deadline: gunicorn parses each request line and headers inside this. The
+        greenlet is known as idle meanwhile, so a stop can close its connection."""
+        current = gevent.getcurrent()
+        self.waiting_for_head.add(current)
+        try:
+            with gevent.Timeout(self.header_seconds, False):
+                yield
+        finally:
+            self.waiting_for_head.discard(current)
 
     def handle(self, listener, client, addr) -> None:
         if isinstance(client, ssl.SSLSocket) and not self._handshake(client):

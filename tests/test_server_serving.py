@@ -140,6 +140,25 @@ def test_meteorpi_serve_imports_with_worker_processes_and_exits_0_on_sigterm(ser
     assert "Traceback" not in "".join(served.lines)
 
 
+def test_sigterm_does_not_wait_for_idle_keep_alive_connections(serve_db):
+    """A client keeping an idle connection open (requests' sessions do, between a night's
+    uploads) must not hold a stopping server for the whole head deadline: an operator's
+    ``systemctl stop`` and every restart would wait that long. A request in flight still
+    finishes (the other SIGTERM test)."""
+    served = Served(serve_db, workers=1, METEORPI_SERVER_HEADER_TIMEOUT_SECONDS="25")
+    try:
+        session = requests.Session()
+        assert session.get(served.url + "/", timeout=TIMEOUT).status_code == 200  # connection kept
+        time.sleep(0.5)
+        started = time.monotonic()
+    finally:
+        code = served.stop()
+    waited = time.monotonic() - started
+    assert code == 0, "".join(served.lines)
+    assert waited < 10, f"stopping took {waited:.1f}s: the idle connection was waited for"
+    assert "Traceback" not in "".join(served.lines), "".join(served.lines)
+
+
 class MultipartUpload:
     """A multipart body of ``count`` copies of ``block``, generated as it is sent (never whole
     in memory); ``__len__`` lets requests send a Content-Length instead of chunking."""
