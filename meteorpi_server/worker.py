@@ -17,6 +17,11 @@ on each read:
   bytes received; a read past it fails, the request is answered 400 and the connection closed.
   A camera uploading 1 GiB at any rate above the minimum is never cut off.
 
+A connection the server ends is half-closed and drained briefly before it is closed (RFC 9112
+§9.6): closing with a client's bytes unread makes the kernel send a reset, and the client's
+kernel then drops the answer unread, so a camera refused early (413, a deadline's 400) would
+see only "connection reset", never why.
+
 A stop (SIGTERM) lets requests in flight finish but closes connections that are only waiting
 for their next request at once: gunicorn would wait up to the head deadline for each.
 """
@@ -36,6 +41,10 @@ PIECE = 1024  # the smallest read under the body deadline
 # A body arriving faster than it is hashed never makes its greenlet wait on the socket: it
 # yields to the worker's other requests after this many bytes (one chunk of hashing and writing).
 YIELD_BYTES = 256 * 1024
+# How long and how much a closing connection is drained for, so its answer is not reset away:
+# enough for a client to read the answer, too little for a client to hold the greenlet.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 
 
 class BodyDeadlineExpired(TimeoutError):
@@ -188,4 +197,13 @@ class MeteorWorker(GeventWorker):
 
     def handle_request(self, listener_name, req, sock, addr) -> None:
         req.body = DeadlineBody(req, self.body_seconds, self.body_min_rate)
-        super().handle_request(listener_name, req, sock, addr)
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        except StopIteration:  # gunicorn's way to say the answer closes the connection
+            util.close_graceful(sock, timeout=LINGER_SECONDS, max_drain=LINGER_BYTES)
+            raise
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """gunicorn's own answers (a malformed request head) close their connection too."""
+        super().handle_error(req, client, addr, exc)
+        util.close_graceful(client, timeout=LINGER_SECONDS, max_drain=LINGER_BYTES)
