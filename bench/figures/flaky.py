@@ -15,9 +15,9 @@ import time
 from .. import ours
 from ..harness import Figure, NotAvailable, alternate, median_ratio
 from ..link import LinkEmulator
-from ..rsync import STORE_EXTRAS, TRANSFER_TIMEOUT_SECONDS, RsyncDaemon, count_files, ensure_rsync
+from ..rsync import STORE_EXTRAS, TRANSFER_TIMEOUT_SECONDS, RsyncDaemon, ensure_rsync
 from . import DEFAULT, SEED, WAN_RATE_MBIT, WAN_RTT_MS, Context, log
-from .replication import OursReplication, build_node
+from .replication import OursReplication, build_node, rsync_side
 
 RESETS = (("8mb", 8_000_000), ("2mb", 2_000_000))
 MAX_TRIES = 200
@@ -53,25 +53,16 @@ class FlakyOurs(OursReplication):
         return seconds
 
 
-def rsync_partial_side(daemon: RsyncDaemon, source, url: str, files: int):
+def partial_push(source, url: str, fsync: bool = True) -> float:
     """``rsync -a --fsync --partial`` retried at once until it exits 0; seconds for all tries."""
-    def run(_round: int) -> float:
-        daemon.reset()
-        argv = ["rsync", "-a", "--fsync", "--partial"] + STORE_EXTRAS + [f"{source}/", url]
-        started = time.perf_counter()
-        for _ in range(MAX_TRIES):
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=TRANSFER_TIMEOUT_SECONDS)
-            if proc.returncode == 0:
-                break
-        else:
-            raise RuntimeError(f"rsync --partial did not complete in {MAX_TRIES} tries: {proc.stderr[-300:]}")
-        seconds = time.perf_counter() - started
-        copied = count_files(daemon.dest)
-        if copied != files:
-            raise RuntimeError(f"rsync copied {copied} files, expected {files}")
-        return seconds
-    return run
+    argv = ["rsync", "-a", "--fsync", "--partial"] + STORE_EXTRAS + [f"{source}/", url]
+    started = time.perf_counter()
+    for _ in range(MAX_TRIES):
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=TRANSFER_TIMEOUT_SECONDS)
+        if proc.returncode == 0:
+            return time.perf_counter() - started
+    raise RuntimeError(f"rsync --partial did not complete in {MAX_TRIES} tries: {proc.stderr[-300:]}")
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -101,8 +92,8 @@ def run(ctx: Context) -> list[Figure]:
                         log(f"flaky {label}: {spec.describe()}, resets every ~{every:,} bytes")
                         out = alternate({
                             "ours": replication.run,
-                            "rsync_partial": rsync_partial_side(daemon, node.files_dir, daemon.url(rsync_link.port),
-                                                                spec.files),
+                            "rsync_partial": rsync_side(daemon, node.files_dir, daemon.url(rsync_link.port), True,
+                                                        spec.files, push=partial_push),
                         }, ctx.pairs)
                     finally:
                         replication.close()

@@ -17,6 +17,8 @@ log per replicated entity (events plus file records).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import statistics
 
 from .. import ours
@@ -84,11 +86,13 @@ def build_node(ctx: Context, name: str, spec: NightSpec, seed: int) -> Site:
     return node
 
 
-def rsync_side(daemon: RsyncDaemon, source, url: str, fsync: bool, files: int):
-    """A side for ``alternate``: empty the destination, time the push, check it is complete."""
+def rsync_side(daemon: RsyncDaemon, source, url: str, fsync: bool, files: int,
+               push: Callable[[str, str, bool], float] = timed_push):
+    """A side for ``alternate``: empty the destination, time ``push`` (one rsync by default),
+    check it is complete."""
     def run(_round: int) -> float:
         daemon.reset()
-        seconds = timed_push(source, url, fsync)
+        seconds = push(source, url, fsync)
         copied = count_files(daemon.dest)
         if copied != files:
             raise RuntimeError(f"rsync copied {copied} files, expected {files}")
