@@ -18,13 +18,14 @@ from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import UUIDCodec
 
 from ..read_routes import READ_ROLES
-from . import coincidences, drawing, search_form
+from . import drawing, search_form
 
 # A camera that sent nothing (status, event, file) for this long is flagged as silent.
 SILENT_AFTER = _dt.timedelta(hours=36)
 LATEST_EVENTS = 30
 STATUS_HISTORY = 50
 CHART_NIGHTS = 30
+LATEST_COINCIDENCES = 10
 
 pages = Blueprint("meteorpi_pages", __name__, template_folder="templates", static_folder="static",
                   static_url_path="/assets")
@@ -118,7 +119,7 @@ def index():
     silent = {c.camera_id for c in cameras if moment - c.last_seen > SILENT_AFTER}
     return render_template(
         "index.html", cameras=cameras, silent=silent, night=night, night_counts=night_counts, now=moment,
-        latest=db.latest_events(LATEST_EVENTS), groups=coincidences.latest(db),
+        latest=db.latest_events(LATEST_EVENTS), groups=db.latest_coincidences(LATEST_COINCIDENCES),
         camera_map=drawing.camera_map([(c.camera_id, c.lat, c.long, c.camera_id in silent) for c in cameras]),
         feed_after=feed_after, silent_hours=int(SILENT_AFTER.total_seconds() // 3600))
 
@@ -157,7 +158,10 @@ def event(event_id: str):
     if found is None:
         raise PageNotFound(f"No event {event_id[:64]!r} is held by this archive.")
     held = {f.file_id for f in found.files if db.has_file_data(f.file_id, f.md5)}
-    return render_template("event.html", event=found, held=held, partners=coincidences.for_event(db, found))
+    # The stored coincidence group (linked by the matcher, as the watches are told of it).
+    group = db.coincidence_of_event(found.event_id)
+    partners = [m for m in group.members if m.camera_id != found.camera_id] if group else []
+    return render_template("event.html", event=found, held=held, partners=partners)
 
 
 # The JSON endpoints of the read API that a browser asking for HTML gets a page for instead.
