@@ -17,6 +17,7 @@ from meteorpi_model import ValidationError, now
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import UUIDCodec
 
+from ..errors import ResourceNotFound
 from ..read_routes import READ_ROLES
 from . import drawing, search_form
 
@@ -47,19 +48,25 @@ def _error_page(status: int, title: str, message: str):
     return render_template("error.html", title=title, message=message), status
 
 
-def page(view: Callable) -> Callable:
-    """Run ``view`` for a reader (anyone with ``server.public_read``); problems as error pages."""
+def _rendering(view: Callable) -> Callable:
+    """``view`` with its problems answered as error pages, never a traceback."""
     @functools.wraps(view)
     def rendering(*args, **kwargs):
         try:
             return view(*args, **kwargs)
         except ValidationError as e:
             return _error_page(400, "Not a valid request", str(e))
-        except PageNotFound as e:
+        except (PageNotFound, ResourceNotFound) as e:
             return _error_page(404, "Not found", str(e))
         except StorageUnavailable:
             return _error_page(503, "Archive unavailable", "The database cannot be reached; try again shortly."), \
                 {"Retry-After": "5"}
+    return rendering
+
+
+def page(view: Callable) -> Callable:
+    """Run ``view`` for a reader (anyone with ``server.public_read``); problems as error pages."""
+    rendering = _rendering(view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -67,6 +74,17 @@ def page(view: Callable) -> Callable:
         if meteor_app.config.server.public_read:
             return rendering(*args, **kwargs)
         return meteor_app.requires_auth(roles=READ_ROLES)(rendering)(*args, **kwargs)
+    return wrapper
+
+
+def signed_in_page(view: Callable) -> Callable:
+    """Run ``view`` for a signed-in user, whatever ``server.public_read`` says (their watches
+    are theirs): HTTP Basic as the watches API, so a browser asks for the login."""
+    rendering = _rendering(view)
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        return _meteor_app().requires_auth()(rendering)(*args, **kwargs)
     return wrapper
 
 
@@ -165,4 +183,4 @@ def event(event_id: str):
 
 
 # The JSON endpoints of the read API that a browser asking for HTML gets a page for instead.
-HTML_TWINS = {"index": page(index), "meteorpi_read.events": page(events), "meteorpi_read.event": page(event)}
+PAGE_TWINS = {"index": page(index), "meteorpi_read.events": page(events), "meteorpi_read.event": page(event)}
