@@ -101,14 +101,15 @@ LIMIT %(limit)s
 """
 # The newest delivery of each of some watches: one step of delivery_watch_created per watch.
 SELECT_LATEST_PER_WATCH = """
-SELECT d.watch_id, d.delivery_id, d.name, d.kind, d.state, d.attempts, d.created_at, d.delivered_at, d.due_at,
+SELECT w.watch_id, d.delivery_id, w.name, d.kind, d.state, d.attempts, d.created_at, d.delivered_at, d.due_at,
        d.last_error, d.notification_id,
        (SELECT a.status_code FROM delivery_attempt a WHERE a.delivery_id = d.delivery_id
         ORDER BY a.attempt_id DESC LIMIT 1)
-FROM unnest(%(ids)s::uuid[]) AS w(watch_id)
+FROM watch w
 CROSS JOIN LATERAL (
-    SELECT d.*, x.name FROM delivery d JOIN watch x ON x.watch_id = d.watch_id
-    WHERE d.watch_id = w.watch_id ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT 1) d
+    SELECT * FROM delivery d WHERE d.watch_id = w.watch_id
+    ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT 1) d
+WHERE w.watch_id = ANY(%(ids)s)
 """
 SELECT_DELIVERY = "SELECT watch_id, notification_id, kind FROM delivery WHERE delivery_id = %(delivery_id)s"
 PAYLOAD_ITEMS = 50  # a digest lists this many notifications, then a count: payloads stay < 20 kB

@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from bench.page_archive import fill
-from meteorpi_db import coincidences, feed, overview
+from meteorpi_db import coincidences, feed, notifications, overview
 from meteorpi_model import now
+from meteorpi_model.watch import Watch
 
 from .page_fixtures import sample_archive
 from .watch_fixtures import drain
@@ -69,12 +70,23 @@ QUERIES = {
     "latest coincidences": (coincidences.SELECT_LATEST_GROUPS, {"limit": 10}),
     "coincidence of an event": (coincidences.SELECT_GROUP_OF_EVENT, {"event_id": "{event}"}),
     "members of coincidences": (coincidences.SELECT_MEMBERS, {"groups": "{groups}"}),
+    "newest delivery of each watch (the watches page)": (notifications.SELECT_LATEST_PER_WATCH, {"ids": "{watches}"}),
     "feed end (the index page's live cursor)": (feed.SELECT_END, {}),
     "feed after a cursor (the live stream)": (feed.SELECT_AFTER, {"xid": 1, "seq": 0, "limit": 500}),
 }
 
 
-BIG_TABLES = ("event", "file_record", "event_meta", "feed_log", "coincidence_group", "coincidence_member")
+BIG_TABLES = ("event", "file_record", "event_meta", "feed_log", "coincidence_group", "coincidence_member",
+              "delivery", "delivery_attempt")
+WATCHES = 20
+DELIVERIES = 20_000
+# Watches with a long delivery history each (tests and attempts, as the notifier leaves them).
+INSERT_DELIVERIES = """
+INSERT INTO delivery (watch_id, kind, state, attempts, created_at, delivered_at)
+SELECT md5('watch' || (i %% %(watches)s))::uuid, 'test', 'delivered', 1, now() - make_interval(secs => i), now()
+FROM generate_series(0, %(deliveries)s - 1) AS i
+"""
+INSERT_ATTEMPTS = "INSERT INTO delivery_attempt (delivery_id, status_code, duration_ms) SELECT delivery_id, 200, 5 FROM delivery"
 
 
 def _md5_uuid(text: str) -> uuid.UUID:
@@ -93,6 +105,14 @@ def _scans(plan: dict) -> list[tuple[str, str]]:
 def big_archive(make_database):
     db = make_database("meteorpi_overview_big")
     start = fill(db, cameras=100, events=30_000, nights=100)
+    db.create_or_update_user("alice", "alice-pw", ["user"])
+    for w in range(WATCHES):
+        db.create_watch(Watch(name=f"watch-{w}", webhook="https://example.org/hook", watch_id=_md5_uuid(f"watch{w}")),
+                        "alice")
+    with db.transaction() as cur:
+        cur.execute(INSERT_DELIVERIES, {"watches": WATCHES, "deliveries": DELIVERIES})
+        cur.execute(INSERT_ATTEMPTS)
+        cur.execute("ANALYZE watch, delivery, delivery_attempt")
     yield db, start
     db.clear_database()
 
@@ -103,7 +123,8 @@ def test_page_queries_reach_events_and_files_through_an_index(big_archive, name)
     sql, params = QUERIES[name]
     night = start + _dt.timedelta(days=50)
     values = {"{night}": night, "{night_end}": night + _dt.timedelta(days=1), "{event}": _md5_uuid("event500"),
-              "{groups}": [_md5_uuid(f"group{g}") for g in range(40, 50)]}
+              "{groups}": [_md5_uuid(f"group{g}") for g in range(40, 50)],
+              "{watches}": [_md5_uuid(f"watch{w}") for w in range(WATCHES)]}
     params = {k: values.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
     with db.transaction() as cur:
         cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
