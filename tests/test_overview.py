@@ -86,7 +86,9 @@ INSERT INTO delivery (watch_id, kind, state, attempts, created_at, delivered_at)
 SELECT md5('watch' || (i %% %(watches)s))::uuid, 'test', 'delivered', 1, now() - make_interval(secs => i), now()
 FROM generate_series(0, %(deliveries)s - 1) AS i
 """
-INSERT_ATTEMPTS = "INSERT INTO delivery_attempt (delivery_id, status_code, duration_ms) SELECT delivery_id, 200, 5 FROM delivery"
+INSERT_ATTEMPTS = """
+INSERT INTO delivery_attempt (delivery_id, status_code, duration_ms) SELECT delivery_id, 200, 5 FROM delivery
+"""
 
 
 def _md5_uuid(text: str) -> uuid.UUID:

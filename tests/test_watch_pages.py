@@ -11,7 +11,7 @@ import requests
 
 from meteorpi_model.watch import Watch
 
-from .server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER
+from .server_fixtures import READER, TIMEOUT, VIEWER
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"}
 SAME_ORIGIN = {**BROWSER, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}
@@ -56,7 +56,11 @@ def test_the_watches_page_asks_a_browser_to_log_in_and_scripts_keep_getting_json
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "Your watches" in page.text and "No watch yet" in page.text and 'action="/watches"' in page.text
     assert "Accept" in page.headers["Vary"] and "unsafe-inline" not in page.headers["Content-Security-Policy"]
-    assert _get(srv, "/watches", headers={"Accept": "*/*"}).json() == {"watches": []}
+    _watch(srv, name="mine")
+    for shown in (_get(srv, "/watches"), _post(srv, "/watches", {**FORM, "name": "bad name"})):
+        # No inline script, style or handler: the policy would block it, so it would be a bug.
+        assert not re.search(r"<script|<style|\sstyle=|\son[a-z]+=", shown.text), shown.status_code
+    assert [w["name"] for w in _get(srv, "/watches", headers={"Accept": "*/*"}).json()["watches"]] == ["mine"]
     assert '<a href="/watches">Watches</a>' in _get(srv, "/", auth=None).text  # in the site's navigation
 
 

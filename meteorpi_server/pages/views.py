@@ -1,7 +1,8 @@
 """The page views: each gathers what its page shows through meteorpi_db and renders a template.
 
 Access is the read API's (``server.public_read``, else HTTP Basic with role ``user`` or
-``import``: a browser prompts). A bad query or an unknown id renders an error page with the
+``import``: a browser prompts); the watches pages (watch_views.py) want a signed-in user
+always. A bad query or an unknown id renders an error page with the
 problem named (400/404), never a traceback.
 """
 from __future__ import annotations

@@ -65,8 +65,9 @@ def _submit_add(browser) -> None:
 
 
 def _card(browser, name: str):
-    cards = [c for c in browser.find_elements(By.CSS_SELECTOR, "li.watch") if c.find_element(By.TAG_NAME, "h3").text == name]
-    return cards[0] if cards else None
+    cards = browser.find_elements(By.CSS_SELECTOR, "li.watch")
+    named = [c for c in cards if c.find_element(By.TAG_NAME, "h3").text == name]
+    return named[0] if named else None
 
 
 def test_a_user_adds_sees_tests_and_deletes_a_watch(page_server, browser, axe_source, screenshots, watches):
