@@ -82,6 +82,19 @@ WHERE merged_into IS NULL
 ORDER BY first_time DESC, group_id
 LIMIT %(limit)s OFFSET %(skip)s
 """
+# The newest current groups for the index page: a backward walk of coincidence_group_time
+# (no count of every group, which get_coincidences gives and which reads them all).
+SELECT_LATEST_GROUPS = """
+SELECT group_id, event_type, first_time, last_time, camera_count, created_at, updated_at
+FROM coincidence_group WHERE merged_into IS NULL
+ORDER BY first_time DESC LIMIT %(limit)s
+"""
+# The group an event is a member of: members move on a merge, so this is never a merged-away one.
+SELECT_GROUP_OF_EVENT = """
+SELECT g.group_id, g.event_type, g.first_time, g.last_time, g.camera_count, g.created_at, g.updated_at
+FROM coincidence_member m JOIN coincidence_group g ON g.group_id = m.group_id
+WHERE m.event_id = %(event_id)s
+"""
 SELECT_GROUP = """
 SELECT group_id, event_type, first_time, last_time, camera_count, created_at, updated_at, merged_into
 FROM coincidence_group WHERE group_id = %(group_id)s
@@ -246,3 +259,23 @@ class CoincidenceStore:
                     return Coincidence(*row[:7], members=self._members(cur, [group_id]).get(group_id, []))
                 group_id = row[7]
         return None
+
+    @retry_stale
+    def latest_coincidences(self, limit: int = 10) -> list[Coincidence]:
+        """The newest ``limit`` current groups with their members, newest first (by first time)."""
+        with self.transaction() as cur:
+            cur.execute(SELECT_LATEST_GROUPS, {"limit": limit})
+            rows = cur.fetchall()
+            members = self._members(cur, [r[0] for r in rows])
+        return [Coincidence(*r, members=members.get(r[0], [])) for r in rows]
+
+    @retry_stale
+    def coincidence_of_event(self, event_id) -> Coincidence | None:
+        """The group ``event_id`` belongs to, with its members; None when no other camera's
+        event has been linked to it (or the matcher has not reached it yet)."""
+        with self.transaction() as cur:
+            cur.execute(SELECT_GROUP_OF_EVENT, {"event_id": as_uuid(event_id)})
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return Coincidence(*row, members=self._members(cur, [row[0]]).get(row[0], []))

@@ -99,6 +99,18 @@ WHERE (%(watch_id)s::uuid IS NULL OR d.watch_id = %(watch_id)s)
 ORDER BY d.delivery_id DESC
 LIMIT %(limit)s
 """
+# The newest delivery of each of some watches: one step of delivery_watch_created per watch.
+SELECT_LATEST_PER_WATCH = """
+SELECT w.watch_id, d.delivery_id, w.name, d.kind, d.state, d.attempts, d.created_at, d.delivered_at, d.due_at,
+       d.last_error, d.notification_id,
+       (SELECT a.status_code FROM delivery_attempt a WHERE a.delivery_id = d.delivery_id
+        ORDER BY a.attempt_id DESC LIMIT 1)
+FROM watch w
+CROSS JOIN LATERAL (
+    SELECT * FROM delivery d WHERE d.watch_id = w.watch_id
+    ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT 1) d
+WHERE w.watch_id = ANY(%(ids)s)
+"""
 SELECT_DELIVERY = "SELECT watch_id, notification_id, kind FROM delivery WHERE delivery_id = %(delivery_id)s"
 PAYLOAD_ITEMS = 50  # a digest lists this many notifications, then a count: payloads stay < 20 kB
 
@@ -235,6 +247,16 @@ class NotificationStore:
         with self.transaction() as cur:
             cur.execute(SELECT_LOG, {"watch_id": as_uuid(watch_id) if watch_id else None, "limit": limit})
             return [DeliveryLogEntry(*row) for row in cur.fetchall()]
+
+    @retry_stale
+    def latest_deliveries(self, watch_ids: list[uuid.UUID]) -> dict[uuid.UUID, DeliveryLogEntry]:
+        """The newest delivery of each of ``watch_ids`` that has one (the watches page shows
+        whether a test or a notification got through)."""
+        if not watch_ids:
+            return {}
+        with self.transaction() as cur:
+            cur.execute(SELECT_LATEST_PER_WATCH, {"ids": [as_uuid(w) for w in watch_ids]})
+            return {row[0]: DeliveryLogEntry(*row[1:]) for row in cur.fetchall()}
 
     @retry_stale
     def delivery_attempts(self, delivery_id: int) -> list[tuple[_dt.datetime, int | None, str | None, int]]:

@@ -1,5 +1,5 @@
 """What the web pages show at a glance: cameras with their last status and last sign of life,
-events per night, the newest events, an event's neighbours in time on other cameras.
+events per night, the newest events. (Coincidences are the stored groups of coincidences.py.)
 
 Every query here is shaped for an index (EXPLAIN-checked in tests/test_overview.py), because the
 index page renders on every visit: the newest row per camera comes from the ``(camera_id, time)``
@@ -47,25 +47,6 @@ SELECT_CAMERA_LATEST_EVENT = "SELECT max(event_time) FROM event WHERE camera_id 
 SELECT_STATUS_IDS = """
 SELECT status_id FROM camera_status WHERE camera_id = %(camera_id)s
 ORDER BY valid_from DESC LIMIT %(limit)s
-"""
-# Same type, other cameras, within ``seconds`` of ``time``: a range of the event_time index.
-SELECT_NEAR = """
-SELECT event_id, camera_id, event_time, event_type FROM event
-WHERE event_time BETWEEN %(time)s - make_interval(secs => %(seconds)s)
-                     AND %(time)s + make_interval(secs => %(seconds)s)
-  AND event_type = %(event_type)s AND camera_id <> %(camera_id)s
-ORDER BY event_time, camera_id
-"""
-# Pairs among the newest ``limit`` events: each of them against its neighbours in time.
-SELECT_RECENT_PAIRS = """
-SELECT a.event_id, a.camera_id, a.event_time, a.event_type,
-       b.event_id, b.camera_id, b.event_time, b.event_type
-FROM (SELECT event_id, camera_id, event_time, event_type FROM event
-      ORDER BY event_time DESC LIMIT %(limit)s) a
-JOIN event b ON b.event_time BETWEEN a.event_time - make_interval(secs => %(seconds)s)
-                                 AND a.event_time + make_interval(secs => %(seconds)s)
-            AND b.event_type = a.event_type AND b.camera_id <> a.camera_id
-ORDER BY a.event_time DESC
 """
 
 
@@ -174,20 +155,3 @@ class OverviewStore:
         with self.transaction() as cur:
             cur.execute(SELECT_STATUS_IDS, {"camera_id": camera_id, "limit": limit})
             return [self._load_status(cur, row[0]) for row in cur.fetchall()]
-
-    @retry_stale
-    def events_near(self, camera_id: str, event_type: str, time: _dt.datetime,
-                    seconds: float) -> list[EventRow]:
-        """Events of ``event_type`` on other cameras within ``seconds`` of ``time``."""
-        with self.transaction() as cur:
-            cur.execute(SELECT_NEAR, {"camera_id": camera_id, "event_type": str(event_type), "time": time,
-                                      "seconds": seconds})
-            return [_event_row(r) for r in cur.fetchall()]
-
-    @retry_stale
-    def recent_event_pairs(self, seconds: float, limit: int = 1000) -> list[tuple[EventRow, EventRow]]:
-        """Pairs (a, b) of same-type events of different cameras within ``seconds``, where a is
-        among the newest ``limit`` events; newest a first."""
-        with self.transaction() as cur:
-            cur.execute(SELECT_RECENT_PAIRS, {"seconds": seconds, "limit": limit})
-            return [(_event_row(r[:4]), _event_row(r[4:])) for r in cur.fetchall()]

@@ -59,17 +59,22 @@ class WatchMeta(Model):
         """``'magnitude<=-4'`` -> WatchMeta; ValidationError naming ``path`` otherwise."""
         if not isinstance(text, str):
             raise ValidationError(path, "expected key<op>value, e.g. magnitude<=-4")
-        for op in META_OPS:
-            key, sep, value = text.partition(op)
-            if sep and key.strip():
-                value = value.strip()
+        # The operator is the first one in the text (the longest where two start together): a
+        # value may hold operator characters itself (note~a<b), a key never does.
+        found = [(text.find(op), -len(op), op) for op in META_OPS if text.find(op) > 0]
+        if found:
+            at, _, op = min(found)
+            key, value = text[:at].strip(), text[at + len(op):].strip()
+            if key:
                 try:
+                    if op == "~":  # "contains" is about text, even text of digits (rms:night~2026)
+                        raise ValueError
                     number: str | float = float(value)
                     if not math.isfinite(number):
                         raise ValueError
                 except ValueError:
                     number = value
-                return cls.from_dict({"key": key.strip(), "op": op, "value": number}, path)
+                return cls.from_dict({"key": key, "op": op, "value": number}, path)
         raise ValidationError(path, f"expected key<op>value with op one of {' '.join(META_OPS)}, got {text[:60]!r}")
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ from meteorpi_db import Config, MeteorDatabase, load_config
 from meteorpi_db.feed_hub import FeedHub
 
 from .auth import Authenticator
+from .cross_site import refuse_cross_site
 from .entity_cache import EntityCache
 from .errors import CallbackRefused, error_response
 from .feed_routes import feed_api
@@ -90,6 +91,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     meteor_app = MeteorApp(db=db, config=config)
     app = meteor_app.app
     app.url_map.merge_slashes = False  # "//" is a 404 JSON answer, never an HTML redirect
+    app.before_request(refuse_cross_site)
     app.before_request(_refuse_unsafe_callback)
     app.before_request(functools.partial(_bound_socket_waits, meteor_app.config.server.timeout_seconds))
     app.after_request(_no_sniffing)

@@ -1,7 +1,8 @@
 """Fixtures for the web pages: a served archive open to readers (``public_read``) holding a
 small network (``sample``): three cameras, one of them silent for days, a night of events, a
-meteor two cameras saw together, an event whose meta and file name are hostile markup, and a
-real PNG image so ``<img>`` has something to show.
+meteor two cameras saw together (linked into a coincidence group by the matcher, as the
+notifier beside ``meteorpi serve`` does), an event whose meta and file name are hostile markup,
+and a real PNG image so ``<img>`` has something to show.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def sample_archive(db: MeteorDatabase, workdir: Path) -> Sample:
     sample = Sample(cameras=["north-1", "south-2", "quiet-3"], silent="quiet-3")
     _status(db, "north-1", 55.95, -3.19, start - _dt.timedelta(days=3), lens="old lens")
     _status(db, "north-1", 55.95, -3.19, start - _dt.timedelta(hours=1))
-    _status(db, "south-2", 50.72, -1.88, start - _dt.timedelta(hours=1))
+    _status(db, "south-2", 54.97, -1.61, start - _dt.timedelta(hours=1))  # 150 km from north-1
     _status(db, "quiet-3", 52.20, 0.12, start - _dt.timedelta(days=5))
     db.register_event("quiet-3", start - _dt.timedelta(days=5) + _dt.timedelta(hours=1), "meteorpi:meteor")
     image_path = workdir / "frame.png"
@@ -73,7 +74,7 @@ def sample_archive(db: MeteorDatabase, workdir: Path) -> Sample:
             offset = _dt.timedelta(minutes=20 * i, seconds=(0 if camera == "north-1" else 40))
             sample.events.append(db.register_event(camera, start + offset, "meteorpi:meteor",
                                                    event_meta=[Meta("meteorpi:duration", 0.5 + i)]))
-    # Seen by both cameras, 1.2 s apart: a coincidence.
+    # Seen by both cameras, 1.2 s and 150 km apart: a coincidence (once the matcher has linked it).
     at = start + _dt.timedelta(hours=2)
     image = db.register_file(image_path, "image/png", "meteorpi:bright_frame", at, [], "north-1", file_name="frame.png")
     first = db.register_event("north-1", at, "meteorpi:meteor", [image],
@@ -107,6 +108,8 @@ def page_server(make_database, tmp_path_factory):
     db.config.server.public_read = True
     add_users(db)
     sample = sample_archive(db, tmp_path_factory.mktemp("page-sample"))
+    from .watch_fixtures import drain  # here: a plugin module imported early would not be assert-rewritten
+    drain(db)  # the coincidence groups, as the notifier would link them
     app = create_app(db=db)
     url, server = serve_in_thread(app)
     yield PageServer(url, app, db, sample)

@@ -6,12 +6,14 @@ from this origin, and follow the read API's access rules.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import uuid
 
 import pytest
 import requests
 
+from meteorpi_model import Event, now
 from meteorpi_server.pages import CONTENT_SECURITY_POLICY
 
 from .page_fixtures import HOSTILE_IMG, HOSTILE_NAME, HOSTILE_SCRIPT
@@ -206,3 +208,45 @@ def test_a_hostile_search_comes_back_as_text_in_the_form_and_the_error(page_serv
     assert page.status_code == 400
     assert hostile not in page.text and "<script>window" not in page.text
     assert 'value="&#34;&gt;&lt;script&gt;window.__meteorpi_pwned = 4&lt;/script&gt;"' in page.text
+
+
+def test_an_imported_coincidence_appears_on_the_index_and_links_the_events(db, tmp_path):
+    """Two cameras 150 km apart import a meteor 1.5 s apart: once the matcher (the notifier's)
+    has linked them, ``/`` lists the group and each event page links the other. A third
+    camera 900 km away with an event in the same seconds saw another meteor: the pages leave
+    it out, as the watches' coincidence alerts do."""
+    from meteorpi_server import create_app
+    from .page_fixtures import _status
+    from .server_fixtures import IMPORTER, add_users, serve_in_thread
+    from .watch_fixtures import drain
+    add_users(db)
+    db.config.server.public_read = True
+    at = now().replace(microsecond=0) - _dt.timedelta(hours=1)
+    statuses = {camera: _status(db, camera, lat, 0.12, at - _dt.timedelta(hours=2))
+                for camera, lat in (("ash-1", 52.2), ("elm-2", 53.55), ("fir-3", 60.3))}
+    url, server = serve_in_thread(create_app(db=db))
+    try:
+        events = {}
+        for camera, seconds in (("ash-1", 0.0), ("elm-2", 1.5), ("fir-3", 1.0)):
+            event = Event(camera_id=camera, status_id=statuses[camera].status_id,
+                          event_time=at + _dt.timedelta(seconds=seconds), event_type="meteorpi:meteor")
+            answer = requests.post(url + "/import", json={"type": "event", "event": event.as_dict()}, auth=IMPORTER,
+                                   timeout=TIMEOUT)
+            assert answer.json()["state"] == "complete"
+            events[camera] = event.event_id.hex
+        drain(db)
+        index = requests.get(url + "/", headers=BROWSER, timeout=TIMEOUT).text
+        groups = re.findall(r"<li>(.*?)</li>", re.search(r'<ul class="groups">(.*?)</ul>', index, re.S).group(1), re.S)
+        assert len(groups) == 1 and "seen by 2 cameras" in _text(groups[0])
+        assert f'href="/events/{events["ash-1"]}">ash-1</a>' in groups[0]
+        assert f'href="/events/{events["elm-2"]}">elm-2</a>' in groups[0] and events["fir-3"] not in groups[0]
+        ash = requests.get(f"{url}/events/{events['ash-1']}", headers=BROWSER, timeout=TIMEOUT).text
+        assert f'<a href="/events/{events["elm-2"]}">elm-2 at' in ash and "(+1.500 s)" in ash
+        assert events["fir-3"] not in ash
+        elm = requests.get(f"{url}/events/{events['elm-2']}", headers=BROWSER, timeout=TIMEOUT).text
+        assert f'<a href="/events/{events["ash-1"]}">ash-1 at' in elm and "(-1.500 s)" in elm
+        fir = requests.get(f"{url}/events/{events['fir-3']}", headers=BROWSER, timeout=TIMEOUT).text
+        assert "No event of another camera is linked to this one." in fir
+    finally:
+        server.shutdown()
+        db.config.server.public_read = False

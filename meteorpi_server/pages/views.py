@@ -1,7 +1,8 @@
 """The page views: each gathers what its page shows through meteorpi_db and renders a template.
 
 Access is the read API's (``server.public_read``, else HTTP Basic with role ``user`` or
-``import``: a browser prompts). A bad query or an unknown id renders an error page with the
+``import``: a browser prompts); the watches pages (watch_views.py) want a signed-in user
+always. A bad query or an unknown id renders an error page with the
 problem named (400/404), never a traceback.
 """
 from __future__ import annotations
@@ -17,14 +18,16 @@ from meteorpi_model import ValidationError, now
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import UUIDCodec
 
+from ..errors import ResourceNotFound
 from ..read_routes import READ_ROLES
-from . import coincidences, drawing, search_form
+from . import drawing, search_form
 
 # A camera that sent nothing (status, event, file) for this long is flagged as silent.
 SILENT_AFTER = _dt.timedelta(hours=36)
 LATEST_EVENTS = 30
 STATUS_HISTORY = 50
 CHART_NIGHTS = 30
+LATEST_COINCIDENCES = 10
 
 pages = Blueprint("meteorpi_pages", __name__, template_folder="templates", static_folder="static",
                   static_url_path="/assets")
@@ -46,19 +49,25 @@ def _error_page(status: int, title: str, message: str):
     return render_template("error.html", title=title, message=message), status
 
 
-def page(view: Callable) -> Callable:
-    """Run ``view`` for a reader (anyone with ``server.public_read``); problems as error pages."""
+def _rendering(view: Callable) -> Callable:
+    """``view`` with its problems answered as error pages, never a traceback."""
     @functools.wraps(view)
     def rendering(*args, **kwargs):
         try:
             return view(*args, **kwargs)
         except ValidationError as e:
             return _error_page(400, "Not a valid request", str(e))
-        except PageNotFound as e:
+        except (PageNotFound, ResourceNotFound) as e:
             return _error_page(404, "Not found", str(e))
         except StorageUnavailable:
             return _error_page(503, "Archive unavailable", "The database cannot be reached; try again shortly."), \
                 {"Retry-After": "5"}
+    return rendering
+
+
+def page(view: Callable) -> Callable:
+    """Run ``view`` for a reader (anyone with ``server.public_read``); problems as error pages."""
+    rendering = _rendering(view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -66,6 +75,17 @@ def page(view: Callable) -> Callable:
         if meteor_app.config.server.public_read:
             return rendering(*args, **kwargs)
         return meteor_app.requires_auth(roles=READ_ROLES)(rendering)(*args, **kwargs)
+    return wrapper
+
+
+def signed_in_page(view: Callable) -> Callable:
+    """Run ``view`` for a signed-in user, whatever ``server.public_read`` says (their watches
+    are theirs): HTTP Basic as the watches API, so a browser asks for the login."""
+    rendering = _rendering(view)
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        return _meteor_app().requires_auth()(rendering)(*args, **kwargs)
     return wrapper
 
 
@@ -118,7 +138,7 @@ def index():
     silent = {c.camera_id for c in cameras if moment - c.last_seen > SILENT_AFTER}
     return render_template(
         "index.html", cameras=cameras, silent=silent, night=night, night_counts=night_counts, now=moment,
-        latest=db.latest_events(LATEST_EVENTS), groups=coincidences.latest(db),
+        latest=db.latest_events(LATEST_EVENTS), groups=db.latest_coincidences(LATEST_COINCIDENCES),
         camera_map=drawing.camera_map([(c.camera_id, c.lat, c.long, c.camera_id in silent) for c in cameras]),
         feed_after=feed_after, silent_hours=int(SILENT_AFTER.total_seconds() // 3600))
 
@@ -157,8 +177,11 @@ def event(event_id: str):
     if found is None:
         raise PageNotFound(f"No event {event_id[:64]!r} is held by this archive.")
     held = {f.file_id for f in found.files if db.has_file_data(f.file_id, f.md5)}
-    return render_template("event.html", event=found, held=held, partners=coincidences.for_event(db, found))
+    # The stored coincidence group (linked by the matcher, as the watches are told of it).
+    group = db.coincidence_of_event(found.event_id)
+    partners = [m for m in group.members if m.camera_id != found.camera_id] if group else []
+    return render_template("event.html", event=found, held=held, partners=partners)
 
 
 # The JSON endpoints of the read API that a browser asking for HTML gets a page for instead.
-HTML_TWINS = {"index": page(index), "meteorpi_read.events": page(events), "meteorpi_read.event": page(event)}
+PAGE_TWINS = {"index": page(index), "meteorpi_read.events": page(events), "meteorpi_read.event": page(event)}

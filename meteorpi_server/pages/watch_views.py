@@ -1,0 +1,99 @@
+"""The watches page: a signed-in user's watches, listed, added, tested and deleted with forms.
+
+The forms post to the watches API's own URLs, and a browser (asking for HTML first) gets pages
+back where a script gets JSON:
+
+* ``GET /watches`` — the list (camera_admin: everyone's) with each watch's newest delivery, and
+  the form to add one;
+* ``POST /watches`` — add; the page again with the webhook's signing secret, shown this once
+  (201), or with the form as typed and the problem naming its field (400);
+* ``POST /watches/<id>/test`` — queue a test notification, then back to the list (303);
+* ``POST /watches/<id>/delete`` — HTML forms cannot send DELETE; then back to the list (303).
+
+Access is the watches API's: a signed-in user (HTTP Basic), their own watches only. A page on
+another site cannot make a signed-in browser post these forms: cross_site.py refuses it.
+"""
+from __future__ import annotations
+
+from flask import redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from meteorpi_db import Conflict
+from meteorpi_model import ValidationError
+from meteorpi_model.watch import WATCH_NAME
+
+from ..auth import current_user
+from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, _own_watch
+from . import watch_form
+from .views import _db, _meteor_app, pages, signed_in_page
+
+
+def _render(status: int = 200, values: dict | None = None, error: str | None = None, **shown):
+    user = current_user()
+    admin = user.has_role(ADMIN_ROLE)
+    db = _db()
+    watches = db.get_watches(None if admin else user.user_id)
+    return render_template(
+        "watches.html", watches=watches, deliveries=db.latest_deliveries([w.watch_id for w in watches]),
+        admin=admin, user=user, values=values or watch_form.blank(), error=error,
+        kind_labels=watch_form.KIND_LABELS, **shown), status
+
+
+def _valid_name(text: str | None) -> str | None:
+    """``text`` if it is a watch name (what a redirect says is shown only then)."""
+    try:
+        return WATCH_NAME.decode(text, "name") if text else None
+    except ValidationError:
+        return None
+
+
+def watches_page():
+    """The list and the add form; after a test or a delete, what was done."""
+    tested = request.args.get("tested", "")
+    return _render(deleted=_valid_name(request.args.get("deleted")), tested=tested[:32])
+
+
+def add_watch_page():
+    """Add the watch the form describes, owned by the signed-in user."""
+    from ..notify import TargetRefused, check_target
+    request.max_content_length = MAX_WATCH_BODY
+    try:
+        form = request.form
+    except RequestEntityTooLarge:
+        return _render(413, error=f"form: more than {MAX_WATCH_BODY // 1024} KiB was sent; nothing was added")
+    values = watch_form.as_sent(form)
+    try:
+        watch = watch_form.parse(form)
+        if watch.webhook:
+            try:
+                check_target(watch.webhook, _meteor_app().config.notify.allow_private_targets)
+            except TargetRefused as e:
+                raise ValidationError("form.webhook", str(e).removeprefix("webhook: ")) from None
+        stored, secret, _ = _db().create_watch(watch, current_user().user_id)
+    except ValidationError as e:
+        return _render(400, values, str(e))
+    except Conflict:
+        return _render(409, values, f"form.name: a watch named {values['name']!r} exists already; choose another name")
+    return _render(201, added=stored, secret=secret)
+
+
+def test_watch_page(watch_id: str):
+    """Queue a test notification; the list then shows its delivery."""
+    watch = _own_watch(watch_id)
+    _db().queue_test(watch)
+    return redirect(f"/watches?tested={watch.watch_id.hex}", 303)
+
+
+@pages.route("/watches/<watch_id>/delete", methods=["POST"])
+@signed_in_page
+def delete_watch_page(watch_id: str):
+    """Delete a watch with its notifications and deliveries."""
+    watch = _own_watch(watch_id)
+    _db().delete_watch(watch.watch_id)
+    return redirect(f"/watches?deleted={watch.name}", 303)
+
+
+# The watches API's endpoints a browser gets a page from instead: GET ones, then form posts.
+WATCH_PAGES = {"meteorpi_watches.watches": signed_in_page(watches_page)}
+WATCH_FORMS = {"meteorpi_watches.watches": signed_in_page(add_watch_page),
+               "meteorpi_watches.test_watch": signed_in_page(test_watch_page)}
