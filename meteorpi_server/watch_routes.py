@@ -67,7 +67,7 @@ def _signed_in(public: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
-def _own_watch(watch_id: str) -> Watch:
+def own_watch(watch_id: str) -> Watch:
     """The watch, if the signed-in user may see it; 404 otherwise (others' ids are not told)."""
     watch = _db().get_watch(UUIDCodec().decode(watch_id, "watch_id"))
     user = current_user()
@@ -128,7 +128,7 @@ def list_watches() -> Response:
 @watch_api.route("/watches/<watch_id>", methods=["GET", "DELETE"])
 @_signed_in()
 def watch(watch_id: str) -> Response:
-    found = _own_watch(watch_id)
+    found = own_watch(watch_id)
     if request.method == "GET":
         return jsonify({"watch": found.as_dict()})
     _db().delete_watch(found.watch_id)
@@ -138,7 +138,7 @@ def watch(watch_id: str) -> Response:
 @watch_api.route("/watches/<watch_id>/test", methods=["POST"])
 @_signed_in()
 def test_watch(watch_id: str) -> Response:
-    delivery_id = _db().queue_test(_own_watch(watch_id))
+    delivery_id = _db().queue_test(own_watch(watch_id))
     response = jsonify({"delivery_id": delivery_id})
     response.status_code = 202
     return response

@@ -23,7 +23,7 @@ from meteorpi_model import ValidationError
 from meteorpi_model.watch import WATCH_NAME
 
 from ..auth import current_user
-from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, _own_watch
+from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, own_watch
 from . import watch_form
 from .views import _db, _meteor_app, pages, signed_in_page
 
@@ -79,7 +79,7 @@ def add_watch_page():
 
 def test_watch_page(watch_id: str):
     """Queue a test notification; the list then shows its delivery."""
-    watch = _own_watch(watch_id)
+    watch = own_watch(watch_id)
     _db().queue_test(watch)
     return redirect(f"/watches?tested={watch.watch_id.hex}", 303)
 
@@ -88,7 +88,7 @@ def test_watch_page(watch_id: str):
 @signed_in_page
 def delete_watch_page(watch_id: str):
     """Delete a watch with its notifications and deliveries."""
-    watch = _own_watch(watch_id)
+    watch = own_watch(watch_id)
     _db().delete_watch(watch.watch_id)
     return redirect(f"/watches?deleted={watch.name}", 303)
 
