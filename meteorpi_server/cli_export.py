@@ -13,11 +13,10 @@ import threading
 
 import click
 
-from meteorpi_db.database import redact_url
-from meteorpi_db.export_lock import exporter_lock
-from meteorpi_db.exporter import ExportTotals, MeteorExporter
+from meteorpi_export import ExportTotals, MeteorExporter, exporter_lock
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
 from meteorpi_model.admin import public_plain_http
+from meteorpi_model.urls import redact_url
 
 from .cli import Context, _read_password, domain_errors, pass_ctx
 from .progress import ProgressDisplay, parse_size, summary_line
