@@ -66,6 +66,8 @@ setup(
             "trustme>=1.1,<2",
             # A real SMTP server on loopback: e-mail watches are tested against what it receives.
             "aiosmtpd>=1.4,<2",
+            # The architecture contract (.importlinter: layers, forbidden imports, no cycles), run by a test.
+            "import-linter>=2.16,<3",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

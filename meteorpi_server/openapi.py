@@ -21,16 +21,13 @@ import copy
 import functools
 from typing import Any
 
-from flask import Response, current_app
-
-from meteorpi_model import WIRE_ENTITIES, EventSearch, FileRecordSearch, fields, wire_schema
+from meteorpi_model import WIRE_ENTITIES, EventSearch, FileRecordSearch, fields, wire, wire_schema
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import MD5, Codec, Instant, UUIDCodec
 from meteorpi_model.query import is_plain_list, is_structured
-from meteorpi_model import wire
 from meteorpi_model.wire import ANSWER_STATES, BODY_TYPES, FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD
 
-from .jsonp import MAX_CALLBACK_LENGTH, jsonify
+from .jsonp import MAX_CALLBACK_LENGTH
 
 OPENAPI_VERSION = "3.1.0"
 SCHEMAS = "#/components/schemas/"
@@ -395,11 +392,3 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
         "components": {"schemas": components,
                        "securitySchemes": {BASIC: {"type": "http", "scheme": "basic"}}},
     }
-
-
-def openapi_json() -> Response:
-    """``GET /openapi.json``: the document of this app's routes (public, like ``/``)."""
-    from .app import service_version
-    meteor_app = current_app.extensions["meteorpi"]
-    return jsonify(openapi_document(sorted(meteor_app.entity_caches), meteor_app.config.server.public_read,
-                                    service_version(), meteor_app.config.feed.max_wait_seconds))
