@@ -10,6 +10,7 @@ import it).
     link.py          Link (what an exchange uses of the exporter) and Conversation (its requests)
     protocol_v1.py   version 1: one entity per request, as every deployed server speaks it
     protocol_v2.py   version 2, the fast path: a batch in a handful of requests
+    uploads.py       version 2's upload bodies and their size, adapted to the link
     lock.py          one exporter per node
     errors.py        ExportError, ExporterBusy
 """

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 import requests
 
-from meteorpi_model import CameraStatus
+from meteorpi_model import CameraStatus, ExportConfiguration
 from meteorpi_model.urls import redact_url
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Conversation:
     """Requests to one configuration's target: counts them and the bytes sent, turns every
     HTTP outcome into an answer or a TaskEnded, and spots lack of progress."""
 
-    def __init__(self, link: Link, config, max_requests: int):
+    def __init__(self, link: Link, config: ExportConfiguration, max_requests: int):
         self.link, self.config = link, config
         self.base = config.target_url.rstrip("/")
         self.auth = (config.user_id, config.password)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
-from meteorpi_model import Event, FileRecord
-from meteorpi_model import wire
+from meteorpi_model import Event, FileRecord, wire
 
 from meteorpi_db.export_queue import ExportTask
 

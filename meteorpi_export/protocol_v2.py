@@ -1,4 +1,4 @@
-"""Protocol version 2, the fast path (docs/protocol.md), the client half: a batch of tasks in a handful of requests.
+"""Protocol version 2, the fast path (docs/protocol.md), client half: a batch in a few requests.
 
 See meteorpi_server/batch_routes.py for the server half. One batch is:
 
@@ -6,7 +6,7 @@ See meteorpi_server/batch_routes.py for the server half. One batch is:
    the target lacks (entities it holds are complete at once, as in version 1);
 2. ``POST v2/data``, up to ~32 MiB each, two at a time: the missing files back to back after a
    one-line manifest, read from the store in 1 MiB pieces, not hashed here (see below). The
-   size adapts to the link (``UploadWindow``): an upload cut by the link is followed by a check
+   size adapts to the link (``uploads.UploadWindow``): an upload cut by the link is followed by a check
    of what the target kept (whole files, and the cut file's prefix, its "offsets"), and the
    rest goes again in uploads half as big, from those offsets; successes grow them back. The
    batch gives up only after ``TRIES_WITHOUT_PROGRESS`` cut uploads in a row kept nothing;
@@ -25,7 +25,6 @@ stay pending and are deferred like any failed task.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -34,22 +33,19 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from meteorpi_model import Event, FileRecord
-from meteorpi_model import wire
+from meteorpi_model import Event, ExportConfiguration, FileRecord, wire
 
 from meteorpi_db.export_queue import ExportTask
 
 from .link import Conversation, ExportState, Link, TaskEnded, confused, failed, message_of
+from .uploads import FilesBody, take_upload, upload_window
 
 log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
-UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 UPLOADS_IN_FLIGHT = 2
-MIN_UPLOAD_BYTES = 64 * 1024     # the window never halves below this (one file goes whole anyway)
 CUT_SETTLE_SECONDS = 0.3          # what a cut upload's server half may take to publish what came
 TRIES_WITHOUT_PROGRESS = 4        # cut uploads in a row that kept nothing before the batch gives up
 IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
-READ_SIZE = 1024 * 1024
 
 
 @dataclass
@@ -60,54 +56,10 @@ class BatchOutcome:
     message: str | None
 
 
-class FilesBody:
-    """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
-
-    An iterable with a length: requests then sends Content-Length (not chunks) and hands each
-    1 MiB piece to the socket whole. Exactly the manifest's size is sent for each file: a file
-    that shrank since it was recorded is padded with zeros so the stream stays framed, and the
-    server's MD5 check refuses it.
-    """
-
-    def __init__(self, link: Link, records: list[FileRecord], offsets: dict[uuid.UUID, int] | None = None):
-        self.link, self.store, self.records = link, link.store, records
-        self.offsets = offsets = offsets or {}
-        manifest = {"files": [dict({"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size},
-                                   **({"offset": offsets[r.file_id]} if offsets.get(r.file_id) else {}))
-                              for r in records]}
-        self.head = json.dumps(manifest).encode() + b"\n"
-        self.length = len(self.head) + sum(r.file_size - offsets.get(r.file_id, 0) for r in records)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        started, sent = time.monotonic(), 0
-        for piece in self._pieces():
-            yield piece
-            sent += len(piece)
-            self.link.sent(len(piece))
-            self.link.pace(sent, started)
-
-    def _pieces(self):
-        yield self.head
-        for record in self.records:
-            offset = self.offsets.get(record.file_id, 0)
-            left = record.file_size - offset
-            with open(self.store.path(record.file_id, record.md5), "rb") as fh:
-                fh.seek(offset)
-                while left:
-                    chunk = fh.read(min(READ_SIZE, left))
-                    if not chunk:
-                        chunk = b"\0" * min(READ_SIZE, left)
-                    left -= len(chunk)
-                    yield chunk
-
-
 class BatchExchange(Conversation):
     """Exports one batch of one configuration's tasks over protocol version 2."""
 
-    def __init__(self, link: Link, config, tasks: list[ExportTask], entities: dict):
+    def __init__(self, link: Link, config: ExportConfiguration, tasks: list[ExportTask], entities: dict):
         super().__init__(link, config, max_requests=4 + 4 * len(tasks) + 10_000)
         self.tasks, self.entities = tasks, entities
         self._lock = threading.Lock()
@@ -193,7 +145,7 @@ class BatchExchange(Conversation):
                 release()
                 while True:
                     while queue and len(sending) < UPLOADS_IN_FLIGHT:
-                        group = _take(queue, window.size)
+                        group = take_upload(queue, window.size)
                         sending[uploader.submit(self._send_files, group)] = group
                     if not sending:
                         break
@@ -366,53 +318,12 @@ class BatchExchange(Conversation):
         return out
 
 
-class UploadWindow:
-    """How many file bytes one upload carries, adapted to the link like TCP's congestion window
-    (AIMD): halved after an upload is cut (down to MIN_UPLOAD_BYTES: then one file, or the rest of
-    one, per upload), grown by a quarter of the maximum after each success, up to UPLOAD_BYTES.
-    Kept per export configuration in the exporter's link (``upload_window``), so the next batch
-    starts where this one left."""
-
-    def __init__(self, size: int | None = None):
-        self.size = size or UPLOAD_BYTES
-        self._lock = threading.Lock()
-
-    def shrink(self, cut_upload_bytes: int) -> None:
-        """After an upload of ``cut_upload_bytes`` was cut: half of it (or of the window, if
-        smaller), so the next upload is never the one that just died."""
-        with self._lock:
-            self.size = max(MIN_UPLOAD_BYTES, min(self.size, cut_upload_bytes) // 2)
-
-    def grow(self) -> None:
-        with self._lock:
-            self.size = min(UPLOAD_BYTES, self.size + UPLOAD_BYTES // 4)
-
-
-def upload_window(link: Link, config) -> UploadWindow:
-    """The upload size for ``config``'s target, kept between batches in the link's windows."""
-    key = getattr(config, "config_id", None) or config.target_url
-    return link.windows.setdefault(key, UploadWindow())
-
-
-def _take(queue: deque, limit: int) -> list[tuple[FileRecord, int]]:
-    """The next upload: consecutive (record, offset) from ``queue``, about ``limit`` bytes (one
-    file, or the rest of one, even when bigger)."""
-    group, size = [], 0
-    while queue:
-        record, offset = queue[0]
-        if group and size + record.file_size - offset > limit:
-            break
-        group.append(queue.popleft())
-        size += record.file_size - offset
-    return group
-
-
 def _failed_after(ended: TaskEnded, tries: int) -> TaskEnded:
     return TaskEnded(ended.state, f"{tries} uploads in a row were cut and kept nothing; last: {ended.message}",
                      ended.retry_after)
 
 
-def probe_protocol(link: Link, config) -> int:
+def probe_protocol(link: Link, config: ExportConfiguration) -> int:
     """2 when ``config``'s target offers the fast path, else 1.
 
     A version-1 server answers 404 (or any client error but refused credentials, or something

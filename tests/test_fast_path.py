@@ -136,9 +136,9 @@ def test_entities_are_imported_while_later_uploads_are_still_on_the_wire(node, c
     import dataclasses
     import time
 
-    from meteorpi_export import MeteorExporter, protocol_v2
+    from meteorpi_export import MeteorExporter, protocol_v2, uploads
 
-    monkeypatch.setattr(protocol_v2, "UPLOAD_BYTES", 2 * 64 * 1024)  # an event's two files per upload
+    monkeypatch.setattr(uploads, "UPLOAD_BYTES", 2 * 64 * 1024)  # an event's two files per upload
     monkeypatch.setattr(protocol_v2, "IMPORT_AT_LEAST", 1)
     night(node, tmp_path, events=8, files_per_event=2, standalone=0, file_size=64 * 1024)
     add_export(node, central.import_url, "event")
