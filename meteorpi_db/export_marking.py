@@ -17,7 +17,7 @@ from meteorpi_model import ExportConfiguration
 from .errors import StorageUnavailable
 from .export_configs import find_export_config
 from .pool import retry_stale
-from .searches import EVENTS, FILES, _where
+from .searches import EVENTS, FILES, search_where
 
 # Marking waits for registrations in flight (see mark_entities_to_export), never forever.
 MARK_LOCK_TIMEOUT = "30s"
@@ -74,7 +74,7 @@ class ExportMarkingStore:
             high = cur.fetchone()[0]
             if high <= low:
                 return 0
-            where, params = _where(family, _mark_search(current))
+            where, params = search_where(family, _mark_search(current))
             params.update(mark_config_id=current.config_id, mark_type=current.type, mark_low=low,
                           mark_high=high)
             cur.execute(sql.SQL(MARK_TASKS).format(where=where, **names), params)

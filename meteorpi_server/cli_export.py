@@ -18,7 +18,7 @@ from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, M
 from meteorpi_model.admin import public_plain_http
 from meteorpi_model.urls import redact_url
 
-from .cli import Context, _read_password, domain_errors, pass_ctx
+from .cli import Context, read_password, domain_errors, pass_ctx
 from .progress import ProgressDisplay, parse_size, summary_line
 
 log = logging.getLogger("meteorpi.export")
@@ -80,7 +80,7 @@ def export_add(ctx: Context, name: str, target: str, user_id: str, password_stdi
                   else FileRecordSearch(semantic_type=semantic_type, **common))
     except MeteorpiError as e:
         raise click.UsageError(str(e)) from None
-    password = _read_password(password_stdin)
+    password = read_password(password_stdin)
     config = ExportConfiguration(name=name, target_url=target, user_id=user_id, password=password,
                                  type=export_type, search=search, description=description)
     db = ctx.db
