@@ -32,7 +32,7 @@ from typing import Callable
 
 import requests
 
-from meteorpi_model import now
+from meteorpi_model import now, wire
 from meteorpi_model.admin import public_plain_http
 from meteorpi_model.urls import redact_url
 
@@ -205,7 +205,7 @@ class MeteorExporter:
         """The protocol version ``config``'s target speaks: 2 (the fast path) if it offers it and
         ``export.fast_path`` allows it, else 1. Asked once per target and exporter."""
         if not self.settings.fast_path:
-            return 1
+            return wire.PROTOCOL_V1
         if config.target_url not in self._protocols:
             self._protocols[config.target_url] = probe_protocol(self.link(), config)
         return self._protocols[config.target_url]
@@ -270,8 +270,8 @@ class MeteorExporter:
             try:
                 version = self.protocol_for(config)
             except TaskEnded:
-                version = 1  # unreachable now: the version-1 path fails the task and defers
-            if version != 2:
+                version = wire.PROTOCOL_V1  # unreachable now: the version-1 path fails the task and defers
+            if version != wire.PROTOCOL_V2:
                 skip.add(config.config_id)
                 continue
             eligible.append(config)
