@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_rms*", "meteorpi_server*"]),
+    packages=find_packages(include=["meteorpi_model*", "meteorpi_db*", "meteorpi_export*", "meteorpi_rms*",
+                                    "meteorpi_server*"]),
     package_data={"meteorpi_db": ["migrations/*.sql"], "meteorpi_server": ["*.yml"],
                   "meteorpi_server.pages": ["templates/*.html", "static/*.css", "static/*.js", "static/*.svg"]},
     install_requires=[
@@ -65,6 +66,8 @@ setup(
             "trustme>=1.1,<2",
             # A real SMTP server on loopback: e-mail watches are tested against what it receives.
             "aiosmtpd>=1.4,<2",
+            # The architecture contract (.importlinter: layers, forbidden imports, no cycles), run by a test.
+            "import-linter>=2.16,<3",
         ],
     },
     entry_points={"console_scripts": ["meteorpi=meteorpi_server.cli:main"]},

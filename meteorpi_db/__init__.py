@@ -1,15 +1,15 @@
-"""meteorpi_db: PostgreSQL storage, the file store, the export queue and the exporter.
+"""meteorpi_db: PostgreSQL storage, the file store and the export queue (the exporter is meteorpi_export).
 
 The public face is ``MeteorDatabase``; configuration is ``load_config()``.
 """
 from .config import Config, load_config
 from .database import MeteorDatabase, embedded_url
-from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError, ExporterBusy,
+from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError,
                      FileStoreError, NotFound, StorageUnavailable)
 from .file_store import FileStore, FileTooLarge, Md5Mismatch, StoreWriteFailed, TruncatedUpload
 from .records import md5_contradiction
 
-__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError", "ExporterBusy",
+__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError",
            "FileStore", "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
            "StorageUnavailable", "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config",
            "md5_contradiction"]

@@ -104,7 +104,7 @@ class BatchStore:
             accepted, longitudes = self._accept(cur, entities, refused_statuses, results)
             results.update(_write_or_each_alone(
                 cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id),
-                _entity_id, _describe))
+                lambda e: e.entity_id, _describe))
         return results
 
     def _accept(self, cur, entities: list[Event | FileRecord], refused_statuses: dict[uuid.UUID, str],
@@ -114,10 +114,10 @@ class BatchStore:
         held_events = set(_held(cur, HELD_EVENTS, [e.event_id for e in entities if isinstance(e, Event)]))
         held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in _files(e)})
         named: dict[uuid.UUID, str] = {}  # file_id -> MD5 of the files the batch's accepted entities name
-        rows = self._status_rows(cur, {s for e in entities for s in _status_ids(e)})
+        rows = self._status_rows(cur, {s for e in entities for s in e.status_ids})
         accepted = []
         for entity in entities:
-            entity_id = _entity_id(entity)
+            entity_id = entity.entity_id
             held = entity_id in held_events if isinstance(entity, Event) else entity_id in held_md5
             problem = (_refused_status(entity, refused_statuses)
                        or held_md5_problem(entity, named, "is named earlier in this request")
@@ -217,16 +217,16 @@ def _distinct(entities: Iterable[Event | FileRecord]) -> tuple[list[Event | File
     by_id: dict[uuid.UUID, Event | FileRecord] = {}
     different: set[uuid.UUID] = set()
     for entity in entities:
-        entity_id = _entity_id(entity)
+        entity_id = entity.entity_id
         if by_id.setdefault(entity_id, entity) != entity:
             different.add(entity_id)
     refused = {i: f"{_describe(by_id[i])}: sent twice in this request, with different content" for i in different}
     unique = [e for i, e in by_id.items() if i not in different]
-    return sorted(unique, key=lambda e: (isinstance(e, FileRecord), _entity_id(e).bytes)), refused
+    return sorted(unique, key=lambda e: (isinstance(e, FileRecord), e.entity_id.bytes)), refused
 
 
 def _refused_status(entity: Event | FileRecord, refused_statuses: dict[uuid.UUID, str]) -> str | None:
-    for status_id in sorted(_status_ids(entity), key=lambda s: s.bytes):
+    for status_id in sorted(entity.status_ids, key=lambda s: s.bytes):
         if status_id in refused_statuses:
             return f"{_describe(entity)}: its {refused_statuses[status_id]}"
     return None
@@ -248,14 +248,6 @@ def _returned(cur, query: str, rows: list[tuple]) -> list:
 def _insert(cur, query: str, rows: list[tuple]) -> None:
     if rows:
         execute_values(cur, query, rows, page_size=PAGE)
-
-
-def _status_ids(entity: Event | FileRecord) -> set[uuid.UUID]:
-    return {entity.status_id} | ({f.status_id for f in entity.files} if isinstance(entity, Event) else set())
-
-
-def _entity_id(entity: Event | FileRecord) -> uuid.UUID:
-    return entity.event_id if isinstance(entity, Event) else entity.file_id
 
 
 def _describe(entity: Event | FileRecord) -> str:

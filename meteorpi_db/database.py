@@ -4,7 +4,8 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``, ``upload_failures``,
+(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``export_configs``, ``export_marking``,
+``export_queue``, ``upload_failures``,
 ``registrations``, ``feed``, ``overview``, ``watches``, ``coincidences``, ``notifications``, ``matcher``),
 each with its SQL beside it.
 """
@@ -12,16 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.parse
 from pathlib import Path
 
 import psycopg2
 import psycopg2.errors
 
+from meteorpi_model.urls import redact_url
+
 from .batches import BatchStore
 from .config import Config, load_config
 from .errors import StorageUnavailable
-from .exports import ExportStore
+from .export_configs import ExportConfigStore
+from .export_marking import ExportMarkingStore
+from .export_queue import ExportQueueStore
 from .coincidences import CoincidenceStore
 from .feed import FeedStore
 from .file_store import FileStore
@@ -74,16 +78,8 @@ def ensure_database(admin_url: str, database: str) -> None:
         conn.close()
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
+class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportConfigStore,
+                     ExportMarkingStore, ExportQueueStore,
                      RegistrationStore, UploadFailureStore, FeedStore, OverviewStore, WatchStore,
                      CoincidenceStore, NotificationStore, MatcherStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""

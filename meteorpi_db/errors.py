@@ -8,11 +8,11 @@
         ├── EmbeddedServerError       the embedded PostgreSQL would not start
         ├── NotFound                  the named entity / user / export does not exist
         ├── Conflict                  the write contradicts what is held (e.g. time outside status)
-        ├── ExporterBusy              another exporter is already sending this node's exports
         └── FileStoreError            bytes could not be stored or did not match their MD5
             ├── Md5Mismatch, FileTooLarge, TruncatedUpload   (file_store) what was sent is wrong
             └── StoreWriteFailed      (file_store) the store's disk refused a write: full, failing
 
+The exporter's own (``ExporterBusy``) are meteorpi_export's.
 Driver exceptions are kept as ``.original`` and chained (``raise ... from e``).
 """
 from meteorpi_model.errors import MeteorpiError
@@ -44,10 +44,6 @@ class NotFound(DatabaseError):
 
 class Conflict(DatabaseError):
     """The write contradicts what is already held."""
-
-
-class ExporterBusy(DatabaseError):
-    """Another exporter holds this node's export lock: one at a time, or every task goes twice."""
 
 
 class FileStoreError(DatabaseError):

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from meteorpi_model import CameraStatus, Event, FileRecord
 
-from .batches import HELD_EVENTS, HELD_FILES, _entity_id, _held
+from .batches import HELD_EVENTS, HELD_FILES, _held
 from .errors import Conflict
 from .pool import retry_stale
 
@@ -36,7 +36,7 @@ class RegistrationStore:
         stand-alone files, in one transaction. Held ids are no-ops. Raises Conflict, and writes
         nothing, when any entity's time lies outside its status or its bytes are not held."""
         statuses = sorted(statuses, key=lambda s: (s.camera_id, s.status_id.bytes))
-        entities = sorted(entities, key=lambda e: (isinstance(e, FileRecord), _entity_id(e).bytes))
+        entities = sorted(entities, key=lambda e: (isinstance(e, FileRecord), e.entity_id.bytes))
         for item in [*statuses, *entities]:
             item.validate()
         with self.transaction() as cur:
@@ -49,7 +49,7 @@ class RegistrationStore:
             rows = self._status_rows(cur, {e.status_id for e in events} | {f.status_id for f in files.values()})
             accepted = []
             for entity in entities:
-                if _entity_id(entity) in held:
+                if entity.entity_id in held:
                     continue
                 problem = self._check_importable(cur, entity, rows)[0]
                 if problem:

@@ -91,7 +91,7 @@ def _param(value):
     return value
 
 
-def _where(family: _Family, search) -> tuple[sql.Composable, dict]:
+def search_where(family: _Family, search) -> tuple[sql.Composable, dict]:
     """The WHERE clause of ``search`` and its parameters."""
     names = family.names()
     conditions, params = [], {}
@@ -123,7 +123,7 @@ def _checked(cls, search):
 
 def _search_ids(cur, family: _Family, search) -> tuple[int, list]:
     """(total matching, ids of the requested page in time order)."""
-    where, params = _where(family, search)
+    where, params = search_where(family, search)
     names = family.names()
     params.update(limit=search.limit or None, skip=search.skip)
     cur.execute(sql.SQL(SELECT_PAGE).format(where=where, **names), params)

@@ -100,6 +100,11 @@ class CameraStatus(Model):
         """Whether ``time`` lies in this status' validity (valid_from inclusive)."""
         return self.valid_from <= time and (self.valid_to is None or time < self.valid_to)
 
+    @property
+    def entity_id(self) -> uuid.UUID:
+        """The id the protocol and the import log know this entity by: its ``status_id``."""
+        return self.status_id
+
 
 @dataclass(eq=True)
 class FileRecord(Model):
@@ -124,6 +129,16 @@ class FileRecord(Model):
         """The value of the first meta with ``key``, else ``default``."""
         key = NSString.from_string(key)
         return next((m.value for m in self.meta if m.key == key), default)
+
+    @property
+    def entity_id(self) -> uuid.UUID:
+        """The id the protocol and the import log know this entity by: its ``file_id``."""
+        return self.file_id
+
+    @property
+    def status_ids(self) -> frozenset[uuid.UUID]:
+        """The camera statuses that must be held before this file can be: the one it names."""
+        return frozenset((self.status_id,))
 
 
 @dataclass(eq=True)
@@ -155,3 +170,14 @@ class Event(Model):
         """The value of the first meta with ``key``, else ``default``."""
         key = NSString.from_string(key)
         return next((m.value for m in self.meta if m.key == key), default)
+
+    @property
+    def entity_id(self) -> uuid.UUID:
+        """The id the protocol and the import log know this entity by: its ``event_id``."""
+        return self.event_id
+
+    @property
+    def status_ids(self) -> frozenset[uuid.UUID]:
+        """The camera statuses that must be held before this event can be: its own and its
+        files' (a file may have been recorded under an earlier status)."""
+        return frozenset({self.status_id, *(f.status_id for f in self.files)})

@@ -14,7 +14,7 @@ import threading
 from importlib import metadata
 from typing import Callable, Iterable
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 
 from meteorpi_db import Config, MeteorDatabase, load_config
 from meteorpi_db.feed_hub import FeedHub
@@ -26,7 +26,7 @@ from .errors import CallbackRefused, error_response
 from .feed_routes import feed_api
 from .import_routes import add_routes
 from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify, reads_are_public
-from .openapi import openapi_json
+from .openapi import openapi_document
 from .read_routes import read_api
 from .watch_routes import watch_api
 
@@ -130,3 +130,10 @@ def _no_sniffing(response: Response) -> Response:
 
 def _index() -> Response:
     return jsonify({"service": SERVICE_NAME, "version": service_version(), "protocol": 1})
+
+
+def openapi_json() -> Response:
+    """``GET /openapi.json``: the document of this app's routes (public, like ``/``)."""
+    meteor_app = current_app.extensions["meteorpi"]
+    return jsonify(openapi_document(sorted(meteor_app.entity_caches), meteor_app.config.server.public_read,
+                                    service_version(), meteor_app.config.feed.max_wait_seconds))

@@ -45,8 +45,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import request
 
 from meteorpi_db import TruncatedUpload
-from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError
+from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError, wire
 from meteorpi_model.fields import MD5, Int, UUIDCodec
+from meteorpi_model.wire import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, MAX_MANIFEST_LINE
 
 from .errors import BadRequest, ResourceNotFound, json_errors
 from .bodies import parse_json_object, read_body, upload_stream
@@ -55,12 +56,6 @@ from .jsonp import jsonify
 if TYPE_CHECKING:
     from .app import MeteorApp
     from .importer_api import BaseImportReceiver
-
-PROTOCOL_VERSION = 2
-MAX_ENTITIES = 1000           # per check or import request
-MAX_FILES_PER_UPLOAD = 10000
-FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
-MAX_MANIFEST_LINE = 4 * 1024 * 1024
 
 
 def supports_batch(receiver: "BaseImportReceiver") -> bool:
@@ -82,7 +77,7 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
 
     def capabilities():
         batch_receiver()
-        return jsonify({"protocol": PROTOCOL_VERSION, "max_entities": MAX_ENTITIES,
+        return jsonify({"protocol": wire.PROTOCOL_V2, "max_entities": MAX_ENTITIES,
                         "max_upload_bytes": server.max_upload_bytes, "max_body_bytes": server.max_body_bytes})
 
     def check():
@@ -122,16 +117,16 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
         out = []
         for entity_id, problem in results.items():
             if problem is None:
-                out.append({"id": entity_id.hex, "state": "complete"})
+                out.append({"id": entity_id.hex, "state": wire.COMPLETE})
             else:
-                out.append({"id": entity_id.hex, "state": "failed", "message": problem})
+                out.append({"id": entity_id.hex, "state": wire.FAILED, "message": problem})
         return jsonify({"results": out})
 
-    base = url_path.rstrip("/") + "/v2"
     name = "meteorpi_import_v2" + url_path.replace("/", ".")
-    for rule, view, methods in ((base, capabilities, ["GET"]), (base + "/check", check, ["POST"]),
-                                (base + "/data", data, ["POST"]), (base + "/import", batch_import, ["POST"])):
-        meteor_app.app.add_url_rule(rule, endpoint=f"{name}.{view.__name__}", methods=methods,
+    for route, view, methods in ((wire.V2_CAPABILITIES, capabilities, ["GET"]), (wire.V2_CHECK, check, ["POST"]),
+                                 (wire.V2_DATA, data, ["POST"]), (wire.V2_IMPORT, batch_import, ["POST"])):
+        meteor_app.app.add_url_rule(wire.flask_rule(url_path, route), endpoint=f"{name}.{view.__name__}",
+                                    methods=methods,
                                     view_func=json_errors(protect(view)))
 
 

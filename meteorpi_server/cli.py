@@ -103,7 +103,9 @@ def user() -> None:
     """Manage users and their roles."""
 
 
-def _read_password(password_stdin: bool) -> str:
+def read_password(password_stdin: bool) -> str:
+    """A password from stdin's first line (for scripts: never on the command line, where `ps`
+    shows it) or from a hidden prompt asked twice."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -122,7 +124,7 @@ def _read_password(password_stdin: bool) -> str:
 @domain_errors
 def user_add(ctx: Context, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
     """Create user NAME (or replace their password and roles)."""
-    password = _read_password(password_stdin)
+    password = read_password(password_stdin)
     created = ctx.db.create_or_update_user(name, password, list(roles))
     click.echo(f"user {created.user_id} saved with roles {', '.join(created.roles)}")
 

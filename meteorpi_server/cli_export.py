@@ -13,13 +13,12 @@ import threading
 
 import click
 
-from meteorpi_db.database import redact_url
-from meteorpi_db.export_lock import exporter_lock
-from meteorpi_db.exporter import ExportTotals, MeteorExporter
+from meteorpi_export import ExportTotals, MeteorExporter, exporter_lock
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
 from meteorpi_model.admin import public_plain_http
+from meteorpi_model.urls import redact_url
 
-from .cli import Context, _read_password, domain_errors, pass_ctx
+from .cli import Context, read_password, domain_errors, pass_ctx
 from .progress import ProgressDisplay, parse_size, summary_line
 
 log = logging.getLogger("meteorpi.export")
@@ -81,7 +80,7 @@ def export_add(ctx: Context, name: str, target: str, user_id: str, password_stdi
                   else FileRecordSearch(semantic_type=semantic_type, **common))
     except MeteorpiError as e:
         raise click.UsageError(str(e)) from None
-    password = _read_password(password_stdin)
+    password = read_password(password_stdin)
     config = ExportConfiguration(name=name, target_url=target, user_id=user_id, password=password,
                                  type=export_type, search=search, description=description)
     db = ctx.db

@@ -27,7 +27,7 @@ import click
 import requests
 
 from meteorpi_db import Config, MeteorDatabase, embedded, embedded_url
-from meteorpi_db.exporter import ExportTotals, MeteorExporter
+from meteorpi_export import ExportTotals, MeteorExporter
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch
 
 from .archive_check import check_archive

@@ -14,6 +14,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from meteorpi_model import wire
 from meteorpi_model.fields import MD5, UUIDCodec
 
 from .batch_routes import add_batch_routes
@@ -81,9 +82,9 @@ def add_routes(meteor_app: "MeteorApp", handler: BaseImportReceiver | None = Non
 
     protect = meteor_app.requires_auth(roles=IMPORT_ROLES)
     name = "meteorpi_import" + url_path.replace("/", ".")
-    app.add_url_rule(url_path, endpoint=name, methods=["POST"],
+    app.add_url_rule(wire.flask_rule(url_path, wire.V1_IMPORT), endpoint=name, methods=["POST"],
                      view_func=json_errors(protect(import_entities)))
-    app.add_url_rule(f"{url_path}/data/<file_id>/<md5>", endpoint=name + ".data", methods=["POST"],
+    app.add_url_rule(wire.flask_rule(url_path, wire.V1_DATA), endpoint=name + ".data", methods=["POST"],
                      view_func=json_errors(protect(import_file_data)))
     add_batch_routes(meteor_app, receiver, url_path, protect)
 

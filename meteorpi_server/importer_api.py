@@ -28,6 +28,7 @@ from meteorpi_db.config import ServerConfig
 from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
                             instant_to_ms)
 from meteorpi_model.fields import Choice, UUIDCodec
+from meteorpi_model.wire import BODY_TYPES
 
 from .auth import current_user
 from .bodies import parse_json_object, read_body
@@ -37,7 +38,6 @@ from .file_data import FileData
 from .jsonp import jsonify
 
 import_log = logging.getLogger("meteorpi.server.import")
-BODY_TYPES = ("status", "file", "event", "cached_entity")
 _ENTITY_TYPES = {Event: "event", FileRecord: "file", CameraStatus: "status"}
 # Where the request being served keeps its ImportRequest (flask.g), for process_request().
 _CURRENT = "meteorpi_import_request"
@@ -118,7 +118,7 @@ class ImportRequest:
         if kind not in body:
             raise ValidationError(kind, "required")
         entity = WIRE_ENTITIES[kind].from_dict(body[kind], kind)
-        entity_id = _entity_id(entity)
+        entity_id = entity.entity_id
         if cache is not None and kind != "status":
             cache.put(entity_id, entity)
         return ImportRequest(entity, entity_id)
@@ -146,14 +146,6 @@ def _required_uuid(body: Mapping[str, Any], key: str) -> uuid.UUID:
     if key not in body:
         raise ValidationError(key, "required")
     return UUIDCodec().decode(body[key], key)
-
-
-def _entity_id(entity) -> uuid.UUID:
-    if isinstance(entity, Event):
-        return entity.event_id
-    if isinstance(entity, FileRecord):
-        return entity.file_id
-    return entity.status_id
 
 
 class BaseImportReceiver:
@@ -355,7 +347,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         """Import a batch in one transaction; {id: None (complete) or why it was refused}."""
         user_id = self.get_importing_user_id()
         results = self.db.import_batch(statuses, entities, user_id)
-        kinds = {_entity_id(e): _ENTITY_TYPES[type(e)] for e in entities}
+        kinds = {e.entity_id: _ENTITY_TYPES[type(e)] for e in entities}
         for entity_id, problem in results.items():
             if problem is None:
                 import_log.info("imported %s %s from %s (protocol 2)", kinds[entity_id], entity_id.hex, user_id)

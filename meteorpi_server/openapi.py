@@ -10,8 +10,9 @@ Nothing here restates a field of an entity or a search:
   (plain lists repeat the parameter, structured values are JSON);
 * path parameters carry the schema of the codec the route decodes them with.
 
-What is written here is only what the model cannot know: the routes, the protocol's answer
-states, and which status codes each route may give. A bound changed in a codec shows up in the
+What is written here is only what the model cannot know: the schemas of the protocol's
+answers and which status codes each route may give; the routes, body types, answer states and
+limits are the wire's (``meteorpi_model.wire``). A bound changed in a codec shows up in the
 document at once (tests/reliability/test_openapi.py proves it by changing one).
 """
 from __future__ import annotations
@@ -20,27 +21,19 @@ import copy
 import functools
 from typing import Any
 
-from flask import Response, current_app
-
-from meteorpi_model import WIRE_ENTITIES, EventSearch, FileRecordSearch, fields, wire_schema
+from meteorpi_model import WIRE_ENTITIES, EventSearch, FileRecordSearch, fields, wire, wire_schema
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import MD5, Codec, Instant, UUIDCodec
 from meteorpi_model.query import is_plain_list, is_structured
+from meteorpi_model.wire import ANSWER_STATES, BODY_TYPES, FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD
 
-from .batch_routes import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, PROTOCOL_VERSION
-from .importer_api import BODY_TYPES
-from .jsonp import MAX_CALLBACK_LENGTH, jsonify
+from .jsonp import MAX_CALLBACK_LENGTH
 
 OPENAPI_VERSION = "3.1.0"
 SCHEMAS = "#/components/schemas/"
 # JSONP callback names (jsonp.py's rule, spelled with ASCII classes so generators stay ASCII).
 CALLBACK_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$"
 BASIC = "basicAuth"
-
-# The protocol's answers (docs/protocol.md, "Requests"): state -> the id field it carries, if any.
-ANSWER_STATES = {"complete": None, "need_status": "status_id", "need_file_data": "file_id",
-                 "continue": None, "continue-nocache": None}
-
 
 def _rewrite_refs(node: Any) -> Any:
     """``#/$defs/X`` (JSON Schema) -> ``#/components/schemas/X`` (OpenAPI), everywhere."""
@@ -94,7 +87,7 @@ def _answer_schemas() -> dict:
         if id_field:
             props[id_field] = uuid_schema
         answers[_answer_name(state)] = _object(props)
-    answers["Failed"] = _object({"state": {"const": "failed"}, "message": {"type": "string"}},
+    answers["Failed"] = _object({"state": {"const": wire.FAILED}, "message": {"type": "string"}},
                                 description="every refusal and error: the message names the field and the problem")
     answers["ImportAnswer"] = {"oneOf": [_ref(_answer_name(s)) for s in ANSWER_STATES] + [_ref("Failed")]}
     answers["DataAnswer"] = {"oneOf": [_ref(_answer_name("continue")), _ref("Failed")]}
@@ -163,17 +156,17 @@ def _failures(*codes: int, jsonp: bool = False) -> dict:
 
 def _import_paths(base: str, security: list) -> dict:
     body_ref = {"oneOf": [_ref(_body_name(kind)) for kind in BODY_TYPES]}
-    upload = _object({"file": {"type": "string", "format": "binary",
+    upload = _object({wire.V1_DATA_FIELD: {"type": "string", "format": "binary",
                                "contentMediaType": "application/octet-stream"}})
     return {
-        base: {"post": {
+        wire.path(base, wire.V1_IMPORT): {"post": {
             "operationId": "import" + base.replace("/", "_"),
             "summary": "Deliver an entity (docs/protocol.md version 1)",
             "security": security,
             "requestBody": {"required": True, "content": {"application/json": {"schema": body_ref}}},
             "responses": {"200": _json(_ref("ImportAnswer"), "what the exporter should do next"),
                           **_failures(400, 401, 403, 413, 414, 503)}}},
-        base + "/data/{file_id}/{md5}": {"post": {
+        wire.path(base, wire.V1_DATA, file_id="{file_id}", md5="{md5}"): {"post": {
             "operationId": "import_data" + base.replace("/", "_"),
             "summary": "Upload the bytes of a file the server asked for",
             "security": security,
@@ -191,7 +184,7 @@ def _ids(max_items: int = MAX_ENTITIES) -> dict:
 
 def _batch_paths(base: str, security: list) -> dict:
     """Protocol version 2 (batch_routes.py): the same entities, many per request."""
-    v2, suffix = base.rstrip("/") + "/v2", base.replace("/", "_")
+    suffix = base.replace("/", "_")
     file_data = {"type": "array", "maxItems": MAX_FILES_PER_UPLOAD,
                  "items": _object({"file_id": _codec_schema(UUIDCodec()), "md5": _codec_schema(MD5())})}
     refusal = {"type": "array", "items": _object({"file_id": _codec_schema(UUIDCodec()), "message": {"type": "string"}})}
@@ -201,8 +194,8 @@ def _batch_paths(base: str, security: list) -> dict:
     batch = _object({kind + ("es" if kind == "status" else "s"): {"type": "array", "maxItems": MAX_ENTITIES,
                                                                   "items": _ref(cls.__name__)}
                      for kind, cls in WIRE_ENTITIES.items()}, required=[])
-    result = {"oneOf": [_object({"id": _codec_schema(UUIDCodec()), "state": {"const": "complete"}}),
-                        _object({"id": _codec_schema(UUIDCodec()), "state": {"const": "failed"},
+    result = {"oneOf": [_object({"id": _codec_schema(UUIDCodec()), "state": {"const": wire.COMPLETE}}),
+                        _object({"id": _codec_schema(UUIDCodec()), "state": {"const": wire.FAILED},
                                  "message": {"type": "string"}})]}
 
     def post(operation: str, summary: str, content: dict, ok: dict, *more_codes: int) -> dict:
@@ -211,19 +204,19 @@ def _batch_paths(base: str, security: list) -> dict:
                          "requestBody": {"required": True, "content": content},
                          "responses": {"200": _json(ok, "done"), **_failures(*codes)}}}
     return {
-        v2: {"get": {"operationId": f"v2_capabilities{suffix}", "summary": "Whether and how the fast path is offered",
+        wire.path(base, wire.V2_CAPABILITIES): {"get": {"operationId": f"v2_capabilities{suffix}", "summary": "Whether and how the fast path is offered",
                      "security": security, "responses": {
-                         "200": _json(_object({"protocol": {"const": PROTOCOL_VERSION},
+                         "200": _json(_object({"protocol": {"const": wire.PROTOCOL_V2},
                                                "max_entities": {"type": "integer"},
                                                "max_upload_bytes": {"type": "integer"},
                                                "max_body_bytes": {"type": "integer"}}), "the limits of a batch"),
                          **_failures(401, 403, 404, 503)}}},
-        v2 + "/check": post("v2_check", "Which of these ids the server lacks",
+        wire.path(base, wire.V2_CHECK): post("v2_check", "Which of these ids the server lacks",
                             {"application/json": {"schema": check}}, lacking),
-        v2 + "/data": post("v2_data", "Bytes of many files: a JSON manifest line, then the bytes back to back",
+        wire.path(base, wire.V2_DATA): post("v2_data", "Bytes of many files: a JSON manifest line, then the bytes back to back",
                            {FILES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                            _object({"stored": _ids(MAX_FILES_PER_UPLOAD), "failed": refusal}), 507),
-        v2 + "/import": post("v2_import", "Import many statuses, events and files in one transaction",
+        wire.path(base, wire.V2_IMPORT): post("v2_import", "Import many statuses, events and files in one transaction",
                              {"application/json": {"schema": batch}}, _object({"results": {"type": "array",
                                                                                           "items": result}})),
     }
@@ -399,11 +392,3 @@ def openapi_document(import_paths: list[str] | None = None, public_read: bool = 
         "components": {"schemas": components,
                        "securitySchemes": {BASIC: {"type": "http", "scheme": "basic"}}},
     }
-
-
-def openapi_json() -> Response:
-    """``GET /openapi.json``: the document of this app's routes (public, like ``/``)."""
-    from .app import service_version
-    meteor_app = current_app.extensions["meteorpi"]
-    return jsonify(openapi_document(sorted(meteor_app.entity_caches), meteor_app.config.server.public_read,
-                                    service_version(), meteor_app.config.feed.max_wait_seconds))

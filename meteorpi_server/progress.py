@@ -13,7 +13,7 @@ from contextlib import ExitStack
 
 import click
 
-from meteorpi_db.exporter import ExportState, ExportTotals, TaskReport
+from meteorpi_export import ExportState, ExportTotals, TaskReport
 
 log = logging.getLogger("meteorpi.export")
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)(i?[bB])?\s*", re.ASCII)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from meteorpi_db import MeteorDatabase
-from meteorpi_db.exporter import MeteorExporter
+from meteorpi_export import MeteorExporter
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch
 from meteorpi_server import create_app
 from meteorpi_server.archive_check import check_archive

@@ -8,7 +8,7 @@ import logging
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from meteorpi_db.exporter import ExportState
+from meteorpi_export import ExportState
 from tests.export_fixtures import add_export, exporter, night
 from tests.server_fixtures import IMPORTER, serve_in_thread
 

@@ -6,11 +6,16 @@ in test_exporter.py; here are what is particular to version 2.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
+import threading
 import uuid
 
+import pytest
 import requests
+
+from meteorpi_export.link import TaskEnded
 
 from meteorpi_server import MeteorApp, add_routes
 from meteorpi_server.importer_api import BaseImportReceiver, MeteorDatabaseImportReceiver
@@ -66,6 +71,49 @@ def test_new_exporter_falls_back_to_version_1_on_a_version_1_server(node, make_d
         server.server_close()
 
 
+class _FixedAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the status named first in its path (``/404/import/v2``), the
+    way an old server, a proxy or a broken archive might answer the probe."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        status = int(self.path.strip("/").split("/")[0])
+        body = b"<html>not here</html>" if status != 200 else b'{"protocol": 1}'
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html" if status != 200 else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status, version", [
+    (404, 1), (405, 1), (400, 1), (410, 1),   # "not here": a server without the fast path
+    (200, 1),                                 # an answer, but not the fast path's
+    (401, None), (403, None),                 # "not you": the credentials, whichever version
+    (500, None), (503, None),                 # the target cannot answer now
+])
+def test_probe_decides_by_the_status_code(node, status, version):
+    """The probe gives version 1 for a client error that means "no such route" and for any
+    answer that is not the fast path's; refused credentials or a server error end the probe
+    (the task fails and is deferred) instead of quietly choosing a version."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FixedAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = add_export(node, f"http://127.0.0.1:{server.server_port}/{status}/import", "event")
+        with exporter(node) as e:
+            if version is None:
+                with pytest.raises(TaskEnded) as ended:
+                    e.protocol_for(config)
+                assert ended.value.status == status and f"HTTP {status}" in ended.value.message
+            else:
+                assert e.protocol_for(config) == version
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_fast_path_costs_a_few_requests_per_batch(node, central, tmp_path):
     """Ten events of three files and four files, through an event and a file configuration to
     the same archive: they travel together, one check, one upload, one import."""
@@ -88,11 +136,10 @@ def test_entities_are_imported_while_later_uploads_are_still_on_the_wire(node, c
     import dataclasses
     import time
 
-    from meteorpi_db import export_batch
-    from meteorpi_db.exporter import MeteorExporter
+    from meteorpi_export import MeteorExporter, protocol_v2, uploads
 
-    monkeypatch.setattr(export_batch, "UPLOAD_BYTES", 2 * 64 * 1024)  # an event's two files per upload
-    monkeypatch.setattr(export_batch, "IMPORT_AT_LEAST", 1)
+    monkeypatch.setattr(uploads, "UPLOAD_BYTES", 2 * 64 * 1024)  # an event's two files per upload
+    monkeypatch.setattr(protocol_v2, "IMPORT_AT_LEAST", 1)
     night(node, tmp_path, events=8, files_per_event=2, standalone=0, file_size=64 * 1024)
     add_export(node, central.import_url, "event")
     seen: list[tuple[int, int]] = []  # (events held, files' bytes held) at the central archive

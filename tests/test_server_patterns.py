@@ -20,7 +20,7 @@ from werkzeug.http import parse_options_header
 
 from meteorpi_model import FileRecord, as_uuid, ms_to_instant
 
-from meteorpi_server.batch_routes import FILES_MEDIA_TYPE
+from meteorpi_model.wire import FILES_MEDIA_TYPE
 
 from .server_fixtures import IMPORTER, READER, TIMEOUT
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from meteorpi_db import MeteorDatabase
-from meteorpi_db.exporter import ExportTotals, MeteorExporter
+from meteorpi_export import ExportTotals, MeteorExporter
 from meteorpi_server.synthetic_night import generate_night
 from tests.export_fixtures import add_export
 

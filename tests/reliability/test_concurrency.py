@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from meteorpi_db.exporter import ExportTotals, MeteorExporter
+from meteorpi_export import ExportTotals, MeteorExporter
 from tests.export_fixtures import add_export
 from tests.server_fixtures import IMPORTER
 

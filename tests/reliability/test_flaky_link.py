@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meteorpi_db.exporter import MeteorExporter
+from meteorpi_export import MeteorExporter
 from tests.server_fixtures import IMPORTER
 
 from .checks import compare_archives

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from meteorpi_db import Config
-from meteorpi_server.batch_routes import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, MAX_MANIFEST_LINE
+from meteorpi_model.wire import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, MAX_MANIFEST_LINE
 from tests.server_fixtures import IMPORTER, TIMEOUT
 
 from .conftest import start_served

@@ -17,7 +17,8 @@ task of that configuration is deferred by ``export.defer_on_failure_seconds`` (o
 Retry-After, when longer: a server that says it is away is not asked again meanwhile) and
 ``export.max_failures_before_disable`` failures in a row disable it; a success resets the count.
 Passwords go in the Authorization header only, never into a log line or a message. The
-conversation of one task is export_exchange.py; this module schedules tasks and records outcomes.
+requests themselves are protocol_v1.py (one task) and protocol_v2.py (a batch), over the
+``Link`` this module gives them (link.py); this module schedules tasks and records outcomes.
 """
 from __future__ import annotations
 
@@ -27,22 +28,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import requests
 
-from meteorpi_model import now
+from meteorpi_model import now, wire
 from meteorpi_model.admin import public_plain_http
+from meteorpi_model.urls import redact_url
 
-from .config import ExportConfig
-from .database import MeteorDatabase, redact_url
-from .errors import ConfigError, StorageUnavailable
-from .export_batch import BATCH_TASKS, BatchExchange, probe_protocol
-from .export_exchange import Conversation, ExportState, TaskEnded, TaskExchange
-from .exports import ExportTask
+from meteorpi_db import ConfigError, MeteorDatabase, StorageUnavailable
+from meteorpi_db.config import ExportConfig
+from meteorpi_db.export_queue import ExportTask
 
-if TYPE_CHECKING:  # version 1's uploads only: not imported by every `export run`
-    from requests_toolbelt import MultipartEncoderMonitor
+from .link import ExportState, Link, TaskEnded
+from .protocol_v1 import TaskExchange
+from .protocol_v2 import BATCH_TASKS, BatchExchange, probe_protocol
 
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
@@ -137,11 +137,11 @@ class MeteorExporter:
         """Close the HTTP session's connections."""
         self.session.close()
 
-    def upload_window(self, config) -> "UploadWindow":
-        """The fast path's upload size for ``config``'s target, kept between batches."""
-        from .export_batch import UploadWindow
-        key = getattr(config, "config_id", None) or config.target_url
-        return self._windows.setdefault(key, UploadWindow())
+    def link(self) -> Link:
+        """What an exchange may use of this exporter, as it is set now (callbacks included)."""
+        return Link(session=self.session, settings=self.settings, verify=self.verify, store=self.db.file_store,
+                    status_of=self.db.get_camera_status_by_id, on_bytes=self.on_bytes, on_try=self.on_try,
+                    rate_limit=self.rate_limit, windows=self._windows)
 
     def mark_all(self) -> int:
         """Mark new entities of every enabled configuration; returns the tasks added."""
@@ -163,7 +163,7 @@ class MeteorExporter:
             state, message = ExportState.SKIPPED, f"{task.entity_type} is no longer held on this node"
             self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
         else:
-            exchange, wait = TaskExchange(self, task, entity), None
+            exchange, wait = TaskExchange(self.link(), task, entity), None
             try:
                 exchange.run()
                 state, message = ExportState.COMPLETE, None
@@ -205,9 +205,9 @@ class MeteorExporter:
         """The protocol version ``config``'s target speaks: 2 (the fast path) if it offers it and
         ``export.fast_path`` allows it, else 1. Asked once per target and exporter."""
         if not self.settings.fast_path:
-            return 1
+            return wire.PROTOCOL_V1
         if config.target_url not in self._protocols:
-            self._protocols[config.target_url] = probe_protocol(Conversation(self, config, max_requests=1))
+            self._protocols[config.target_url] = probe_protocol(self.link(), config)
         return self._protocols[config.target_url]
 
     def export_batch(self, configs) -> list[TaskReport]:
@@ -228,7 +228,7 @@ class MeteorExporter:
             return []
         entities = self.db.get_entities([t.entity_id for t in tasks if t.entity_type == "event"],
                                         [t.entity_id for t in tasks if t.entity_type == "file"])
-        exchange = BatchExchange(self, configs[0], tasks, entities)
+        exchange = BatchExchange(self.link(), configs[0], tasks, entities)
         try:
             outcomes = [(o.task, o.state, o.message) for o in exchange.run()]
         except (TaskEnded, OSError) as e:  # the batch as a whole: one failure per configuration
@@ -270,8 +270,8 @@ class MeteorExporter:
             try:
                 version = self.protocol_for(config)
             except TaskEnded:
-                version = 1  # unreachable now: the version-1 path fails the task and defers
-            if version != 2:
+                version = wire.PROTOCOL_V1  # unreachable now: the version-1 path fails the task and defers
+            if version != wire.PROTOCOL_V2:
                 skip.add(config.config_id)
                 continue
             eligible.append(config)
@@ -351,21 +351,6 @@ class MeteorExporter:
                 on_round_end(totals)
             stop.wait(wait)
         return overall
-
-    def upload_callback(self, file_size: int) -> Callable[[MultipartEncoderMonitor], None]:
-        """Monitor callback: reports file bytes as they leave and applies the rate limit."""
-        state = {"reported": 0, "started": time.monotonic()}
-
-        def callback(monitor: MultipartEncoderMonitor) -> None:
-            done = min(monitor.bytes_read, file_size)
-            if self.on_bytes and done > state["reported"]:
-                self.on_bytes(done - state["reported"])
-            state["reported"] = max(done, state["reported"])
-            if self.rate_limit:
-                ahead = monitor.bytes_read / self.rate_limit - (time.monotonic() - state["started"])
-                if ahead > 0:
-                    time.sleep(min(ahead, 1.0))
-        return callback
 
 
 def ca_bundle_path(path: str) -> str:

@@ -1,4 +1,4 @@
-"""The exporter's fast path: a batch of tasks in a handful of requests (protocol version 2).
+"""Protocol version 2, the fast path (docs/protocol.md), client half: a batch in a few requests.
 
 See meteorpi_server/batch_routes.py for the server half. One batch is:
 
@@ -6,7 +6,7 @@ See meteorpi_server/batch_routes.py for the server half. One batch is:
    the target lacks (entities it holds are complete at once, as in version 1);
 2. ``POST v2/data``, up to ~32 MiB each, two at a time: the missing files back to back after a
    one-line manifest, read from the store in 1 MiB pieces, not hashed here (see below). The
-   size adapts to the link (``UploadWindow``): an upload cut by the link is followed by a check
+   size adapts to the link (``uploads.UploadWindow``): an upload cut by the link is followed by a check
    of what the target kept (whole files, and the cut file's prefix, its "offsets"), and the
    rest goes again in uploads half as big, from those offsets; successes grow them back. The
    batch gives up only after ``TRIES_WITHOUT_PROGRESS`` cut uploads in a row kept nothing;
@@ -25,7 +25,6 @@ stay pending and are deferred like any failed task.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -34,21 +33,19 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from meteorpi_model import Event, FileRecord
+from meteorpi_model import Event, ExportConfiguration, FileRecord, wire
 
-from .export_exchange import Conversation, ExportState, TaskEnded, _confused, _message
-from .exports import ExportTask
+from meteorpi_db.export_queue import ExportTask
+
+from .link import Conversation, ExportState, Link, TaskEnded, confused, failed, message_of
+from .uploads import FilesBody, take_upload, upload_window
 
 log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
-UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 UPLOADS_IN_FLIGHT = 2
-MIN_UPLOAD_BYTES = 64 * 1024     # the window never halves below this (one file goes whole anyway)
 CUT_SETTLE_SECONDS = 0.3          # what a cut upload's server half may take to publish what came
 TRIES_WITHOUT_PROGRESS = 4        # cut uploads in a row that kept nothing before the batch gives up
 IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
-READ_SIZE = 1024 * 1024
-FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
 
 
 @dataclass
@@ -59,61 +56,11 @@ class BatchOutcome:
     message: str | None
 
 
-class FilesBody:
-    """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
-
-    An iterable with a length: requests then sends Content-Length (not chunks) and hands each
-    1 MiB piece to the socket whole. Exactly the manifest's size is sent for each file: a file
-    that shrank since it was recorded is padded with zeros so the stream stays framed, and the
-    server's MD5 check refuses it.
-    """
-
-    def __init__(self, store, records: list[FileRecord], on_bytes=None, rate_limit: float | None = None,
-                 offsets: dict[uuid.UUID, int] | None = None):
-        self.store, self.records = store, records
-        self.offsets = offsets = offsets or {}
-        manifest = {"files": [dict({"file_id": r.file_id.hex, "md5": r.md5, "size": r.file_size},
-                                   **({"offset": offsets[r.file_id]} if offsets.get(r.file_id) else {}))
-                              for r in records]}
-        self.head = json.dumps(manifest).encode() + b"\n"
-        self.length = len(self.head) + sum(r.file_size - offsets.get(r.file_id, 0) for r in records)
-        self.on_bytes, self.rate_limit = on_bytes, rate_limit
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        started, sent = time.monotonic(), 0
-        for piece in self._pieces():
-            yield piece
-            sent += len(piece)
-            if self.on_bytes:
-                self.on_bytes(len(piece))
-            if self.rate_limit:
-                ahead = sent / self.rate_limit - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(min(ahead, 1.0))
-
-    def _pieces(self):
-        yield self.head
-        for record in self.records:
-            offset = self.offsets.get(record.file_id, 0)
-            left = record.file_size - offset
-            with open(self.store.path(record.file_id, record.md5), "rb") as fh:
-                fh.seek(offset)
-                while left:
-                    chunk = fh.read(min(READ_SIZE, left))
-                    if not chunk:
-                        chunk = b"\0" * min(READ_SIZE, left)
-                    left -= len(chunk)
-                    yield chunk
-
-
 class BatchExchange(Conversation):
     """Exports one batch of one configuration's tasks over protocol version 2."""
 
-    def __init__(self, exporter, config, tasks: list[ExportTask], entities: dict):
-        super().__init__(exporter, config, max_requests=4 + 4 * len(tasks) + 10_000)
+    def __init__(self, link: Link, config: ExportConfiguration, tasks: list[ExportTask], entities: dict):
+        super().__init__(link, config, max_requests=4 + 4 * len(tasks) + 10_000)
         self.tasks, self.entities = tasks, entities
         self._lock = threading.Lock()
         self._cuts = 0
@@ -127,15 +74,15 @@ class BatchExchange(Conversation):
             return list(outcomes.values())
         files_of = {t.entity_id: _files(self.entities[t.entity_id]) for t in present}
         all_files = {f.file_id: f for fs in files_of.values() for f in fs}
-        check = self._post_again(f"{self.base}/v2/check", {
-            "statuses": sorted({s.hex for t in present for s in _status_ids(self.entities[t.entity_id])}),
+        check = self._post_again(wire.path(self.base, wire.V2_CHECK), {
+            "statuses": sorted({s.hex for t in present for s in self.entities[t.entity_id].status_ids}),
             "events": [t.entity_id.hex for t in present if t.entity_type == "event"],
             "files": [t.entity_id.hex for t in present if t.entity_type == "file"],
             "file_data": [{"file_id": f.file_id.hex, "md5": f.md5} for f in all_files.values()],
         }, f"check of {len(present)} entities")
         missing = {uuid.UUID(i) for key in ("events", "files") for i in _ids(check, key)}
         missing_data = {uuid.UUID(i) for i in _ids(check, "file_data")}
-        refused = {uuid.UUID(r["file_id"]): _message(r) for r in check.get("refused_file_data", [])
+        refused = {uuid.UUID(r["file_id"]): message_of(r) for r in check.get(wire.REFUSED_FILE_DATA, [])
                    if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
         to_send = []
         for task in present:
@@ -183,12 +130,12 @@ class BatchExchange(Conversation):
             waiting = still
             idle = all(f.done() for f in imports)
             if ready and (final or (idle and len(ready) >= IMPORT_AT_LEAST)):
-                uses = {s for t in ready for s in _status_ids(self.entities[t.entity_id])} & unsent_statuses
+                uses = {s for t in ready for s in self.entities[t.entity_id].status_ids} & unsent_statuses
                 unsent_statuses.difference_update(uses)  # imports run in order: later ones find them held
                 imports.append(importer.submit(self._import, list(ready), sorted(uses, key=lambda s: s.hex)))
                 ready.clear()
 
-        window = self.exporter.upload_window(self.config)
+        window = upload_window(self.link, self.config)
         queue = deque((r, 0) for r in records.values() if r.file_id not in problems)
         check_of = {r.file_id: r for r in records.values()}
         without_progress = 0
@@ -198,7 +145,7 @@ class BatchExchange(Conversation):
                 release()
                 while True:
                     while queue and len(sending) < UPLOADS_IN_FLIGHT:
-                        group = _take(queue, window.size)
+                        group = take_upload(queue, window.size)
                         sending[uploader.submit(self._send_files, group)] = group
                     if not sending:
                         break
@@ -240,11 +187,11 @@ class BatchExchange(Conversation):
         return outcomes
 
     def _post_again(self, url: str, body, label: str) -> dict:
-        """``_post`` of an idempotent JSON request, sent again when the link cut it (up to
+        """``post`` of an idempotent JSON request, sent again when the link cut it (up to
         TRIES_WITHOUT_PROGRESS times): a check or an import costs little to repeat."""
         for attempt in range(TRIES_WITHOUT_PROGRESS):
             try:
-                return self._post(url, body, label if not attempt else f"{label} (again, {attempt})")
+                return self.post(url, body, label if not attempt else f"{label} (again, {attempt})")
             except TaskEnded as ended:
                 if not ended.transport or attempt == TRIES_WITHOUT_PROGRESS - 1:
                     raise
@@ -255,15 +202,15 @@ class BatchExchange(Conversation):
         """Ask the target what a cut upload left it: (file ids now held, refused {id: why},
         offsets it holds of the others, bytes of this upload it kept)."""
         self._cuts += 1
-        answer = self._post_again(f"{self.base}/v2/check",
+        answer = self._post_again(wire.path(self.base, wire.V2_CHECK),
                                   {"file_data": [{"file_id": r.file_id.hex, "md5": r.md5} for r, _ in group]},
                                   f"check after cut upload {self._cuts}")
         missing = {uuid.UUID(i) for i in _ids(answer, "file_data")}
         refused = {uuid.UUID(r["file_id"]): self._refusal(check_of.get(uuid.UUID(r["file_id"])),
-                                                          f"the target refused the bytes: {_message(r)}")
-                   for r in answer.get("refused_file_data", [])
+                                                          f"the target refused the bytes: {message_of(r)}")
+                   for r in answer.get(wire.REFUSED_FILE_DATA, [])
                    if isinstance(r, dict) and isinstance(r.get("file_id"), str)}
-        offsets_raw = answer.get("offsets") or {}
+        offsets_raw = answer.get(wire.OFFSETS) or {}
         offsets = {}
         if isinstance(offsets_raw, dict):
             for key, value in offsets_raw.items():
@@ -291,13 +238,12 @@ class BatchExchange(Conversation):
             line = (f"upload of {len(group)} file(s) ({sent:,} bytes) was cut ({why}): the target kept nothing "
                     f"(try {without_progress} of {TRIES_WITHOUT_PROGRESS} without progress)")
         log.warning("%s", line)
-        if self.exporter.on_try is not None:
-            self.exporter.on_try(line)
+        self.link.told(line)
 
     def _missing_on_node(self, records) -> dict[uuid.UUID, str]:
         """{file_id: why not sent} for records whose bytes this node's store no longer holds."""
         problems = {}
-        store = self.exporter.db.file_store
+        store = self.link.store
         for record in records:
             if not store.path(record.file_id, record.md5).is_file():
                 problems[record.file_id] = (f"file {record.file_id.hex}: its bytes are missing from this node's store; "
@@ -308,7 +254,7 @@ class BatchExchange(Conversation):
     def _refusal(self, record: FileRecord | None, message: str) -> str:
         """Why a file the target refused failed: this node's copy, if it no longer matches its
         MD5 (re-hashed here, on this rare path only), else the target's own words."""
-        if record is not None and not self.exporter.db.file_store.verify(record.file_id, record.md5):
+        if record is not None and not self.link.store.verify(record.file_id, record.md5):
             message = (f"file {record.file_id.hex}: the bytes on this node no longer match their MD5 "
                        f"{record.md5}; the target refused them (restore the file or re-register it)")
         log.error("%s", message)
@@ -317,13 +263,12 @@ class BatchExchange(Conversation):
     def _send_files(self, sending: list[tuple[FileRecord, int]]) -> dict[uuid.UUID, str]:
         group = [record for record, _ in sending]
         offsets = {record.file_id: offset for record, offset in sending if offset}
-        body = FilesBody(self.exporter.db.file_store, group, self.exporter.on_bytes, self.exporter.rate_limit, offsets)
+        body = FilesBody(self.link, group, offsets)
         label = f"upload of {len(group)} files starting {group[0].file_id.hex}" + (f" at {offsets[group[0].file_id]}" if group[0].file_id in offsets else "")
-        answer = self._post(f"{self.base}/v2/data", body, label, headers={"Content-Type": FILES_MEDIA_TYPE})
-        if answer.get("state") == "failed":  # the target saw the body cut (the link broke) and said so
-            ended = _failed(f"the target saw the upload cut: {_message(answer)}")
-            ended.transport = True
-            raise ended
+        answer = self.post(wire.path(self.base, wire.V2_DATA), body, label,
+                           headers={"Content-Type": wire.FILES_MEDIA_TYPE})
+        if answer.get("state") == wire.FAILED:  # the target saw the body cut (the link broke) and said so
+            raise failed(f"the target saw the upload cut: {message_of(answer)}", transport=True)
         with self._lock:
             self.bytes_sent += body.length - len(body.head)  # file bytes, as version 1 counts them
         problems = {}
@@ -331,24 +276,25 @@ class BatchExchange(Conversation):
         for item in answer.get("failed", []):
             if isinstance(item, dict) and isinstance(item.get("file_id"), str):
                 file_id = uuid.UUID(item["file_id"])
-                problems[file_id] = self._refusal(by_id.get(file_id), f"the target refused the bytes: {_message(item)}")
+                problems[file_id] = self._refusal(by_id.get(file_id), f"the target refused the bytes: {message_of(item)}")
         stored = set(_ids(answer, "stored"))
         for record in group:
             if record.file_id.hex not in stored and record.file_id not in problems:
-                raise _confused(f"the target neither stored nor refused file {record.file_id.hex}")
+                raise confused(f"the target neither stored nor refused file {record.file_id.hex}")
         return problems
 
     def _import(self, tasks: list[ExportTask], status_ids: list[uuid.UUID]) -> dict[uuid.UUID, BatchOutcome]:
-        statuses = [self.exporter.db.get_camera_status_by_id(s) for s in status_ids]
+        statuses = [self.link.status_of(s) for s in status_ids]
         body = {"statuses": [s.as_dict() for s in statuses if s is not None],
                 "events": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "event"],
                 "files": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "file"]}
         try:
-            answer = self._post(f"{self.base}/v2/import", body, f"import of {len(tasks)} entities")
+            answer = self.post(wire.path(self.base, wire.V2_IMPORT), body, f"import of {len(tasks)} entities")
         except TaskEnded as ended:
             if not ended.transport or len(tasks) == 1:
                 if ended.transport:  # one entity: the same small request again, a few times
-                    answer = self._post_again(f"{self.base}/v2/import", body, f"import of {tasks[0].entity_id.hex}")
+                    answer = self._post_again(wire.path(self.base, wire.V2_IMPORT), body,
+                                              f"import of {tasks[0].entity_id.hex}")
                 else:
                     raise
             else:  # a link that cuts every few KB: halves, each retried (an import is idempotent)
@@ -365,74 +311,46 @@ class BatchExchange(Conversation):
             item = results.get(task.entity_id.hex)
             if item is None:
                 out[task.entity_id] = BatchOutcome(task, ExportState.CONFUSED, "the target gave no answer for it")
-            elif item.get("state") == "complete":
+            elif item.get("state") == wire.COMPLETE:
                 out[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
             else:
-                out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {_message(item)}")
+                out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {message_of(item)}")
         return out
 
 
-class UploadWindow:
-    """How many file bytes one upload carries, adapted to the link like TCP's congestion window
-    (AIMD): halved after an upload is cut (down to MIN_UPLOAD_BYTES: then one file, or the rest of
-    one, per upload), grown by a quarter of the maximum after each success, up to UPLOAD_BYTES.
-    Kept by the exporter per export configuration, so the next batch starts where this one left."""
-
-    def __init__(self, size: int | None = None):
-        self.size = size or UPLOAD_BYTES
-        self._lock = threading.Lock()
-
-    def shrink(self, cut_upload_bytes: int) -> None:
-        """After an upload of ``cut_upload_bytes`` was cut: half of it (or of the window, if
-        smaller), so the next upload is never the one that just died."""
-        with self._lock:
-            self.size = max(MIN_UPLOAD_BYTES, min(self.size, cut_upload_bytes) // 2)
-
-    def grow(self) -> None:
-        with self._lock:
-            self.size = min(UPLOAD_BYTES, self.size + UPLOAD_BYTES // 4)
-
-
-def _take(queue: deque, limit: int) -> list[tuple[FileRecord, int]]:
-    """The next upload: consecutive (record, offset) from ``queue``, about ``limit`` bytes (one
-    file, or the rest of one, even when bigger)."""
-    group, size = [], 0
-    while queue:
-        record, offset = queue[0]
-        if group and size + record.file_size - offset > limit:
-            break
-        group.append(queue.popleft())
-        size += record.file_size - offset
-    return group
-
-
 def _failed_after(ended: TaskEnded, tries: int) -> TaskEnded:
-    failed = TaskEnded(ended.state, f"{tries} uploads in a row were cut and kept nothing; last: {ended.message}",
-                       ended.retry_after)
-    return failed
+    return TaskEnded(ended.state, f"{tries} uploads in a row were cut and kept nothing; last: {ended.message}",
+                     ended.retry_after)
 
 
-def probe_protocol(conversation: Conversation) -> int:
-    """2 when the target offers the fast path, else 1 (a version-1 server answers 404)."""
+def probe_protocol(link: Link, config: ExportConfiguration) -> int:
+    """2 when ``config``'s target offers the fast path, else 1.
+
+    A version-1 server answers 404 (or any client error but refused credentials, or something
+    that is not a JSON object): version 1. Refused credentials, a 5xx, a redirect or no answer
+    at all raise TaskEnded: the target cannot be asked now, whichever version it speaks."""
+    conversation = Conversation(link, config, max_requests=1)
     try:
-        answer = conversation._post(f"{conversation.base}/v2", None, "protocol probe", method="GET")
+        answer = conversation.post(wire.path(conversation.base, wire.V2_CAPABILITIES), None, "protocol probe",
+                                   method="GET")
     except TaskEnded as ended:
-        if "answered HTTP 4" in ended.message or ended.state == ExportState.CONFUSED:
-            return 1
+        if ended.state == ExportState.CONFUSED or _client_error(ended.status):
+            return wire.PROTOCOL_V1
         raise
-    return 2 if answer.get("protocol") == 2 else 1
+    return wire.PROTOCOL_V2 if answer.get("protocol") == wire.PROTOCOL_V2 else wire.PROTOCOL_V1
+
+
+def _client_error(status: int | None) -> bool:
+    """A 4xx that says "not here" rather than "not you" (401/403: the credentials are wrong)."""
+    return status is not None and 400 <= status < 500 and status not in (401, 403)
 
 
 def _files(entity: Event | FileRecord) -> list[FileRecord]:
     return list(entity.files) if isinstance(entity, Event) else [entity]
 
 
-def _status_ids(entity: Event | FileRecord) -> set[uuid.UUID]:
-    return {entity.status_id} | {f.status_id for f in _files(entity)}
-
-
 def _ids(answer: dict, key: str) -> list[str]:
     values = answer.get(key, [])
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise _confused(f"the target's answer has no list of ids under {key!r}")
+        raise confused(f"the target's answer has no list of ids under {key!r}")
     return [v.lower() for v in values]

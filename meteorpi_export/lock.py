@@ -18,8 +18,9 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .database import MeteorDatabase
-from .errors import ExporterBusy, FileStoreError
+from meteorpi_db import FileStoreError, MeteorDatabase
+
+from .errors import ExporterBusy
 
 log = logging.getLogger("meteorpi.exporter")
 LOCK_FILE = "exporter.lock"

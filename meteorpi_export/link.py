@@ -1,0 +1,222 @@
+"""The link to one target: what an exchange needs of the exporter, and its requests over it.
+
+Both protocol versions talk to a target the same way: one keep-alive session, named connect
+and read timeouts, the node's file store to read bytes from, a pace for thin links, progress
+callbacks. ``Link`` holds exactly that, so an exchange never holds (or calls back into) the
+exporter. ``Conversation`` is the requests of one configuration to its target: it counts them
+and the bytes sent, turns every HTTP outcome into a JSON answer or a ``TaskEnded``, and ends an
+exchange that stops making progress. Messages name the target URL with any credentials in it
+redacted; the password only ever goes in the Authorization header.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import requests
+
+from meteorpi_model import CameraStatus, ExportConfiguration
+from meteorpi_model.urls import redact_url
+
+if TYPE_CHECKING:
+    from meteorpi_db import FileStore
+    from meteorpi_db.config import ExportConfig
+
+# Answers are small JSON objects; anything longer is not one.
+MAX_ANSWER_CHARS = 64 * 1024
+# The longest wait a server's Retry-After may impose on a node (a typo there must not park
+# a camera's exports for days).
+MAX_RETRY_AFTER_SECONDS = 3600
+
+
+class ExportState(str, enum.Enum):
+    """How one export task ended."""
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CONFUSED = "confused"
+    SKIPPED = "skipped"    # the entity is no longer held on this node: nothing to send
+
+
+class TaskEnded(Exception):
+    """Ends the exchange of one task (or batch) early, with its state and why.
+
+    ``retry_after`` is the wait the target asked for (Retry-After on a 5xx), if any;
+    ``status`` the HTTP status code of the answer that ended it (None: no answer came);
+    ``transport`` is True when the link failed, not the target's answer."""
+
+    def __init__(self, state: ExportState, message: str, retry_after: float | None = None,
+                 status: int | None = None, transport: bool = False):
+        super().__init__(message)
+        self.state, self.message, self.retry_after = state, message, retry_after
+        self.status, self.transport = status, transport
+
+
+def failed(message: str, **how) -> TaskEnded:
+    """The target refused, erred, or the exchange made no progress."""
+    return TaskEnded(ExportState.FAILED, message, **how)
+
+
+def cut(message: str) -> TaskEnded:
+    """The link failed (no answer came): ``transport`` tells it from an answer refusing."""
+    return failed(message, transport=True)
+
+
+def confused(message: str) -> TaskEnded:
+    """An answer the protocol does not allow at that point."""
+    return TaskEnded(ExportState.CONFUSED, message)
+
+
+def message_of(answer) -> str:
+    """The ``message`` of a failed answer, bounded, for our own messages."""
+    message = answer.get("message") if isinstance(answer, dict) else None
+    return str(message)[:500] if message else "(no message)"
+
+
+def short(answer) -> str:
+    """An answer as JSON, cut to fit in a message."""
+    text = json.dumps(answer, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header in its delta-seconds form, capped; None otherwise
+    (an HTTP-date is not worth trusting a remote clock for)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(min(int(value.strip()), MAX_RETRY_AFTER_SECONDS))
+
+
+@dataclass
+class Link:
+    """What an exchange uses of its exporter: made by the exporter for each task or batch.
+
+    ``status_of(status_id)`` is the camera status held on this node (None if not held);
+    ``on_bytes(n)`` is told as upload bytes leave, ``on_try(line)`` what the target kept of each
+    upload the link cut; ``rate_limit`` (bytes per second) paces uploads. ``windows`` is the
+    exporter's, kept between batches (protocol_v2's upload sizes per configuration).
+    """
+    session: requests.Session
+    settings: "ExportConfig"
+    verify: bool | str
+    store: "FileStore"
+    status_of: Callable[[uuid.UUID | str], CameraStatus | None]
+    on_bytes: Callable[[int], None] | None = None
+    on_try: Callable[[str], None] | None = None
+    rate_limit: float | None = None
+    windows: dict = field(default_factory=dict)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """requests' (connect, read) timeout: never wait for ever."""
+        return (self.settings.connect_timeout_seconds, self.settings.read_timeout_seconds)
+
+    def sent(self, count: int) -> None:
+        """``count`` more file bytes left: tell the progress display."""
+        if self.on_bytes and count > 0:
+            self.on_bytes(count)
+
+    def pace(self, sent: int, started: float) -> None:
+        """Sleep as long as ``sent`` bytes since ``started`` (monotonic) are ahead of the rate
+        limit (a second at most at a time, so a stop is never held up long)."""
+        if self.rate_limit:
+            ahead = sent / self.rate_limit - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(min(ahead, 1.0))
+
+    def told(self, line: str) -> None:
+        """A line about a cut upload, for whoever watches (the CLI prints it)."""
+        if self.on_try is not None:
+            self.on_try(line)
+
+
+class Conversation:
+    """Requests to one configuration's target: counts them and the bytes sent, turns every
+    HTTP outcome into an answer or a TaskEnded, and spots lack of progress."""
+
+    def __init__(self, link: Link, config: ExportConfiguration, max_requests: int):
+        self.link, self.config = link, config
+        self.base = config.target_url.rstrip("/")
+        self.auth = (config.user_id, config.password)
+        self.requests = self.bytes_sent = 0
+        self.seen: Counter = Counter()
+        self.max_repeats = max(1, link.settings.max_repeats)
+        self.max_requests = max_requests
+        self._count_lock = threading.Lock()
+
+    def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
+        """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
+        with self._count_lock:  # uploads of a batch may run in two threads
+            if self.requests >= self.max_requests:
+                raise failed(f"no progress after {self.requests} requests")
+            self.requests += 1
+        link = self.link
+        timeout = link.timeout
+        where = redact_url(self.base)
+        try:
+            if headers is None:
+                response = link.session.request(method, url, json=body, auth=self.auth, timeout=timeout,
+                                                verify=link.verify)
+            else:
+                response = link.session.request(method, url, data=body, headers=headers, auth=self.auth,
+                                                timeout=timeout, verify=link.verify)
+        except requests.Timeout:
+            raise cut(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
+                      f"{timeout[1]:g}s to reply") from None
+        except requests.ConnectionError as e:
+            raise cut(f"cannot reach {where} ({_reason(e)})") from None
+        except requests.RequestException as e:
+            raise cut(f"request {label} to {where} failed: {type(e).__name__}") from None
+        answer = self._answer(response, label, where)
+        key = (label, json.dumps(answer, sort_keys=True))
+        with self._count_lock:
+            self.seen[key] += 1
+        if self.seen[key] >= self.max_repeats:
+            raise failed(f"no progress: {label} was answered {short(answer)} {self.seen[key]} times")
+        return answer
+
+    def _answer(self, response: requests.Response, label: str, where: str) -> dict:
+        code = response.status_code
+        if code in (401, 403):
+            raise failed(f"{where} refused the credentials of user {self.config.user_id!r} (HTTP {code}): "
+                         f"check the user, its password and its import role there "
+                         f"(meteorpi export add {self.config.name} ... to set them again)", status=code)
+        text = response.text[:MAX_ANSWER_CHARS + 1]
+        try:
+            answer = json.loads(text) if len(text) <= MAX_ANSWER_CHARS else None
+        except ValueError:
+            answer = None
+        if code >= 500:
+            detail = f": {message_of(answer)}" if isinstance(answer, dict) and "message" in answer else ""
+            raise failed(f"{where} answered HTTP {code} to {label}{detail}; will retry later",
+                         retry_after=retry_after(response.headers.get("Retry-After")), status=code)
+        if isinstance(answer, dict) and answer.get("state") == "failed":
+            return answer
+        if code >= 300:
+            raise failed(f"{where} answered HTTP {code} to {label}: is {self.config.target_url} "
+                         f"the /import URL of a meteorpi server?", status=code)
+        if not isinstance(answer, dict):
+            raise confused(f"{where} answered {label} with something that is not a JSON object: {text[:80]!r}")
+        return answer
+
+
+def _reason(error: Exception) -> str:
+    """The innermost cause of a connection error, without URLs (they might carry credentials)."""
+    cause = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted: {cause.verify_message}; for an archive with a "
+                f"private CA, set export.ca_bundle to that CA's certificate")
+    text = str(cause.args[-1] if cause.args else cause)
+    for marker in ("Connection refused", "Connection reset", "Name or service not known",
+                   "Remote end closed connection", "Broken pipe", "timed out"):
+        if marker.lower() in text.lower() or marker.lower() in str(error).lower():
+            return marker.lower()
+    return type(cause).__name__
