@@ -122,6 +122,14 @@ def _stop(proc) -> str:
     return output
 
 
+def _wait_until_waiting(proc, log_path) -> None:
+    """Until ``proc`` says it waits for the exporter holding the lock: its SIGTERM handler is
+    installed by then (a fixed sleep lost that race on a loaded machine)."""
+    wait_for(lambda: "waiting for the exporter" in log_path.read_text() or proc.poll() is not None, 60,
+             "the second exporter to wait for the lock")
+    assert proc.poll() is None, log_path.read_text()
+
+
 def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_path):
     """A cron `--once` overlapping the service would send every task twice: it is refused,
     naming the exporter in the way; a second service waits and takes over when the first stops."""
@@ -135,18 +143,22 @@ def test_one_exporter_per_node_a_second_is_refused_or_waits(node, central, tmp_p
         assert refused.returncode == 1
         assert f"Error: another exporter (pid {first.pid}) is already sending this node's exports" \
             in refused.stderr and "Traceback" not in refused.stderr
-        waiting = start_meteorpi("export", "run", env=env)
-        time.sleep(1.5)
+        waiting_log = tmp_path / "waiting.log"
+        waiting = start_meteorpi("export", "run", env=env, stdout=waiting_log.open("w"))
+        _wait_until_waiting(waiting, waiting_log)
         assert waiting.poll() is None and _lock_holder(node) == str(first.pid)
         assert first.poll() is None
         assert "export run stopped" in _stop(first)
         wait_for(lambda: _lock_holder(node) == str(waiting.pid), 30, "the waiting exporter to take over")
         night(node, tmp_path, events=2, standalone=0)
         wait_for(lambda: central.counts()[0] == 2, 30, "the night to arrive through the second exporter")
-        quitter = start_meteorpi("export", "run", env=env)
-        time.sleep(1.0)
-        output = _stop(quitter)
-        assert quitter.returncode == 0 and "stopped before another exporter on this node finished" in output
+        quitter_log = tmp_path / "quitter.log"
+        quitter = start_meteorpi("export", "run", env=env, stdout=quitter_log.open("w"))
+        _wait_until_waiting(quitter, quitter_log)
+        quitter.send_signal(signal.SIGTERM)
+        quitter.wait(30)
+        output = quitter_log.read_text()
+        assert quitter.returncode == 0 and "stopped before another exporter on this node finished" in output, output
     finally:
         for proc in (first, waiting):
             if proc is not None and proc.poll() is None:
