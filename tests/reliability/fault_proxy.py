@@ -183,7 +183,7 @@ class FaultProxy:
                             continue
                         if conn.stalled_at is None:
                             client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: drop_all closed a socket under select (fd -1)
             pass
         finally:
             for sock in (client, upstream):
