@@ -229,3 +229,27 @@ def test_a_burst_of_commits_costs_the_listener_one_read_not_one_per_commit(db, v
         assert len(reads) <= 3, f"{len(reads)} listener reads for {len(statuses)} commits"
     finally:
         hub.stop()
+
+
+def test_a_subscription_is_woken_only_by_items_it_wants_and_sees_each_once(db, vectors):
+    hub = FeedHub(db, poll_seconds=30).start()
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        with hub.subscribe(start, FeedFilter.of(cameras=["cam-a"])) as a, \
+                hub.subscribe(start, FeedFilter.of(cameras=["cam-b"])) as b:
+            first = _status(vectors, "cam-a")
+            db.import_camera_status(first)
+            assert a.wait(5)
+            assert [i.entity_id for i in a.read().items] == [first.status_id]
+            assert not b.wait(0.3)              # cam-a's commit did not wake cam-b's reader...
+            assert b.cursor == hub.cursor       # ...it was moved past it instead
+            second = _status(vectors, "cam-b")
+            db.import_camera_status(second)
+            assert b.wait(5)
+            assert [i.entity_id for i in b.read().items] == [second.status_id]
+            assert not a.wait(0.3)
+            assert a.read().items == [] and b.read().items == []
+        assert hub.subscriptions == set()
+    finally:
+        hub.stop()

@@ -6,8 +6,9 @@
   importing transaction, so the figure includes the rest of that transaction and its commit).
   Both clocks are this machine's.
 * ``feed_subscribers_import_ratio``: the fleet's import rate with 500 idle streams open against
-  the same server vs none, side by side in pairs. The streams filter on a camera that never
-  reports, so each is woken by every commit and filters it out: the case that costs most.
+  the same server vs none, side by side in pairs (the issue's 500; ``--quick`` opens 50). The
+  streams filter on a camera that never reports: open, idle, and each checked against every
+  batch of commits the listener reads (they cost imports only that check, never a wake).
 * ``feed_memory_per_subscriber_kib``: the server's RSS (master + workers) with the 500 streams
   open minus without, per stream.
 """
