@@ -53,7 +53,8 @@ class FeedResult:
 
 
 class FeedHub:
-    """The process's view of the feed. ``start()`` once; readers call ``read`` and ``wait``."""
+    """The process's view of the feed. ``start()`` once; servers' readers ``subscribe``, a lone
+    reader may call ``read`` and ``wait``."""
 
     def __init__(self, db: "MeteorDatabase", ring_size: int = 10000, poll_seconds: float = 5.0,
                  page: int = 500, retention_days: float = 30.0, prune_every_seconds: float = 3600.0,
@@ -298,7 +299,6 @@ class FeedHub:
                     return False
                 self.changed.wait(left)
         return False
-
 
 
 def _cursor_of(item: FeedItem) -> Cursor:

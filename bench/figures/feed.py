@@ -111,20 +111,25 @@ def run(ctx: Context) -> list[Figure]:
 
                 log(f"feed: import rate with {streams} idle streams vs none")
                 rss = {"open": [], "closed": []}
+                cpu = {"open": [], "closed": []}  # server CPU seconds per run: steadier than rates here
+
+                def measured(side: str) -> float:
+                    time.sleep(0.5)
+                    rss[side].append(server.rss_bytes())
+                    used = server.cpu_seconds()
+                    rate = fleet.run(SCALING_EXPORTERS)
+                    cpu[side].append(server.cpu_seconds() - used)
+                    return rate
 
                 def with_streams(_):
                     socks = open_idle_streams(server.url, streams)
                     try:
-                        time.sleep(0.5)
-                        rss["open"].append(server.rss_bytes())
-                        return fleet.run(SCALING_EXPORTERS)
+                        return measured("open")
                     finally:
                         close_all(socks)
 
                 def without(_):
-                    time.sleep(0.5)
-                    rss["closed"].append(server.rss_bytes())
-                    return fleet.run(SCALING_EXPORTERS)
+                    return measured("closed")
 
                 out = alternate({"ours": with_streams, "baseline": without}, ctx.pairs)
             finally:
@@ -140,9 +145,15 @@ def run(ctx: Context) -> list[Figure]:
         figures += [Figure(n, None, reason="the stream received no items")
                     for n in ("feed_latency_p50_ms", "feed_latency_p99_ms")]
     figures.append(Figure("feed_subscribers_import_ratio", median_ratio(out["ours"], out["baseline"]), ">= 0.9",
-                          f"import rate of {SCALING_EXPORTERS} exporters with {streams} idle streams open vs none",
+                          f"import rate of {SCALING_EXPORTERS} exporters with {streams} idle streams open vs none; "
+                          f"server CPU per run {_cpu_range(cpu['open'])} s with them, "
+                          f"{_cpu_range(cpu['closed'])} s without",
                           "entities/s", ours=out["ours"], baseline=out["baseline"]))
     per = (statistics.median(rss["open"]) - statistics.median(rss["closed"])) / streams / 1024
     figures.append(Figure("feed_memory_per_subscriber_kib", round(max(per, 0.0), 1),
                           data=f"server RSS with {streams} streams open minus none, per stream"))
     return figures
+
+
+def _cpu_range(seconds: list[float]) -> str:
+    return f"{min(seconds):.1f}–{max(seconds):.1f}" if seconds else "n/a"
