@@ -8,14 +8,15 @@ A reader whose cursor has fallen out of the ring (a client that was away, or rea
 its backlog from the database instead: memory stays bounded whatever the readers do, and nobody
 loses anything.
 
-Why readers ``subscribe`` instead of waiting for any change: open streams share the worker's
-CPU with imports. Waking every stream on every commit to filter out what it does not want cost
-the imports a quarter of their rate with a few hundred streams open (bench
-``feed_subscribers_import_ratio``). So the listener reads at most once per ``coalesce_seconds``
-while commits keep coming (a burst of imports costs one query, not one per commit), checks each
-subscriber's filter against what it read (camera and kind sets first, so a stream on a quiet
-camera costs a set lookup), wakes only those with something to send, and moves the others'
-cursors past what they did not want: an idle stream is not woken until its heartbeat is due.
+Why readers ``subscribe`` instead of waiting for any change: open streams share the worker's CPU
+with imports. Waking every stream on every commit to filter out what it does not want, each
+scanning the ring, cost imports about half their rate with 500 streams open (bench
+``feed_subscribers_import_ratio``; py-spy put a third of a worker's CPU in ``read``). So the
+listener reads at most once per ``coalesce_seconds`` while commits keep coming (a burst of
+imports costs one query, not one per commit), checks each subscriber's filter against what it
+read (camera and kind sets first, so a stream on a quiet camera costs a set lookup), wakes only
+those with something to send, and moves the others' cursors past what they did not want: an idle
+stream is not woken until its heartbeat is due.
 
 When PostgreSQL goes away the thread reconnects with back-off and reads on from its cursor.
 A poll every ``poll_seconds`` backs the notifications up (a notification can be missed while
