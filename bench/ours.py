@@ -115,6 +115,17 @@ class ServerProcess(ServeProcess):
         master = psutil.Process(self.proc.pid)
         return [master, *master.children(recursive=True)]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the master and workers have used so far (a worker that is
+        respawning is skipped)."""
+        total = 0.0
+        for p in self.processes():
+            try:
+                total += sum(p.cpu_times()[:2])
+            except psutil.Error:
+                continue
+        return total
+
     def rss_bytes(self) -> int:
         """Summed RSS of the master and workers (a worker may be respawning: skip it)."""
         total = 0

@@ -134,6 +134,26 @@ class FeedFilter:
             return any(fnmatch.fnmatchcase(item.event_type, pattern) for pattern in self.event_types)
         return True
 
+    def matches_any(self, batch: Batch) -> bool:
+        """Whether any item of ``batch`` matches; the batch's camera and
+        kind sets answer first, so a filter on cameras the batch does not touch costs one lookup."""
+        if self.kinds and self.kinds.isdisjoint(batch.kinds):
+            return False
+        if self.cameras and self.cameras.isdisjoint(batch.cameras):
+            return False
+        return any(self.matches(item) for item in batch.items)
+
+
+class Batch:
+    """Items the listener read at once, with the sets a filter is checked against first."""
+
+    __slots__ = ("items", "cameras", "kinds")
+
+    def __init__(self, items: list[FeedItem]):
+        self.items = items
+        self.cameras = {item.camera_id for item in items}
+        self.kinds = {item.kind for item in items}
+
 
 @dataclasses.dataclass(frozen=True)
 class FeedPage:

@@ -3,10 +3,20 @@
 Why one per process and not one per reader: a server may hold hundreds of open streams; if each
 woke and queried on every commit, a busy night would cost hundreds of queries per import. Here a
 thread with its own autocommit connection waits for ``meteorpi_feed`` notifications, reads what
-is new with one query per wake, appends it to a bounded ring of recent items and wakes readers,
-who filter in Python. A reader whose cursor has fallen out of the ring (a client that was away,
-or reads slowly) reads its backlog from the database instead: memory stays bounded whatever the
-readers do, and nobody loses anything.
+is new with one query per wake, appends it to a bounded ring of recent items and hands it on.
+A reader whose cursor has fallen out of the ring (a client that was away, or reads slowly) reads
+its backlog from the database instead: memory stays bounded whatever the readers do, and nobody
+loses anything.
+
+Why readers ``subscribe`` instead of waiting for any change: open streams share the worker's CPU
+with imports. Waking every stream on every commit to filter out what it does not want, each
+scanning the ring, cost imports about half their rate with 500 streams open (bench
+``feed_subscribers_import_ratio``; py-spy put a third of a worker's CPU in ``read``). So the
+listener reads at most once per ``coalesce_seconds`` while commits keep coming (a burst of
+imports costs one query, not one per commit), checks each subscriber's filter against what it
+read (camera and kind sets first, so a stream on a quiet camera costs a set lookup), wakes only
+those with something to send, and moves the others' cursors past what they did not want: an idle
+stream is not woken until its heartbeat is due.
 
 When PostgreSQL goes away the thread reconnects with back-off and reads on from its cursor.
 A poll every ``poll_seconds`` backs the notifications up (a notification can be missed while
@@ -14,6 +24,7 @@ reconnecting, and a transaction that held the snapshot back may end without noti
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import select
@@ -24,7 +35,7 @@ from typing import TYPE_CHECKING
 import psycopg2
 import psycopg2.extensions
 
-from .feed import START, Cursor, FeedFilter, FeedItem
+from .feed import START, Batch, Cursor, FeedFilter, FeedItem
 
 if TYPE_CHECKING:
     from .database import MeteorDatabase
@@ -43,14 +54,20 @@ class FeedResult:
 
 
 class FeedHub:
-    """The process's view of the feed. ``start()`` once; readers call ``read`` and ``wait``."""
+    """The process's view of the feed. ``start()`` once; servers' readers ``subscribe``, a lone
+    reader may call ``read`` and ``wait``."""
 
     def __init__(self, db: "MeteorDatabase", ring_size: int = 10000, poll_seconds: float = 5.0,
-                 page: int = 500, retention_days: float = 30.0, prune_every_seconds: float = 3600.0):
+                 page: int = 500, retention_days: float = 30.0, prune_every_seconds: float = 3600.0,
+                 coalesce_seconds: float = 0.05):
         self.db = db
         self.ring: collections.deque[FeedItem] = collections.deque()
         self.ring_size = ring_size
         self.poll_seconds = poll_seconds
+        # The listener reads at most this often while notifications keep coming: commits in a
+        # burst share one query (and one round of wakes); a commit after a quiet spell is read
+        # at once. Adds at most this much to the feed's latency.
+        self.coalesce_seconds = coalesce_seconds
         self.page = page
         self.retention_days = retention_days
         self.prune_every_seconds = prune_every_seconds
@@ -60,6 +77,8 @@ class FeedHub:
         self.horizon: Cursor | None = None
         self.connected = False
         self.closing = False                    # the process is stopping: streams end now
+        self.subscriptions: set[Subscription] = set()
+        self._last_read = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn = None
@@ -73,8 +92,7 @@ class FeedHub:
 
     def stop(self) -> None:
         self._stop.set()
-        with self.changed:
-            self.changed.notify_all()
+        self._wake_everyone()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -85,10 +103,13 @@ class FeedHub:
         wake-up happens on a thread of its own, never under a lock the handler interrupted."""
         self.closing = True
 
-        def wake() -> None:
-            with self.changed:
-                self.changed.notify_all()
-        threading.Thread(target=wake, daemon=True).start()
+        threading.Thread(target=self._wake_everyone, daemon=True).start()
+
+    def _wake_everyone(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+            for subscription in self.subscriptions:
+                subscription.woken.set()
 
     def ready(self, timeout: float = 10.0) -> bool:
         """Wait until the hub knows where the feed ends (for tests and start-up)."""
@@ -116,6 +137,7 @@ class FeedHub:
                         last_prune = time.monotonic()
                         self._prune()
                     self._wait_for_notify(0.05 if pending else self.poll_seconds)
+                    self._coalesce()
                     pending = self._catch_up()
             except Exception as e:  # PostgreSQL away, connection lost: back off, reconnect
                 self.connected = False
@@ -157,9 +179,21 @@ class FeedHub:
         conn.notifies.clear()
         return got
 
+    def _coalesce(self) -> None:
+        """Let a burst of commits gather: read no sooner than ``coalesce_seconds`` after the last
+        read, then drop the notifications that came meanwhile (the read about to happen covers
+        their commits, so they must not cause another)."""
+        left = self._last_read + self.coalesce_seconds - time.monotonic()
+        if left > 0:
+            self._stop.wait(left)
+        conn = self._conn
+        conn.poll()
+        conn.notifies.clear()
+
     def _catch_up(self) -> bool:
         """Read every new row into the ring (one query per page); whether rows are pending."""
         while True:
+            self._last_read = time.monotonic()
             page = self.db.feed_read(self.cursor, self.page)
             if page.items:
                 with self.changed:
@@ -168,10 +202,24 @@ class FeedHub:
                             # Readers at or before the dropped item now read from the database.
                             self.ring_start = self.ring.popleft().cursor
                         self.ring.append(item)
-                    self.cursor = page.cursor
+                    before, self.cursor = self.cursor, page.cursor
+                    self._hand_on(before, page.items)
                     self.changed.notify_all()
             if not page.more:
                 return page.pending
+
+    def _hand_on(self, before: Cursor, items: list[FeedItem]) -> None:
+        """Wake the subscribers ``items`` has something for; move the others past them.
+        Under ``self.changed``. Only subscribers that had read up to ``before`` are judged: one
+        still behind reads through the ring by itself (its ``wait`` returns at once)."""
+        batch = Batch(items)
+        for subscription in self.subscriptions:
+            if subscription.cursor != before:
+                continue
+            if subscription.wanted.matches_any(batch):
+                subscription.woken.set()
+            else:
+                subscription.cursor = self.cursor
 
     def _prune(self) -> None:
         try:
@@ -195,9 +243,10 @@ class FeedHub:
                 if after >= cursor:
                     return FeedResult([], after, True)
                 out, last = [], after
-                for item in self.ring:
-                    if item.cursor <= after:
-                        continue
+                # Straight to the first item after ``after`` (a reader is usually near the end).
+                ring = self.ring
+                for index in range(bisect.bisect_right(ring, after, key=_cursor_of), len(ring)):
+                    item = ring[index]
                     last = item.cursor
                     if wanted.matches(item):
                         out.append(item)
@@ -230,8 +279,17 @@ class FeedHub:
                 self.changed.wait(left)
         return True
 
+    def subscribe(self, after: Cursor, wanted: FeedFilter) -> "Subscription":
+        """A reader of items matching ``wanted`` after ``after``, woken only when one comes;
+        ``close()`` it (or use it as a context manager) when the reader goes."""
+        subscription = Subscription(self, after, wanted)
+        with self.changed:
+            self.subscriptions.add(subscription)
+        return subscription
+
     def wait(self, after: Cursor, timeout: float) -> bool:
-        """Block until the feed has moved past ``after`` (True) or ``timeout`` passed (False)."""
+        """Block until the feed has moved past ``after`` (True) or ``timeout`` passed (False).
+        Any change wakes it: for one reader (``meteorpi feed``); servers ``subscribe``."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while not self._stop.is_set() and not self.closing:
@@ -243,3 +301,51 @@ class FeedHub:
                 self.changed.wait(left)
         return False
 
+
+def _cursor_of(item: FeedItem) -> Cursor:
+    return item.cursor
+
+
+class Subscription:
+    """One reader's place in the feed (a stream, a long-poll): ``read`` what is new, ``wait``
+    until the listener has read something it wants (or ``timeout`` for a heartbeat).
+
+    ``cursor`` moves when the reader reads, and when the listener reads items none of which it
+    wants: either way, nothing before it is for this reader. Changed under the hub's lock."""
+
+    def __init__(self, hub: FeedHub, after: Cursor, wanted: FeedFilter):
+        self.hub, self.cursor, self.wanted = hub, after, wanted
+        self.woken = threading.Event()
+
+    def read(self, limit: int = 500) -> FeedResult:
+        """What this reader has not seen yet (``FeedHub.read`` from its cursor)."""
+        hub = self.hub
+        with hub.changed:
+            self.woken.clear()  # a wake from now on is for items this read may not include
+            after = self.cursor
+        result = hub.read(after, self.wanted, limit)
+        with hub.changed:
+            if result.cursor > self.cursor:
+                self.cursor = result.cursor
+        return result
+
+    def wait(self, timeout: float) -> bool:
+        """True when there may be something to read: the listener woke it, or it has not read
+        up to where the listener is; False after ``timeout`` or when the hub is stopping."""
+        hub = self.hub
+        with hub.changed:
+            if hub.closing or hub._stop.is_set():
+                return False
+            if hub.cursor is not None and self.cursor < hub.cursor:
+                return True
+        return self.woken.wait(timeout) and not hub.closing and not hub._stop.is_set()
+
+    def close(self) -> None:
+        with self.hub.changed:
+            self.hub.subscriptions.discard(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -83,18 +83,17 @@ def feed() -> Response:
     """Long-poll: what came after ``after``, waiting up to ``wait`` seconds for something."""
     after, wanted, wait, limit = _parameters(stream=False)
     hub = _hub()
-    cursor = _start(hub, after)
     deadline = time.monotonic() + wait
-    while True:
-        result = hub.read(cursor, wanted, limit)
-        if result.must_refetch:
-            return jsonify({"must_refetch": True, "cursor": str(hub.cursor)})
-        cursor = result.cursor
-        left = deadline - time.monotonic()
-        if result.items or not result.up_to_date or left <= 0:
-            return jsonify({"items": [i.as_dict() for i in result.items], "cursor": str(cursor),
-                            "up_to_date": result.up_to_date})
-        hub.wait(cursor, left)
+    with hub.subscribe(_start(hub, after), wanted) as subscription:
+        while True:
+            result = subscription.read(limit)
+            if result.must_refetch:
+                return jsonify({"must_refetch": True, "cursor": str(hub.cursor)})
+            left = deadline - time.monotonic()
+            if result.items or not result.up_to_date or left <= 0 or hub.closing:
+                return jsonify({"items": [i.as_dict() for i in result.items], "cursor": str(result.cursor),
+                                "up_to_date": result.up_to_date})
+            subscription.wait(left)
 
 
 @feed_api.route("/feed/stream")
@@ -115,22 +114,24 @@ def feed_stream() -> Response:
 
 def _events(hub: FeedHub, cursor: Cursor, wanted: FeedFilter, limit: int, heartbeat: float,
             lifetime: float) -> Iterator[str]:
+    """The stream's body. It sleeps until the hub has an item for its filter or a heartbeat is
+    due: commits it does not want never wake it (README, "The live feed")."""
     end_at = time.monotonic() + lifetime
     yield "retry: 2000\n\n"
     told_up_to_date = False
-    while time.monotonic() < end_at and not hub.closing:
-        result: FeedResult = hub.read(cursor, wanted, limit)
-        if result.must_refetch:
-            yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
-            return
-        for item in result.items:
-            yield f"id: {item.cursor}\ndata: {json.dumps(item.as_dict(), separators=(',', ':'))}\n\n"
-        cursor = result.cursor
-        if result.up_to_date and not told_up_to_date:
-            told_up_to_date = True
-            yield _event("up-to-date", {"cursor": str(cursor)})
-        if result.up_to_date and not hub.wait(cursor, min(heartbeat, max(end_at - time.monotonic(), 0))):
-            yield ": keep-alive\n\n"
+    with hub.subscribe(cursor, wanted) as subscription:
+        while time.monotonic() < end_at and not hub.closing:
+            result: FeedResult = subscription.read(limit)
+            if result.must_refetch:
+                yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
+                return
+            for item in result.items:
+                yield f"id: {item.cursor}\ndata: {json.dumps(item.as_dict(), separators=(',', ':'))}\n\n"
+            if result.up_to_date and not told_up_to_date:
+                told_up_to_date = True
+                yield _event("up-to-date", {"cursor": str(result.cursor)})
+            if result.up_to_date and not subscription.wait(min(heartbeat, max(end_at - time.monotonic(), 0))):
+                yield ": keep-alive\n\n"
 
 
 def _event(name: str, data: dict) -> str:

@@ -177,3 +177,37 @@ def test_a_cursor_older_than_retention_must_refetch(server, api, records):
             assert json.loads(events[-1]["data"])["must_refetch"] is True
     finally:
         hub.horizon = None
+
+
+def test_commits_a_stream_does_not_want_never_wake_it(server, api, records, monkeypatch):
+    """Open streams share the server's CPU with imports: a stream filtered on another camera
+    must cost nothing per commit (it is not even woken to filter), while a stream on the
+    importing camera still gets every item."""
+    idle, reads = [], []
+    try:
+        for _ in range(5):
+            r = requests.get(server.url + "/feed/stream", params={"camera": "a-camera-that-never-reports"},
+                             auth=READER, stream=True, timeout=TIMEOUT)
+            idle.append(r)
+            _read_events(_lines(r), lambda ev: any(e.get("event") == "up-to-date" for e in ev))
+        hub = server.meteor_app.feed_hub
+        real_read = hub.read
+
+        def counting_read(after, wanted, limit=500):
+            if "a-camera-that-never-reports" in wanted.cameras:
+                reads.append(after)
+            return real_read(after, wanted, limit)
+        monkeypatch.setattr(hub, "read", counting_read)
+
+        with requests.get(server.url + "/feed/stream", params={"camera": records.camera_id, "kind": "event"},
+                          auth=READER, stream=True, timeout=TIMEOUT) as watching:
+            lines = _lines(watching)
+            _read_events(lines, lambda ev: any(e.get("event") == "up-to-date" for e in ev))
+            _, event_ids = _night(api, records, events=3)  # a status, 3 events, 6 files: 10 rows
+            live = _read_events(lines, lambda ev: len([e for e in ev if "id" in e]) == 3)
+            assert [json.loads(e["data"])["id"] for e in live if "id" in e] == event_ids
+        time.sleep(0.5)  # time enough for an idle stream to have been woken, had it been
+        assert reads == []
+    finally:
+        for r in idle:
+            r.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import threading
+import time
 import uuid
 
 import psycopg2
@@ -201,5 +202,54 @@ def test_the_hub_reconnects_after_its_connection_is_killed_and_loses_nothing(db,
         wait_for(lambda: hub.read(start, FeedFilter.of()).items, timeout=10,
                  what="the hub to reconnect and read the import")
         assert [i.entity_id for i in hub.read(start, FeedFilter.of()).items] == [status.status_id]
+    finally:
+        hub.stop()
+
+
+def test_a_burst_of_commits_costs_the_listener_one_read_not_one_per_commit(db, vectors, monkeypatch):
+    """The listener's query per wake is shared by every reader of the process, but a busy night
+    commits many times a second: commits within ``coalesce_seconds`` of the listener's last
+    read are read together, and nothing is lost or delayed beyond that."""
+    hub = FeedHub(db, poll_seconds=30)
+    hub.coalesce_seconds = 0.6
+    hub.start()
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        reads = []
+        real_read = db.feed_read
+        monkeypatch.setattr(db, "feed_read", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+        statuses = [_status(vectors) for _ in range(10)]
+        for s in statuses:
+            db.import_camera_status(s)
+            time.sleep(0.02)
+        end = db.feed_end()
+        wait_for(lambda: hub.cursor >= end, timeout=5, what="the hub to read the burst")
+        assert [i.entity_id for i in hub.read(start, FeedFilter.of()).items] == [s.status_id for s in statuses]
+        assert len(reads) <= 3, f"{len(reads)} listener reads for {len(statuses)} commits"
+    finally:
+        hub.stop()
+
+
+def test_a_subscription_is_woken_only_by_items_it_wants_and_sees_each_once(db, vectors):
+    hub = FeedHub(db, poll_seconds=30).start()
+    try:
+        assert hub.ready()
+        start = hub.cursor
+        with hub.subscribe(start, FeedFilter.of(cameras=["cam-a"])) as a, \
+                hub.subscribe(start, FeedFilter.of(cameras=["cam-b"])) as b:
+            first = _status(vectors, "cam-a")
+            db.import_camera_status(first)
+            assert a.wait(5)
+            assert [i.entity_id for i in a.read().items] == [first.status_id]
+            assert not b.wait(0.3)              # cam-a's commit did not wake cam-b's reader...
+            assert b.cursor == hub.cursor       # ...it was moved past it instead
+            second = _status(vectors, "cam-b")
+            db.import_camera_status(second)
+            assert b.wait(5)
+            assert [i.entity_id for i in b.read().items] == [second.status_id]
+            assert not a.wait(0.3)
+            assert a.read().items == [] and b.read().items == []
+        assert hub.subscriptions == set()
     finally:
         hub.stop()
