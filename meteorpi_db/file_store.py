@@ -32,6 +32,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping
 
 from . import green
 from .errors import FileStoreError
+from .local_copy import copy_file, md5_of
 
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
@@ -411,9 +412,10 @@ class FileStore:
         depends on the bytes (content-addressed), known only once they were read. Returns
         (file_id, size, md5) per source, in order.
 
-        One read per file, hashed as it is copied, several files at once (hashing and writing
-        release the GIL); each copy's fsync starts in the flushing threads as soon as it is
-        written, so the disk flushes while later files are hashed, and all are published
+        Each file is copied in the kernel when it can be and the copy hashed from the page
+        cache (local_copy: what ``cp`` costs plus the MD5), several files at once (copying and
+        hashing release the GIL); each copy's fsync starts in the flushing threads as soon as it
+        is hashed, so the disk flushes while later files are hashed, and all are published
         (renamed into place, directories flushed) only once every copy and flush succeeded: a
         failure publishes nothing and leaves no temp file. Bytes already held are not written
         again. A source that cannot be read raises its OSError as it is; the store refusing a
@@ -421,6 +423,7 @@ class FileStore:
         """
         paths = [Path(s) for s in sources]
         done: list = [None] * len(paths)
+        directories: set[Path] = set()  # whose entries changed: flushed once all is renamed
         flushes: list[Future] = []
         failure: BaseException | None = None
         with ThreadPoolExecutor(max(1, min(COPY_THREADS, len(paths))), thread_name_prefix="meteorpi-copy") as pool:
@@ -434,6 +437,7 @@ class FileStore:
                     continue
                 if done[i][3] is not None and failure is None:
                     flushes.append(_fsync_pool().submit(_fsync_file, done[i][3]))
+                    directories |= done[i][4]
                 if on_stored is not None and failure is None:
                     try:
                         on_stored(paths[i], done[i][1])
@@ -452,9 +456,8 @@ class FileStore:
                 if item is not None and item[3] is not None:
                     _unlink(item[3])
             raise failure
-        directories: set[Path] = set()
         with self._disk():
-            for file_id, _, md5, tmp_name in done:
+            for file_id, _, md5, tmp_name, _ in done:
                 if tmp_name is None:
                     continue
                 final = self.path(file_id, md5)
@@ -463,28 +466,30 @@ class FileStore:
                 directories.add(final.parent)
             for flushed in [_fsync_pool().submit(fsync_directory, d) for d in directories]:
                 flushed.result()
-        return [(file_id, size, md5) for file_id, size, md5, _ in done]
+        return [(file_id, size, md5) for file_id, size, md5, _, _ in done]
 
-    def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]) -> tuple[uuid.UUID, int, str, str | None]:
-        """(file_id, size, md5, unflushed temp name or None when these bytes are held already)."""
+    def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]
+                 ) -> tuple[uuid.UUID, int, str, str | None, set[Path]]:
+        """(file_id, size, md5, unflushed temp name or None when these bytes are held already,
+        directories created whose parents need a flush). The copy is made in the kernel when it
+        can be and hashed after (local_copy), so the MD5 is that of the bytes stored; the
+        fan-out directories are made here, while other files still copy, not when publishing."""
         with open(source, "rb", buffering=0) as src:
             fd, tmp_name = self._temp(uuid.uuid4())
             try:
-                digest, size, buffer = hashlib.md5(), 0, bytearray(CHUNK_SIZE)
                 try:
-                    while n := src.readinto(buffer):
-                        chunk = memoryview(buffer)[:n]
-                        digest.update(chunk)
-                        size += n
-                        self._write(fd, chunk)
+                    copy_file(src.fileno(), fd, self._disk)
+                    with self._disk():
+                        size, md5 = md5_of(fd)
                 finally:
                     os.close(fd)
-                md5 = digest.hexdigest()
                 file_id = id_for(source, md5)
                 if self.has(file_id, md5):
                     _unlink(tmp_name)
-                    return file_id, size, md5, None
-                return file_id, size, md5, tmp_name
+                    return file_id, size, md5, None, set()
+                with self._disk():
+                    created = self._make_parents(self.path(file_id, md5))
+                return file_id, size, md5, tmp_name, created
             except BaseException:
                 _unlink(tmp_name)
                 raise
