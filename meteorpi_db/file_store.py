@@ -32,7 +32,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping
 
 from . import green
 from .errors import FileStoreError
-from .local_copy import copy_file, md5_of
+from .local_copy import copy_and_hash
 
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
@@ -412,14 +412,14 @@ class FileStore:
         depends on the bytes (content-addressed), known only once they were read. Returns
         (file_id, size, md5) per source, in order.
 
-        Each file is copied in the kernel when it can be and the copy hashed from the page
-        cache (local_copy: what ``cp`` costs plus the MD5), several files at once (copying and
-        hashing release the GIL); each copy's fsync starts in the flushing threads as soon as it
-        is hashed, so the disk flushes while later files are hashed, and all are published
-        (renamed into place, directories flushed) only once every copy and flush succeeded: a
-        failure publishes nothing and leaves no temp file. Bytes already held are not written
-        again. A source that cannot be read raises its OSError as it is; the store refusing a
-        write raises StoreWriteFailed.
+        Each file is copied in the kernel when it can be, each step hashed from the page cache
+        as it is copied (local_copy: what ``cp`` costs plus the MD5), several files at once
+        (copying and hashing release the GIL); each copy's fsync starts in the flushing threads
+        as soon as it is hashed, so the disk flushes while later files are hashed, and all are
+        published (renamed into place, directories flushed) only once every copy and flush
+        succeeded: a failure publishes nothing and leaves no temp file. Bytes already held are
+        not written again. A source that cannot be read raises its OSError as it is; the store
+        refusing a write raises StoreWriteFailed.
         """
         paths = [Path(s) for s in sources]
         done: list = [None] * len(paths)
@@ -472,15 +472,14 @@ class FileStore:
                  ) -> tuple[uuid.UUID, int, str, str | None, set[Path]]:
         """(file_id, size, md5, unflushed temp name or None when these bytes are held already,
         directories created whose parents need a flush). The copy is made in the kernel when it
-        can be and hashed after (local_copy), so the MD5 is that of the bytes stored; the
-        fan-out directories are made here, while other files still copy, not when publishing."""
+        can be, each step hashed as it is copied (local_copy), so the MD5 is that of the bytes
+        stored; the fan-out directories are made here, while other files still copy, not when
+        publishing."""
         with open(source, "rb", buffering=0) as src:
             fd, tmp_name = self._temp(uuid.uuid4())
             try:
                 try:
-                    copy_file(src.fileno(), fd, self._disk)
-                    with self._disk():
-                        size, md5 = md5_of(fd)
+                    size, md5 = copy_and_hash(src.fileno(), fd, self._disk)
                 finally:
                     os.close(fd)
                 file_id = id_for(source, md5)

@@ -13,7 +13,7 @@ import pytest
 from meteorpi_db import local_copy
 from meteorpi_db.file_store import FileStore, StoreWriteFailed
 
-SIZES = [0, 1, 3 * local_copy.BUFFER_SIZE + 17]
+SIZES = [0, 1, 3 * local_copy.STEP + 17]
 
 
 def _sources(tmp_path):
