@@ -32,7 +32,6 @@ from typing import BinaryIO, Callable, Iterable, Mapping
 
 from . import green
 from .errors import FileStoreError
-from .local_copy import copy_and_hash
 
 log = logging.getLogger("meteorpi.db.file_store")
 CHUNK_SIZE = 1024 * 1024
@@ -412,14 +411,13 @@ class FileStore:
         depends on the bytes (content-addressed), known only once they were read. Returns
         (file_id, size, md5) per source, in order.
 
-        Each file is copied in the kernel when it can be, each step hashed from the page cache
-        as it is copied (local_copy: what ``cp`` costs plus the MD5), several files at once
-        (copying and hashing release the GIL); each copy's fsync starts in the flushing threads
-        as soon as it is hashed, so the disk flushes while later files are hashed, and all are
-        published (renamed into place, directories flushed) only once every copy and flush
-        succeeded: a failure publishes nothing and leaves no temp file. Bytes already held are
-        not written again. A source that cannot be read raises its OSError as it is; the store
-        refusing a write raises StoreWriteFailed.
+        One read per file, hashed as it is copied, several files at once (hashing and writing
+        release the GIL); each copy's fsync starts in the flushing threads as soon as it is
+        written, so the disk flushes while later files are hashed, and all are published
+        (renamed into place, directories flushed) only once every copy and flush succeeded: a
+        failure publishes nothing and leaves no temp file. Bytes already held are not written
+        again. A source that cannot be read raises its OSError as it is; the store refusing a
+        write raises StoreWriteFailed.
         """
         paths = [Path(s) for s in sources]
         done: list = [None] * len(paths)
@@ -471,17 +469,26 @@ class FileStore:
     def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]
                  ) -> tuple[uuid.UUID, int, str, str | None, set[Path]]:
         """(file_id, size, md5, unflushed temp name or None when these bytes are held already,
-        directories created whose parents need a flush). The copy is made in the kernel when it
-        can be, each step hashed as it is copied (local_copy), so the MD5 is that of the bytes
-        stored; the fan-out directories are made here, while other files still copy, not when
-        publishing."""
+        directories created whose parents need a flush). The fan-out directories are made here,
+        while other files still copy, not one by one when publishing.
+
+        Read, hashed and written through one buffer while it is in the processor's cache. A copy
+        in the kernel (copy_file_range in steps, then reading the copy back to hash it) was
+        measured slower: 0.5-0.7 s more CPU for a 1.1 GiB night, since the bytes must reach
+        Python to be hashed anyway."""
         with open(source, "rb", buffering=0) as src:
             fd, tmp_name = self._temp(uuid.uuid4())
             try:
+                digest, size, buffer = hashlib.md5(), 0, bytearray(CHUNK_SIZE)
                 try:
-                    size, md5 = copy_and_hash(src.fileno(), fd, self._disk)
+                    while n := src.readinto(buffer):
+                        chunk = memoryview(buffer)[:n]
+                        digest.update(chunk)
+                        size += n
+                        self._write(fd, chunk)
                 finally:
                     os.close(fd)
+                md5 = digest.hexdigest()
                 file_id = id_for(source, md5)
                 if self.has(file_id, md5):
                     _unlink(tmp_name)
