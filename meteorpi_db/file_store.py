@@ -421,6 +421,7 @@ class FileStore:
         """
         paths = [Path(s) for s in sources]
         done: list = [None] * len(paths)
+        directories: set[Path] = set()  # whose entries changed: flushed once all is renamed
         flushes: list[Future] = []
         failure: BaseException | None = None
         with ThreadPoolExecutor(max(1, min(COPY_THREADS, len(paths))), thread_name_prefix="meteorpi-copy") as pool:
@@ -434,6 +435,7 @@ class FileStore:
                     continue
                 if done[i][3] is not None and failure is None:
                     flushes.append(_fsync_pool().submit(_fsync_file, done[i][3]))
+                    directories |= done[i][4]
                 if on_stored is not None and failure is None:
                     try:
                         on_stored(paths[i], done[i][1])
@@ -452,9 +454,8 @@ class FileStore:
                 if item is not None and item[3] is not None:
                     _unlink(item[3])
             raise failure
-        directories: set[Path] = set()
         with self._disk():
-            for file_id, _, md5, tmp_name in done:
+            for file_id, _, md5, tmp_name, _ in done:
                 if tmp_name is None:
                     continue
                 final = self.path(file_id, md5)
@@ -463,10 +464,18 @@ class FileStore:
                 directories.add(final.parent)
             for flushed in [_fsync_pool().submit(fsync_directory, d) for d in directories]:
                 flushed.result()
-        return [(file_id, size, md5) for file_id, size, md5, _ in done]
+        return [(file_id, size, md5) for file_id, size, md5, _, _ in done]
 
-    def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]) -> tuple[uuid.UUID, int, str, str | None]:
-        """(file_id, size, md5, unflushed temp name or None when these bytes are held already)."""
+    def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]
+                 ) -> tuple[uuid.UUID, int, str, str | None, set[Path]]:
+        """(file_id, size, md5, unflushed temp name or None when these bytes are held already,
+        directories created whose parents need a flush). The fan-out directories are made here,
+        while other files still copy, not one by one when publishing.
+
+        Read, hashed and written through one buffer while it is in the processor's cache. A copy
+        in the kernel (copy_file_range in steps, then reading the copy back to hash it) was
+        measured slower: 0.5-0.7 s more CPU for a 1.1 GiB night, since the bytes must reach
+        Python to be hashed anyway."""
         with open(source, "rb", buffering=0) as src:
             fd, tmp_name = self._temp(uuid.uuid4())
             try:
@@ -483,8 +492,10 @@ class FileStore:
                 file_id = id_for(source, md5)
                 if self.has(file_id, md5):
                     _unlink(tmp_name)
-                    return file_id, size, md5, None
-                return file_id, size, md5, tmp_name
+                    return file_id, size, md5, None, set()
+                with self._disk():
+                    created = self._make_parents(self.path(file_id, md5))
+                return file_id, size, md5, tmp_name, created
             except BaseException:
                 _unlink(tmp_name)
                 raise
