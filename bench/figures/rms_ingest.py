@@ -14,7 +14,7 @@ The machine is shared: on two busy cores a side's time follows its CPU time (cor
 between sessions, not threads), so the note also gives each side's CPU time (user + sys, of the
 processes each started; the MD5 reference's own thread), which varies far less than wall time.
 
-Ours runs with its modules' bytecode compiled once before the clock starts, as an installed
+Ours runs with its modules' bytecode compiled once before the clock starts (cluster.bytecode_env), as an installed
 node has it (pip compiles it; an editable install writes it at first start). Without this,
 an environment with PYTHONDONTWRITEBYTECODE set (this one) compiles our sources at every run:
 about 0.2 s of CPU a user never pays.
@@ -58,13 +58,7 @@ class Ingest:
         self.ctx, self.site, self.night, self.detections = ctx, site, night, detections
         self.db = site.open()
         self.cpu: list[float] = []
-        # Bytecode as an installed node has it: compiled once, into the run's directory.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        self.env = {**env, **site.env(), "PYTHONPYCACHEPREFIX": str(ctx.cluster.root / "pycache")}
-        packages = [str(Path(__file__).resolve().parents[2] / p) for p in ("meteorpi_model", "meteorpi_db",
-                                                                             "meteorpi_rms", "meteorpi_server")]
-        subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], env=self.env, check=True,
-                       capture_output=True, timeout=TIMEOUT)
+        self.env = {**os.environ, **site.env()}  # bytecode compiled once, as installed (cluster.bytecode_env)
 
     def run(self, _round: int) -> float:
         self.db.clear_database()
