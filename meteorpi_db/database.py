@@ -4,7 +4,7 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``exports``, ``upload_failures``,
+(``statuses``, ``records``, ``imports``, ``batches``, ``searches``, ``users``, ``exports``, ``upload_failures``,
 ``registrations``, ``feed``, ``overview``, ``watches``, ``coincidences``, ``notifications``, ``matcher``),
 each with its SQL beside it.
 """
@@ -25,6 +25,7 @@ from .exports import ExportStore
 from .coincidences import CoincidenceStore
 from .feed import FeedStore
 from .file_store import FileStore
+from .imports import ImportStore
 from .matcher import MatcherStore
 from .migrations import migrate
 from .overview import OverviewStore
@@ -83,7 +84,7 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportStore,
+class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchStore, UserStore, ExportStore,
                      RegistrationStore, UploadFailureStore, FeedStore, OverviewStore, WatchStore,
                      CoincidenceStore, NotificationStore, MatcherStore):
     """Records in PostgreSQL, bytes in the file store; one transaction per public method."""

@@ -136,6 +136,11 @@ class FileStore:
             return None
         return next(iter(sorted(directory.glob(f"{h}_*"))), None)
 
+    def held_md5(self, file_id: uuid.UUID) -> str | None:
+        """The MD5 of the bytes held for ``file_id`` whatever it is, if any are."""
+        found = self.find(file_id)
+        return found.name.rsplit("_", 1)[-1] if found is not None else None
+
     def store_stream(self, file_id: uuid.UUID, md5: str, chunks: Iterable[bytes] | BinaryIO,
                      max_bytes: int | None = None) -> int:
         """Receive bytes, verify them against ``md5`` and publish them; returns the size.

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from meteorpi_model import CameraStatus, Event, FileRecord
 
-from .batches import HELD_EVENTS, HELD_FILES, _entity_id, _held
+from .batches import _entity_id
 from .errors import Conflict
 from .pool import retry_stale
 
@@ -44,8 +44,7 @@ class RegistrationStore:
             events = [e for e in entities if isinstance(e, Event)]
             files = {f.file_id: f for e in events for f in e.files}
             files.update({f.file_id: f for f in entities if isinstance(f, FileRecord)})
-            held = set(_held(cur, HELD_EVENTS, [e.event_id for e in events]))
-            held |= set(_held(cur, HELD_FILES, list(files)))
+            held = self._held_event_ids(cur, [e.event_id for e in events]) | self._held_file_ids(cur, list(files))
             rows = self._status_rows(cur, {e.status_id for e in events} | {f.status_id for f in files.values()})
             accepted = []
             for entity in entities:
