@@ -7,7 +7,8 @@ of files), plus ``<root>/tmp/`` for bytes in flight. The MD5 is part of the name
 
 A file is held only after its bytes were completely written to a temp name on the same
 filesystem, fsynced, hashed, compared with the expected MD5 and renamed into place (and the
-directory fsynced). A crash at any point leaves either nothing or a temp file that is never
+directory fsynced). Every way in (one upload, many files on one stream, a local copy) writes
+through one path, ``_Incoming``: hashed as written, then flushed and published, or discarded. A crash at any point leaves either nothing or a temp file that is never
 counted as held (docs/protocol.md weak point 2). Temp names carry the writer's host and pid
 (``<file_id hex>.<host>.<pid>.<random>``), so a store that opens (a server starting, a worker
 replacing a dead one) removes at once the temp files of writers of this host that no longer
@@ -154,27 +155,16 @@ class FileStore:
             for _ in _chunks(chunks):
                 pass
             return final.stat().st_size
-        fd, tmp_name = self._temp(file_id)
+        incoming = self._incoming(file_id)
         try:
-            digest, size = hashlib.md5(), 0
-            try:
-                for chunk in _chunks(chunks):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise FileTooLarge(f"file {file_id.hex} is larger than the limit of {max_bytes} bytes")
-                    digest.update(chunk)
-                    self._write(fd, chunk)
-                with self._disk():
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            if digest.hexdigest() != md5:
-                raise Md5Mismatch(f"file {file_id.hex}: received bytes have MD5 {digest.hexdigest()}, "
-                                  f"expected {md5}")
-            self._publish(tmp_name, final)
-            return size
+            incoming.write(_chunks(chunks), max_bytes)
+            incoming.close(flush=True)
+            if incoming.md5 != md5:
+                raise Md5Mismatch(f"file {file_id.hex}: received bytes have MD5 {incoming.md5}, expected {md5}")
+            self._publish(incoming.name, final)
+            return incoming.size
         except BaseException:
-            _unlink(tmp_name)
+            incoming.discard()
             raise
 
     def store_many(self, items: Iterable[tuple[uuid.UUID, str, int]], stream: BinaryIO,
@@ -281,11 +271,10 @@ class FileStore:
             if keep_md5 is None or path.name.split("_")[1] != keep_md5.lower():
                 _unlink(path)
 
-    def _claim_partial(self, file_id: uuid.UUID, md5: str, owner: str | None, offset: int
-                       ) -> tuple[int, str, "hashlib._Hash"]:
+    def _claim_partial(self, file_id: uuid.UUID, md5: str, owner: str | None, offset: int) -> "_Incoming":
         """Take ``owner``'s partial of this file as this writer's temp file (renamed, not
         copied: a cut 4 GB video is not rewritten per try), cut to ``offset`` bytes, which are
-        hashed again; (fd, temp name, MD5 state). OffsetNotHeld when it holds fewer bytes."""
+        hashed again, to be written on from there. OffsetNotHeld when it holds fewer bytes."""
         for path in (self._partial_glob(file_id, md5, owner) if owner is not None else []):
             held = path.name.rsplit("_", 1)[-1]
             if not held.isdigit() or int(held) < offset:
@@ -310,7 +299,7 @@ class FileStore:
                 os.close(fd)
                 _unlink(tmp_name)
                 raise
-            return fd, tmp_name, digest
+            return _Incoming(self, file_id, fd, tmp_name, digest, offset)
         raise OffsetNotHeld(f"file {file_id.hex}: {offset} bytes of it are not held here: send it from 0")
 
     def _keep_partial(self, file_id: uuid.UUID, md5: str, owner: str, tmp_name: str, length: int) -> None:
@@ -325,41 +314,38 @@ class FileStore:
 
     def _receive_exactly(self, file_id: uuid.UUID, md5: str, stream: BinaryIO, size: int, offset: int = 0,
                          owner: str | None = None) -> tuple[str, str]:
+        """(temp name, MD5) of the next ``size - offset`` bytes of ``stream``, written on from
+        ``owner``'s partial when ``offset``; not flushed yet. A stream that breaks keeps what
+        came as the owner's partial (its message says so), then raises on."""
         if offset:
             with self._disk():
-                fd, tmp_name, digest = self._claim_partial(file_id, md5, owner, offset)
+                incoming = self._claim_partial(file_id, md5, owner, offset)
         else:
-            fd, tmp_name = self._temp(file_id)
-            digest = hashlib.md5()
-        received = offset
+            incoming = self._incoming(file_id)
         try:
-            try:
-                left = size - offset
-                while left:
-                    chunk = stream.read(min(STREAM_READ, left))
-                    if not chunk:
-                        raise TruncatedUpload(f"the body ended {left} bytes early")
-                    digest.update(chunk)
-                    self._write(fd, chunk)
-                    left -= len(chunk)
-                    received += len(chunk)
-            finally:
-                os.close(fd)
-            return tmp_name, digest.hexdigest()
+            incoming.write(_exactly(stream, size - offset, STREAM_READ))
+            incoming.close()
+            return incoming.name, incoming.md5
         except (TruncatedUpload, OSError) as e:
-            if owner is not None and received > 0 and not isinstance(e, (StoreWriteFailed, OffsetNotHeld)):
+            incoming.close()
+            if owner is not None and incoming.size > 0 and not isinstance(e, (StoreWriteFailed, OffsetNotHeld)):
                 try:
                     with self._disk():
-                        self._keep_partial(file_id, md5, owner, tmp_name, received)
-                    e.partial_message = f"{e}; its first {received} bytes are kept"
+                        self._keep_partial(file_id, md5, owner, incoming.name, incoming.size)
+                    e.partial_message = f"{e}; its first {incoming.size} bytes are kept"
                 except StoreWriteFailed:
-                    _unlink(tmp_name)
+                    incoming.discard()
             else:
-                _unlink(tmp_name)
+                incoming.discard()
             raise
         except BaseException:
-            _unlink(tmp_name)
+            incoming.discard()
             raise
+
+    def _incoming(self, file_id: uuid.UUID) -> "_Incoming":
+        """A new temp file for bytes of ``file_id`` (named for this writer)."""
+        fd, tmp_name = self._temp(file_id)
+        return _Incoming(self, file_id, fd, tmp_name)
 
     def _temp(self, file_id: uuid.UUID) -> tuple[int, str]:
         with self._disk():
@@ -385,29 +371,16 @@ class FileStore:
             src = open(source, "rb")
         except OSError as e:
             raise FileStoreError(f"cannot read {source}: {e.strerror}", e) from e
-        try:
-            fd, tmp_name = self._temp(file_id)
-        except BaseException:
-            src.close()
-            raise
-        try:
-            digest, size = hashlib.md5(), 0
-            with src:
-                try:
-                    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        self._write(fd, chunk)
-                    with self._disk():
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-            md5 = digest.hexdigest()
-            self._publish(tmp_name, self.path(file_id, md5))
-            return size, md5
-        except BaseException:
-            _unlink(tmp_name)
-            raise
+        with src:
+            incoming = self._incoming(file_id)
+            try:
+                incoming.write(iter(lambda: src.read(CHUNK_SIZE), b""))
+                incoming.close(flush=True)
+                self._publish(incoming.name, self.path(file_id, incoming.md5))
+                return incoming.size, incoming.md5
+            except BaseException:
+                incoming.discard()
+                raise
 
     def store_files(self, sources: list[str | os.PathLike],
                     id_for: Callable[[Path, str], uuid.UUID],
@@ -473,25 +446,17 @@ class FileStore:
     def _copy_in(self, source: Path, id_for: Callable[[Path, str], uuid.UUID]) -> tuple[uuid.UUID, int, str, str | None]:
         """(file_id, size, md5, unflushed temp name or None when these bytes are held already)."""
         with open(source, "rb", buffering=0) as src:
-            fd, tmp_name = self._temp(uuid.uuid4())
+            incoming = self._incoming(uuid.uuid4())
             try:
-                digest, size, buffer = hashlib.md5(), 0, bytearray(CHUNK_SIZE)
-                try:
-                    while n := src.readinto(buffer):
-                        chunk = memoryview(buffer)[:n]
-                        digest.update(chunk)
-                        size += n
-                        self._write(fd, chunk)
-                finally:
-                    os.close(fd)
-                md5 = digest.hexdigest()
-                file_id = id_for(source, md5)
-                if self.has(file_id, md5):
-                    _unlink(tmp_name)
-                    return file_id, size, md5, None
-                return file_id, size, md5, tmp_name
+                incoming.write(_read_into(src, bytearray(CHUNK_SIZE)))
+                incoming.close()
+                file_id = id_for(source, incoming.md5)
+                if self.has(file_id, incoming.md5):
+                    incoming.discard()
+                    return file_id, incoming.size, incoming.md5, None
+                return file_id, incoming.size, incoming.md5, incoming.name
             except BaseException:
-                _unlink(tmp_name)
+                incoming.discard()
                 raise
 
     def verify(self, file_id: uuid.UUID, md5: str) -> bool:
@@ -564,6 +529,53 @@ class FileStore:
                 fsync_directory(directory)
 
 
+class _Incoming:
+    """Bytes on their way into the store: a temp file on the store's filesystem, hashed as they
+    are written. Every way in (an upload, many files on one stream, a local copy) writes through
+    here; the caller then flushes and publishes it (renamed into place) or discards it."""
+
+    def __init__(self, store: FileStore, file_id: uuid.UUID, fd: int, name: str,
+                 digest: "hashlib._Hash | None" = None, size: int = 0):
+        self.store, self.file_id, self.fd, self.name = store, file_id, fd, name
+        self.digest = digest or hashlib.md5()
+        self.size = size  # bytes in the file (a claimed partial's prefix included)
+
+    def write(self, chunks: Iterable[bytes], max_bytes: int | None = None) -> None:
+        """Hash and write each chunk; FileTooLarge, before writing it, at the chunk that would
+        take the file past ``max_bytes``. Errors of the disk are StoreWriteFailed; those of
+        ``chunks`` (a stream that broke) pass as they are."""
+        for chunk in chunks:
+            if max_bytes is not None and self.size + len(chunk) > max_bytes:
+                raise FileTooLarge(f"file {self.file_id.hex} is larger than the limit of {max_bytes} bytes")
+            self.digest.update(chunk)
+            self.store._write(self.fd, chunk)
+            self.size += len(chunk)
+
+    @property
+    def md5(self) -> str:
+        return self.digest.hexdigest()
+
+    def close(self, flush: bool = False) -> None:
+        """Close the file, flushed to disk first when ``flush`` (else the caller flushes it by
+        name, in the flushing threads). Closing again does nothing."""
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        try:
+            if flush:
+                with self.store._disk():
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Close and remove the temp file (gone already, e.g. kept as a partial: nothing to do)."""
+        try:
+            self.close()
+        finally:
+            _unlink(self.name)
+
+
 def _owner_key(owner: str) -> str:
     """A file-name-safe key for the account a partial file belongs to."""
     return hashlib.sha256(owner.encode()).hexdigest()[:16]
@@ -573,6 +585,23 @@ def _chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
     if hasattr(source, "read"):
         return iter(lambda: source.read(CHUNK_SIZE), b"")
     return source
+
+
+def _exactly(stream: BinaryIO, size: int, piece: int) -> Iterable[bytes]:
+    """The next ``size`` bytes of ``stream``, ``piece`` at a time; TruncatedUpload if it ends first."""
+    left = size
+    while left:
+        chunk = stream.read(min(piece, left))
+        if not chunk:
+            raise TruncatedUpload(f"the body ended {left} bytes early")
+        left -= len(chunk)
+        yield chunk
+
+
+def _read_into(source: BinaryIO, buffer: bytearray) -> Iterable[memoryview]:
+    """A local file's bytes through one reused buffer (each piece is valid until the next)."""
+    while n := source.readinto(buffer):
+        yield memoryview(buffer)[:n]
 
 
 def _drain(stream: BinaryIO, size: int) -> None:

@@ -32,6 +32,20 @@ from .records import files_of, held_md5_problem, md5_contradiction
 from .upload_failures import refused_too_often
 
 
+# What the archive holds of one entity: its file records' MD5s, its statuses' camera, validity
+# and longitude, and the event itself. The tables are records.py's and statuses.py's; read here
+# together because a version-1 import is one request, and each round trip costs it.
+WHAT_IS_HELD = """
+SELECT 'file', file_id, md5, NULL, NULL::timestamptz, NULL::timestamptz, NULL::double precision
+FROM file_record WHERE file_id = ANY(%(file_ids)s::uuid[])
+UNION ALL
+SELECT 'status', status_id, NULL, camera_id, valid_from, valid_to, long
+FROM camera_status WHERE status_id = ANY(%(status_ids)s::uuid[])
+UNION ALL
+SELECT 'event', event_id, NULL, NULL, NULL, NULL, NULL FROM event WHERE event_id = %(event_id)s
+"""
+
+
 class ImportOutcome:
     """What ``import_entity`` did with a record, or what it needs first."""
 
@@ -81,14 +95,13 @@ class ImportStore:
     def _decide_import(self, cur, entity: Event | FileRecord, user_id: str | None) -> ImportOutcome:
         parts = _parts(entity)
         files = [(path, item) for path, item in parts if isinstance(item, FileRecord)]
-        held_md5 = self._held_md5s(cur, [f.file_id for _, f in files])
+        held_md5, rows, event_held = _what_is_held(cur, entity, parts)
         for path, record in files:
             problem = md5_contradiction(record, held_md5.get(record.file_id))
             if problem:
                 return Refused(f"{path}.md5: {problem}")
-        if (entity.file_id in held_md5 if isinstance(entity, FileRecord) else self._has_event(cur, entity.event_id)):
+        if entity.file_id in held_md5 if isinstance(entity, FileRecord) else event_held:
             return AlreadyHeld()
-        rows = self._status_rows(cur, {item.status_id for _, item in parts})
         for _, item in parts:
             if item.status_id not in rows:
                 return NeedsStatus(item.status_id)
@@ -99,12 +112,8 @@ class ImportStore:
         for path, record in files:
             if not self.file_store.has(record.file_id, record.md5):
                 return self._bytes_wanted(cur, path, record, user_id)
-        longitudes = {status_id: row[4] for status_id, row in rows.items()}
-        if isinstance(entity, Event):
-            stored = self._insert_event(cur, entity, longitudes, user_id)
-        else:
-            stored = self._insert_file(cur, entity, longitudes[entity.status_id], user_id)
-        return Stored() if stored else AlreadyHeld()
+        written = self._insert_many(cur, [entity], {status_id: row[4] for status_id, row in rows.items()}, user_id)
+        return Stored() if (entity.event_id if isinstance(entity, Event) else entity.file_id) in written else AlreadyHeld()
 
     def _bytes_wanted(self, cur, path: str, record: FileRecord, user_id: str | None) -> ImportOutcome:
         """The file's bytes are not held: ask for them, unless that is pointless."""
@@ -189,9 +198,8 @@ class ImportStore:
             problem, longitudes = self._check_importable(cur, entity, held_md5=held_md5)
             if problem:
                 raise Conflict(problem)
-            if isinstance(entity, Event):
-                return self._insert_event(cur, entity, longitudes, user_id)
-            return self._insert_file(cur, entity, longitudes[entity.status_id], user_id)
+            written = self._insert_many(cur, [entity], longitudes, user_id)
+            return (entity.event_id if isinstance(entity, Event) else entity.file_id) in written
 
     @retry_stale
     def import_file_record(self, file_record: FileRecord, user_id: str) -> bool:
@@ -206,6 +214,25 @@ class ImportStore:
         Raises Conflict (nothing written) when a status or file's bytes are missing or contradict it,
         or one of its file ids is held with another MD5."""
         return self._import(event, user_id)
+
+
+def _what_is_held(cur, entity: Event | FileRecord, parts: list[tuple[str, Event | FileRecord]]
+                  ) -> tuple[dict[uuid.UUID, str], dict[uuid.UUID, tuple], bool]:
+    """({file_id: MD5} of the entity's file records held, {status_id: validity row} of its
+    statuses held, whether the event is held), read in one round trip: the decision's only read."""
+    cur.execute(WHAT_IS_HELD, {
+        "file_ids": [item.file_id for _, item in parts if isinstance(item, FileRecord)],
+        "status_ids": list({item.status_id for _, item in parts}),
+        "event_id": entity.event_id if isinstance(entity, Event) else None})
+    held_md5, rows, event_held = {}, {}, False
+    for kind, held_id, md5, camera_id, valid_from, valid_to, longitude in cur.fetchall():
+        if kind == "file":
+            held_md5[held_id] = md5
+        elif kind == "status":
+            rows[held_id] = (held_id, camera_id, valid_from, valid_to, longitude)
+        else:
+            event_held = True
+    return held_md5, rows, event_held
 
 
 def _parts(entity: Event | FileRecord) -> list[tuple[str, Event | FileRecord]]:

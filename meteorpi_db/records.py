@@ -24,22 +24,6 @@ from meteorpi_model import Event, FileRecord, Meta, NSString, as_uuid, night_off
 from .errors import Conflict
 from .pool import retry_stale
 
-INSERT_FILE = """
-INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type,
-                         semantic_type, file_name, file_size, md5)
-VALUES (%(file_id)s, %(camera_id)s, %(status_id)s, %(file_time)s, %(file_offset)s, %(mime_type)s,
-        %(semantic_type)s, %(file_name)s, %(file_size)s, %(md5)s)
-ON CONFLICT (file_id) DO NOTHING
-"""
-INSERT_EVENT = """
-INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type)
-VALUES (%(event_id)s, %(camera_id)s, %(status_id)s, %(event_time)s, %(event_offset)s, %(event_type)s)
-ON CONFLICT (event_id) DO NOTHING
-"""
-INSERT_IMPORT = """
-INSERT INTO import_record (entity_id, entity_type, user_id)
-VALUES (%(entity_id)s, %(entity_type)s, %(user_id)s) ON CONFLICT (entity_id) DO NOTHING
-"""
 SELECT_FILES = """
 SELECT file_id, camera_id, status_id, file_time, mime_type, semantic_type, file_name, file_size, md5
 FROM file_record WHERE file_id = ANY(%(ids)s)
@@ -240,35 +224,6 @@ class RecordStore:
         return _held(cur, HELD_FILES, file_ids)
 
     # -- writing ------------------------------------------------------------------------------
-    def _insert_file(self, cur, record: FileRecord, longitude: float, user_id: str | None) -> bool:
-        """Write a file record unless its id is held (False); Conflict if held with another MD5."""
-        cur.execute(INSERT_FILE, _file_params(record, longitude))
-        if cur.rowcount == 0:
-            problem = md5_contradiction(record, self._held_md5s(cur, [record.file_id]).get(record.file_id))
-            if problem:
-                raise Conflict(problem)
-            return False
-        _insert(cur, BULK_FILE_META, [tuple(r.values()) for r in _meta_rows(record.file_id, record.meta)])
-        if user_id is not None:
-            cur.execute(INSERT_IMPORT, {"entity_id": record.file_id, "entity_type": "file", "user_id": user_id})
-        return True
-
-    def _insert_event(self, cur, event: Event, longitudes: dict, user_id: str | None) -> bool:
-        cur.execute(INSERT_EVENT, {"event_id": event.event_id, "camera_id": event.camera_id,
-                                   "status_id": event.status_id, "event_time": event.event_time,
-                                   "event_offset": night_offset_seconds(event.event_time, longitudes[event.status_id]),
-                                   "event_type": str(event.event_type)})
-        if cur.rowcount == 0:
-            return False
-        for f in event.files:
-            self._insert_file(cur, f, longitudes[f.status_id], user_id)
-        # one statement each, not one round trip per row
-        _insert(cur, BULK_EVENT_FILES, [(event.event_id, i, f.file_id) for i, f in enumerate(event.files)])
-        _insert(cur, BULK_EVENT_META, [tuple(r.values()) for r in _meta_rows(event.event_id, event.meta)])
-        if user_id is not None:
-            cur.execute(INSERT_IMPORT, {"entity_id": event.event_id, "entity_type": "event", "user_id": user_id})
-        return True
-
     @retry_stale
     def register_file(self, file_path: str | os.PathLike, mime_type: str, semantic_type: NSString | str,
                       file_time: _dt.datetime, file_metas: list[Meta] | None, camera_id: str,
@@ -287,7 +242,7 @@ class RecordStore:
                                 file_name=file_name, file_size=size, md5=md5,
                                 meta=list(file_metas or [])).validate()
             with self.transaction() as cur:
-                self._insert_file(cur, record, status.location.long, None)
+                self._insert_many(cur, [record], {status.status_id: status.location.long}, None)
         except BaseException:
             self.file_store.remove(file_id, md5)
             raise
@@ -310,11 +265,17 @@ class RecordStore:
             others = {f.status_id for f in event.files} - {status.status_id}
             if others:
                 longitudes.update({sid: row[4] for sid, row in self._status_rows(cur, others).items()})
-            self._insert_event(cur, event, longitudes, None)
+            self._insert_many(cur, [event], longitudes, None)
         return event
 
-    def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict, user_id: str | None) -> None:
-        """Write entities set-wise; Conflict when a file row found held has another MD5."""
+    def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict,
+                     user_id: str | None) -> set[uuid.UUID]:
+        """Write entities (with their files, metadata and file order) set-wise, each unless held;
+        the ids of those written. Conflict when a file row found held has another MD5.
+
+        The one way event and file rows are written: whatever the number of entities, events
+        and file records take a statement each (in id order, so concurrent writers lock rows in
+        the same order), and everything that hangs off them one more round trip."""
         events = [e for e in entities if isinstance(e, Event)]
         new_events = set(_returned(cur, BULK_EVENTS, [
             (e.event_id, e.camera_id, e.status_id, e.event_time,
@@ -329,12 +290,14 @@ class RecordStore:
             tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
         self._check_held_md5s(cur, [f for f in files if f.file_id not in new_files])
         files = [f for f in files if f.file_id in new_files]
-        _insert(cur, BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)])
-        _insert(cur, BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)])
-        _insert(cur, BULK_EVENT_FILES, [(e.event_id, i, f.file_id) for e in events for i, f in enumerate(e.files)])
-        if user_id is not None:  # None: registered on this node, not imported
-            _insert(cur, BULK_IMPORTS, [(e.event_id, "event", user_id) for e in events]
-                    + [(f.file_id, "file", user_id) for f in files])
+        _insert_all(cur, [
+            (BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)]),
+            (BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)]),
+            (BULK_EVENT_FILES, [(e.event_id, i, f.file_id) for e in events for i, f in enumerate(e.files)]),
+            # None: registered on this node, not imported
+            (BULK_IMPORTS, [] if user_id is None else [(e.event_id, "event", user_id) for e in events]
+             + [(f.file_id, "file", user_id) for f in files])])
+        return new_events | new_files
 
     def _check_held_md5s(self, cur, records: list[FileRecord]) -> None:
         """Conflict if a file row an insert found held (perhaps written by another import since
@@ -359,6 +322,17 @@ def _returned(cur, query: str, rows: list[tuple]) -> list:
     return [row[0] for row in execute_values(cur, query, rows, page_size=PAGE, fetch=True)]
 
 
-def _insert(cur, query: str, rows: list[tuple]) -> None:
-    if rows:
-        execute_values(cur, query, rows, page_size=PAGE)
+def _insert_all(cur, inserts: list[tuple[str, list[tuple]]]) -> None:
+    """Run several ``INSERT ... VALUES %s`` (each with its rows, PAGE rows per statement) in one
+    round trip: the values are bound by the driver (``mogrify``), as ``execute_values`` does."""
+    statements = []
+    for query, rows in inserts:
+        if not rows:
+            continue
+        before, after = query.encode().split(b"%s")
+        row_template = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+        for start in range(0, len(rows), PAGE):
+            values = b",".join(cur.mogrify(row_template, row) for row in rows[start:start + PAGE])
+            statements.append(before + values + after)
+    if statements:
+        cur.execute(b";".join(statements))
