@@ -7,9 +7,10 @@ from .database import MeteorDatabase, embedded_url
 from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError,
                      FileStoreError, NotFound, StorageUnavailable)
 from .file_store import FileStore, FileTooLarge, Md5Mismatch, StoreWriteFailed, TruncatedUpload
+from .imports import AlreadyHeld, ImportOutcome, NeedsBytes, NeedsStatus, Refused, Stored
 from .records import md5_contradiction
 
-__all__ = ["Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError",
-           "FileStore", "FileStoreError", "FileTooLarge", "Md5Mismatch", "MeteorDatabase", "NotFound",
-           "StorageUnavailable", "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config",
-           "md5_contradiction"]
+__all__ = ["AlreadyHeld", "Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError",
+           "FileStore", "FileStoreError", "FileTooLarge", "ImportOutcome", "Md5Mismatch",
+           "MeteorDatabase", "NeedsBytes", "NeedsStatus", "NotFound", "Refused", "StorageUnavailable", "Stored",
+           "StoreWriteFailed", "TruncatedUpload", "embedded_url", "load_config", "md5_contradiction"]

@@ -26,13 +26,12 @@ import uuid
 from typing import Callable, Iterable
 
 import psycopg2
-from psycopg2.extras import execute_values
 
-from meteorpi_model import CameraStatus, Event, FileRecord, night_offset_seconds
+from meteorpi_model import CameraStatus, Event, FileRecord
 
 from .errors import Conflict
 from .pool import retry_stale
-from .records import _file_params, _files, _meta_rows, held_md5_problem, md5_contradiction
+from .records import files_of, held_md5_problem
 
 log = logging.getLogger("meteorpi.db")
 # What the database may refuse of one entity's rows, refusing that entity and not the batch: a
@@ -40,31 +39,6 @@ log = logging.getLogger("meteorpi.db")
 # deadlocks and serialisation failures (OperationalError) still end the whole transaction: it is
 # retried whole (retry_stale) or answered 503.
 REFUSALS = (Conflict, psycopg2.IntegrityError, psycopg2.DataError, psycopg2.NotSupportedError)
-
-HELD_STATUSES = "SELECT status_id FROM camera_status WHERE status_id = ANY(%(ids)s)"
-HELD_EVENTS = "SELECT event_id FROM event WHERE event_id = ANY(%(ids)s)"
-HELD_FILES = "SELECT file_id FROM file_record WHERE file_id = ANY(%(ids)s)"
-BULK_EVENTS = """
-INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type) VALUES %s
-ON CONFLICT (event_id) DO NOTHING RETURNING event_id
-"""
-BULK_FILES = """
-INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type, semantic_type,
-                         file_name, file_size, md5) VALUES %s
-ON CONFLICT (file_id) DO NOTHING RETURNING file_id
-"""
-BULK_FILE_META = """
-INSERT INTO file_meta (file_id, meta_index, meta_key, string_value, number_value, date_value) VALUES %s
-"""
-BULK_EVENT_META = """
-INSERT INTO event_meta (event_id, meta_index, meta_key, string_value, number_value, date_value) VALUES %s
-"""
-BULK_EVENT_FILES = "INSERT INTO event_file (event_id, file_index, file_id) VALUES %s"
-BULK_IMPORTS = """
-INSERT INTO import_record (entity_id, entity_type, user_id) VALUES %s ON CONFLICT (entity_id) DO NOTHING
-"""
-PAGE = 1000
-
 
 class BatchStore:
     """Mixed into MeteorDatabase: bulk look-ups and bulk imports for the fast path."""
@@ -75,13 +49,9 @@ class BatchStore:
         """(statuses, events, file records) among those given that are not held, in given order."""
         out = []
         with self.transaction() as cur:
-            for query, ids in ((HELD_STATUSES, list(status_ids)), (HELD_EVENTS, list(event_ids)),
-                               (HELD_FILES, list(file_ids))):
-                if not ids:
-                    out.append([])
-                    continue
-                cur.execute(query, {"ids": ids})
-                held = {row[0] for row in cur.fetchall()}
+            for held_among, ids in ((self._held_status_ids, list(status_ids)), (self._held_event_ids, list(event_ids)),
+                                    (self._held_file_ids, list(file_ids))):
+                held = held_among(cur, ids)
                 out.append([i for i in ids if i not in held])
         return out[0], out[1], out[2]
 
@@ -111,8 +81,8 @@ class BatchStore:
                 results: dict) -> tuple[list[Event | FileRecord], dict[uuid.UUID, float]]:
         """Check each entity against what is held and what the batch named before it; fills
         ``results``; (the entities to write, {status_id: longitude} of the statuses held)."""
-        held_events = set(_held(cur, HELD_EVENTS, [e.event_id for e in entities if isinstance(e, Event)]))
-        held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in _files(e)})
+        held_events = self._held_event_ids(cur, [e.event_id for e in entities if isinstance(e, Event)])
+        held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in files_of(e)})
         named: dict[uuid.UUID, str] = {}  # file_id -> MD5 of the files the batch's accepted entities name
         rows = self._status_rows(cur, {s for e in entities for s in e.status_ids})
         accepted = []
@@ -125,42 +95,10 @@ class BatchStore:
                            else self._check_importable(cur, entity, rows, held_md5)[0]))
             results[entity_id] = problem
             if problem is None:
-                named.update((f.file_id, f.md5) for f in _files(entity) if f.file_id not in held_md5)
+                named.update((f.file_id, f.md5) for f in files_of(entity) if f.file_id not in held_md5)
                 if not held:
                     accepted.append(entity)
         return accepted, {sid: row[4] for sid, row in rows.items()}
-
-    def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict, user_id: str) -> None:
-        """Write entities set-wise; Conflict when a file row found held has another MD5."""
-        events = [e for e in entities if isinstance(e, Event)]
-        new_events = set(_returned(cur, BULK_EVENTS, [
-            (e.event_id, e.camera_id, e.status_id, e.event_time,
-             night_offset_seconds(e.event_time, longitudes[e.status_id]), str(e.event_type)) for e in events]))
-        events = [e for e in events if e.event_id in new_events]
-        by_id = {f.file_id: f for e in events for f in e.files}
-        for record in entities:
-            if isinstance(record, FileRecord):
-                by_id.setdefault(record.file_id, record)  # a file also inside an event is written once
-        files = sorted(by_id.values(), key=lambda f: f.file_id.bytes)
-        new_files = set(_returned(cur, BULK_FILES, [
-            tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
-        self._check_held_md5s(cur, [f for f in files if f.file_id not in new_files])
-        files = [f for f in files if f.file_id in new_files]
-        _insert(cur, BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)])
-        _insert(cur, BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)])
-        _insert(cur, BULK_EVENT_FILES, [(e.event_id, i, f.file_id) for e in events for i, f in enumerate(e.files)])
-        if user_id is not None:  # None: registered on this node, not imported
-            _insert(cur, BULK_IMPORTS, [(e.event_id, "event", user_id) for e in events]
-                    + [(f.file_id, "file", user_id) for f in files])
-
-    def _check_held_md5s(self, cur, records: list[FileRecord]) -> None:
-        """Conflict if a file row an insert found held (perhaps written by another import since
-        the batch was checked) has another MD5 than the record that was to be written."""
-        held_md5 = self._held_md5s(cur, [r.file_id for r in records])
-        for record in records:
-            problem = md5_contradiction(record, held_md5.get(record.file_id))
-            if problem:
-                raise Conflict(problem)
 
 
 @contextlib.contextmanager
@@ -232,22 +170,6 @@ def _refused_status(entity: Event | FileRecord, refused_statuses: dict[uuid.UUID
     return None
 
 
-def _held(cur, query: str, ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    if not ids:
-        return []
-    cur.execute(query, {"ids": ids})
-    return [row[0] for row in cur.fetchall()]
-
-
-def _returned(cur, query: str, rows: list[tuple]) -> list:
-    if not rows:
-        return []
-    return [row[0] for row in execute_values(cur, query, rows, page_size=PAGE, fetch=True)]
-
-
-def _insert(cur, query: str, rows: list[tuple]) -> None:
-    if rows:
-        execute_values(cur, query, rows, page_size=PAGE)
 
 
 def _describe(entity: Event | FileRecord) -> str:

@@ -4,7 +4,7 @@ PostgreSQL holds the records, the file store holds the bytes. ``MeteorDatabase()
 configuration (the embedded server under the data directory unless ``database.url`` is set);
 ``MeteorDatabase(url=..., file_store_path=...)`` is explicit. Every public method runs in its own
 transaction and may be called from several threads; the table families live in the mixins
-(``statuses``, ``records``, ``batches``, ``searches``, ``users``, ``export_configs``, ``export_marking``,
+(``statuses``, ``records``, ``imports``, ``batches``, ``searches``, ``users``, ``export_configs``, ``export_marking``,
 ``export_queue``, ``upload_failures``,
 ``registrations``, ``feed``, ``overview``, ``watches``, ``coincidences``, ``notifications``, ``matcher``),
 each with its SQL beside it.
@@ -29,6 +29,7 @@ from .export_queue import ExportQueueStore
 from .coincidences import CoincidenceStore
 from .feed import FeedStore
 from .file_store import FileStore
+from .imports import ImportStore
 from .matcher import MatcherStore
 from .migrations import migrate
 from .overview import OverviewStore
@@ -78,7 +79,7 @@ def ensure_database(admin_url: str, database: str) -> None:
         conn.close()
 
 
-class MeteorDatabase(StatusStore, RecordStore, BatchStore, SearchStore, UserStore, ExportConfigStore,
+class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchStore, UserStore, ExportConfigStore,
                      ExportMarkingStore, ExportQueueStore,
                      RegistrationStore, UploadFailureStore, FeedStore, OverviewStore, WatchStore,
                      CoincidenceStore, NotificationStore, MatcherStore):

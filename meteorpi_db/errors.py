@@ -2,8 +2,8 @@
 
     MeteorpiError                     (meteorpi_model) root of everything meteorpi raises
     ├── ValidationError               (meteorpi_model) bad input, names the field path
+    ├── ConfigError                   configuration file or environment is wrong: fix it, not the storage
     └── DatabaseError                 something about storage went wrong
-        ├── ConfigError               configuration file or environment is wrong
         ├── StorageUnavailable        PostgreSQL cannot be reached: retry later (HTTP 503)
         ├── EmbeddedServerError       the embedded PostgreSQL would not start
         ├── NotFound                  the named entity / user / export does not exist
@@ -18,16 +18,17 @@ Driver exceptions are kept as ``.original`` and chained (``raise ... from e``).
 from meteorpi_model.errors import MeteorpiError
 
 
+class ConfigError(MeteorpiError):
+    """The configuration is wrong; the message names the key. Not a DatabaseError: retrying or
+    checking the database does not help, the file or the environment must change."""
+
+
 class DatabaseError(MeteorpiError):
-    """Root of meteorpi_db's exceptions."""
+    """Root of meteorpi_db's storage exceptions."""
 
     def __init__(self, message: str, original: BaseException | None = None):
         super().__init__(message)
         self.original = original
-
-
-class ConfigError(DatabaseError):
-    """The configuration is wrong; the message names the key."""
 
 
 class StorageUnavailable(DatabaseError):

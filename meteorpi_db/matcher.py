@@ -20,7 +20,7 @@ from .coincidences import Coincidence, NewEvent
 from .feed import SELECT_AFTER, Cursor, _item
 from .notifications import RateBook
 from .pool import retry_stale
-from .records import _meta_from_row
+from .records import meta_from_row
 
 LOCK_KEY = 0x7761746368  # "watch"
 TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%(key)s)"
@@ -132,7 +132,7 @@ class MatcherStore:
         if ids:
             cur.execute(SELECT_META, {"ids": ids})
             for event_id, *rest in cur.fetchall():
-                out.setdefault(event_id, []).append(_meta_from_row(*rest))
+                out.setdefault(event_id, []).append(meta_from_row(*rest))
         return out
 
     @staticmethod

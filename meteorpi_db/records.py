@@ -1,6 +1,7 @@
-"""File records and events: registered on a camera node, imported on a server.
+"""File records and events: their rows, registered on a camera node, written by imports.
 
-An event is stored with its file records, their metadata and the file order in one
+This module owns the SQL of ``event``, ``event_meta``, ``event_file``, ``file_record``,
+``file_meta`` and ``import_record``; what may be imported is decided in imports.py. An event is stored with its file records, their metadata and the file order in one
 transaction; an id already held makes the import a no-op (``ON CONFLICT DO NOTHING``), so two
 nodes delivering the same event at the same moment both succeed and one copy is kept
 (docs/protocol.md weak point 4). A file id held with another MD5 is no such no-op: the record that
@@ -16,39 +17,13 @@ import uuid
 from collections import defaultdict
 from typing import Iterable, Mapping
 
-from meteorpi_model import (CameraStatus, Event, FileRecord, Meta, NSString, as_uuid,
-                            night_offset_seconds)
+from psycopg2.extras import execute_values
+
+from meteorpi_model import Event, FileRecord, Meta, NSString, as_uuid, night_offset_seconds
 
 from .errors import Conflict
 from .pool import retry_stale
 
-INSERT_FILE = """
-INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type,
-                         semantic_type, file_name, file_size, md5)
-VALUES (%(file_id)s, %(camera_id)s, %(status_id)s, %(file_time)s, %(file_offset)s, %(mime_type)s,
-        %(semantic_type)s, %(file_name)s, %(file_size)s, %(md5)s)
-ON CONFLICT (file_id) DO NOTHING
-"""
-INSERT_FILE_META = """
-INSERT INTO file_meta (file_id, meta_index, meta_key, string_value, number_value, date_value)
-VALUES (%(owner_id)s, %(meta_index)s, %(meta_key)s, %(string_value)s, %(number_value)s, %(date_value)s)
-"""
-INSERT_EVENT = """
-INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type)
-VALUES (%(event_id)s, %(camera_id)s, %(status_id)s, %(event_time)s, %(event_offset)s, %(event_type)s)
-ON CONFLICT (event_id) DO NOTHING
-"""
-INSERT_EVENT_META = """
-INSERT INTO event_meta (event_id, meta_index, meta_key, string_value, number_value, date_value)
-VALUES (%(owner_id)s, %(meta_index)s, %(meta_key)s, %(string_value)s, %(number_value)s, %(date_value)s)
-"""
-INSERT_EVENT_FILE = """
-INSERT INTO event_file (event_id, file_index, file_id) VALUES (%(event_id)s, %(file_index)s, %(file_id)s)
-"""
-INSERT_IMPORT = """
-INSERT INTO import_record (entity_id, entity_type, user_id)
-VALUES (%(entity_id)s, %(entity_type)s, %(user_id)s) ON CONFLICT (entity_id) DO NOTHING
-"""
 SELECT_FILES = """
 SELECT file_id, camera_id, status_id, file_time, mime_type, semantic_type, file_name, file_size, md5
 FROM file_record WHERE file_id = ANY(%(ids)s)
@@ -70,15 +45,29 @@ SELECT event_id, file_id FROM event_file WHERE event_id = ANY(%(ids)s) ORDER BY 
 HAS_FILE = "SELECT 1 FROM file_record WHERE file_id = %(id)s"
 SELECT_FILE_MD5S = "SELECT file_id, md5 FROM file_record WHERE file_id = ANY(%(ids)s)"
 HAS_EVENT = "SELECT 1 FROM event WHERE event_id = %(id)s"
-SELECT_STATUS_VALIDITY = """
-SELECT status_id, camera_id, valid_from, valid_to, long FROM camera_status WHERE status_id = ANY(%(ids)s)
+HELD_EVENTS = "SELECT event_id FROM event WHERE event_id = ANY(%(ids)s)"
+HELD_FILES = "SELECT file_id FROM file_record WHERE file_id = ANY(%(ids)s)"
+# Many at once (the fast path, registrations): one statement per PAGE rows.
+BULK_EVENTS = """
+INSERT INTO event (event_id, camera_id, status_id, event_time, event_offset, event_type) VALUES %s
+ON CONFLICT (event_id) DO NOTHING RETURNING event_id
 """
-SELECT_STATUS_AT = """
-SELECT status_id FROM camera_status
-WHERE camera_id = %(camera_id)s AND valid_from <= %(time)s AND (valid_to IS NULL OR valid_to > %(time)s)
-ORDER BY valid_from DESC LIMIT 1
+BULK_FILES = """
+INSERT INTO file_record (file_id, camera_id, status_id, file_time, file_offset, mime_type, semantic_type,
+                         file_name, file_size, md5) VALUES %s
+ON CONFLICT (file_id) DO NOTHING RETURNING file_id
 """
-
+BULK_FILE_META = """
+INSERT INTO file_meta (file_id, meta_index, meta_key, string_value, number_value, date_value) VALUES %s
+"""
+BULK_EVENT_META = """
+INSERT INTO event_meta (event_id, meta_index, meta_key, string_value, number_value, date_value) VALUES %s
+"""
+BULK_EVENT_FILES = "INSERT INTO event_file (event_id, file_index, file_id) VALUES %s"
+BULK_IMPORTS = """
+INSERT INTO import_record (entity_id, entity_type, user_id) VALUES %s ON CONFLICT (entity_id) DO NOTHING
+"""
+PAGE = 1000
 
 def _meta_rows(owner_id: uuid.UUID, metas: Iterable[Meta]) -> list[dict]:
     rows = []
@@ -90,7 +79,7 @@ def _meta_rows(owner_id: uuid.UUID, metas: Iterable[Meta]) -> list[dict]:
     return rows
 
 
-def _meta_from_row(key, string_value, number_value, date_value) -> Meta:
+def meta_from_row(key, string_value, number_value, date_value) -> Meta:
     if date_value is not None:
         return Meta(key=NSString.from_string(key), value=_utc(date_value), type="date")
     if number_value is not None:
@@ -113,14 +102,15 @@ def md5_contradiction(record: FileRecord, held_md5: str | None, held_as: str = "
 def held_md5_problem(entity: Event | FileRecord, held_md5: Mapping[uuid.UUID, str],
                      held_as: str = "is held") -> str | None:
     """The first of ``entity``'s files held (``held_md5``: file_id -> MD5) with another MD5."""
-    for record in _files(entity):
+    for record in files_of(entity):
         problem = md5_contradiction(record, held_md5.get(record.file_id), held_as)
         if problem:
             return problem if isinstance(entity, FileRecord) else f"event {entity.event_id.hex}: {problem}"
     return None
 
 
-def _files(entity: Event | FileRecord) -> list[FileRecord]:
+def files_of(entity: Event | FileRecord) -> list[FileRecord]:
+    """The file records an entity names: an event's files, or the file record itself."""
     return list(entity.files) if isinstance(entity, Event) else [entity]
 
 
@@ -142,7 +132,7 @@ class RecordStore:
         cur.execute(SELECT_FILE_META, {"ids": list(file_ids)})
         metas = defaultdict(list)
         for file_id, *meta in cur.fetchall():
-            metas[file_id].append(_meta_from_row(*meta))
+            metas[file_id].append(meta_from_row(*meta))
         cur.execute(SELECT_FILES, {"ids": list(file_ids)})
         by_id = {}
         for file_id, camera_id, status_id, file_time, mime, semantic, name, size, md5 in cur.fetchall():
@@ -160,7 +150,7 @@ class RecordStore:
         cur.execute(SELECT_EVENT_META, {"ids": ids})
         metas = defaultdict(list)
         for event_id, *meta in cur.fetchall():
-            metas[event_id].append(_meta_from_row(*meta))
+            metas[event_id].append(meta_from_row(*meta))
         cur.execute(SELECT_EVENT_FILES, {"ids": ids})
         file_ids = defaultdict(list)
         for event_id, file_id in cur.fetchall():
@@ -217,130 +207,23 @@ class RecordStore:
         with self.transaction() as cur:
             return self._held_md5s(cur, file_ids)
 
+    def _has_event(self, cur, event_id: uuid.UUID) -> bool:
+        cur.execute(HAS_EVENT, {"id": event_id})
+        return cur.fetchone() is not None
+
     @retry_stale
     def has_event_id(self, event_id) -> bool:
         """Whether an event with this id is held."""
         with self.transaction() as cur:
-            cur.execute(HAS_EVENT, {"id": as_uuid(event_id)})
-            return cur.fetchone() is not None
+            return self._has_event(cur, as_uuid(event_id))
+
+    def _held_event_ids(self, cur, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        return _held(cur, HELD_EVENTS, event_ids)
+
+    def _held_file_ids(self, cur, file_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        return _held(cur, HELD_FILES, file_ids)
 
     # -- writing ------------------------------------------------------------------------------
-    def _insert_file(self, cur, record: FileRecord, longitude: float, user_id: str | None) -> bool:
-        """Write a file record unless its id is held (False); Conflict if held with another MD5."""
-        cur.execute(INSERT_FILE, _file_params(record, longitude))
-        if cur.rowcount == 0:
-            problem = md5_contradiction(record, self._held_md5s(cur, [record.file_id]).get(record.file_id))
-            if problem:
-                raise Conflict(problem)
-            return False
-        if record.meta:
-            cur.executemany(INSERT_FILE_META, _meta_rows(record.file_id, record.meta))
-        if user_id is not None:
-            cur.execute(INSERT_IMPORT, {"entity_id": record.file_id, "entity_type": "file", "user_id": user_id})
-        return True
-
-    def _insert_event(self, cur, event: Event, longitudes: dict, user_id: str | None) -> bool:
-        cur.execute(INSERT_EVENT, {"event_id": event.event_id, "camera_id": event.camera_id,
-                                   "status_id": event.status_id, "event_time": event.event_time,
-                                   "event_offset": night_offset_seconds(event.event_time, longitudes[event.status_id]),
-                                   "event_type": str(event.event_type)})
-        if cur.rowcount == 0:
-            return False
-        for f in event.files:
-            self._insert_file(cur, f, longitudes[f.status_id], user_id)
-        if event.files:
-            cur.executemany(INSERT_EVENT_FILE, [{"event_id": event.event_id, "file_index": i, "file_id": f.file_id}
-                                                for i, f in enumerate(event.files)])
-        if event.meta:
-            cur.executemany(INSERT_EVENT_META, _meta_rows(event.event_id, event.meta))
-        if user_id is not None:
-            cur.execute(INSERT_IMPORT, {"entity_id": event.event_id, "entity_type": "event", "user_id": user_id})
-        return True
-
-    def _check_importable(self, cur, entity: Event | FileRecord, statuses: dict | None = None,
-                          held_md5: Mapping[uuid.UUID, str] | None = None) -> tuple[str | None, dict]:
-        """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot.
-        ``statuses`` (status_id -> validity row) and ``held_md5`` (file_id -> MD5 of the records
-        held) spare the queries when a batch loaded them."""
-        timed = [entity] + (list(entity.files) if isinstance(entity, Event) else [])
-        if statuses is None:
-            statuses = self._status_rows(cur, {t.status_id for t in timed})
-        for item in timed:
-            what = f"{'event' if isinstance(item, Event) else 'file'} {item.event_id.hex if isinstance(item, Event) else item.file_id.hex}"
-            row = statuses.get(item.status_id)
-            if row is None:
-                return f"{what}: camera status {item.status_id.hex} is not held", {}
-            _, camera_id, valid_from, valid_to, _ = row
-            if camera_id != item.camera_id:
-                return f"{what}: camera {item.camera_id!r} differs from status {item.status_id.hex}'s camera {camera_id!r}", {}
-            time = item.event_time if isinstance(item, Event) else item.file_time
-            if time < valid_from or (valid_to is not None and time >= valid_to):
-                return (f"{what}: time {time.isoformat()} lies outside the validity of camera status "
-                        f"{item.status_id.hex} ({valid_from.isoformat()} to "
-                        f"{valid_to.isoformat() if valid_to else 'open'})"), {}
-        if held_md5 is None:
-            held_md5 = self._held_md5s(cur, [f.file_id for f in _files(entity)])
-        problem = held_md5_problem(entity, held_md5)
-        if problem:
-            return problem, {}
-        for f in _files(entity):
-            if not self.file_store.has(f.file_id, f.md5):
-                return f"file {f.file_id.hex}: verified bytes with MD5 {f.md5} are not held", {}
-        return None, {t.status_id: statuses[t.status_id][4] for t in timed}
-
-    def _status_rows(self, cur, status_ids) -> dict:
-        """status_id -> (status_id, camera_id, valid_from, valid_to, long) for those held."""
-        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list(status_ids)})
-        return {row[0]: row for row in cur.fetchall()}
-
-    @retry_stale
-    def import_problem(self, entity: Event | FileRecord) -> str | None:
-        """Why ``entity`` could not be imported right now (None when it could); writes nothing."""
-        with self.transaction() as cur:
-            return self._check_importable(cur, entity)[0]
-
-    def _import(self, entity: Event | FileRecord, user_id: str) -> bool:
-        with self.transaction() as cur:
-            held_md5 = self._held_md5s(cur, [f.file_id for f in _files(entity)])
-            if isinstance(entity, Event):
-                cur.execute(HAS_EVENT, {"id": entity.event_id})
-                held = cur.fetchone() is not None
-            else:
-                held = entity.file_id in held_md5
-            if held:  # a no-op, unless what is held says otherwise
-                problem = held_md5_problem(entity, held_md5)
-                if problem:
-                    raise Conflict(problem)
-                return False
-            problem, longitudes = self._check_importable(cur, entity, held_md5=held_md5)
-            if problem:
-                raise Conflict(problem)
-            if isinstance(entity, Event):
-                return self._insert_event(cur, entity, longitudes, user_id)
-            return self._insert_file(cur, entity, longitudes[entity.status_id], user_id)
-
-    @retry_stale
-    def import_file_record(self, file_record: FileRecord, user_id: str) -> bool:
-        """Hold a stand-alone file record from ``user_id``; False if it was already held.
-        Raises Conflict (nothing written) when its status or bytes are missing or contradict it,
-        or its id is held with another MD5."""
-        return self._import(file_record, user_id)
-
-    @retry_stale
-    def import_event(self, event: Event, user_id: str) -> bool:
-        """Hold an event, its files, metadata and file order in one transaction; False if held.
-        Raises Conflict (nothing written) when a status or file's bytes are missing or contradict it,
-        or one of its file ids is held with another MD5."""
-        return self._import(event, user_id)
-
-    def _status_at(self, cur, camera_id: str, time: _dt.datetime) -> CameraStatus:
-        cur.execute(SELECT_STATUS_AT, {"camera_id": camera_id, "time": time})
-        row = cur.fetchone()
-        if row is None:
-            raise Conflict(f"camera {camera_id!r} has no status at {time.isoformat()}: "
-                           f"record one with update_camera_status first")
-        return self._load_status(cur, row[0])
-
     @retry_stale
     def register_file(self, file_path: str | os.PathLike, mime_type: str, semantic_type: NSString | str,
                       file_time: _dt.datetime, file_metas: list[Meta] | None, camera_id: str,
@@ -359,7 +242,7 @@ class RecordStore:
                                 file_name=file_name, file_size=size, md5=md5,
                                 meta=list(file_metas or [])).validate()
             with self.transaction() as cur:
-                self._insert_file(cur, record, status.location.long, None)
+                self._insert_many(cur, [record], {status.status_id: status.location.long}, None)
         except BaseException:
             self.file_store.remove(file_id, md5)
             raise
@@ -378,14 +261,78 @@ class RecordStore:
                 cur.execute(HAS_FILE, {"id": f.file_id})
                 if cur.fetchone() is None:
                     raise Conflict(f"event.files[{i}]: file {f.file_id.hex} is not registered")
-            self._insert_event(cur, event, _longitudes_for(self, cur, event, status), None)
+            longitudes = {status.status_id: status.location.long}
+            others = {f.status_id for f in event.files} - {status.status_id}
+            if others:
+                longitudes.update({sid: row[4] for sid, row in self._status_rows(cur, others).items()})
+            self._insert_many(cur, [event], longitudes, None)
         return event
 
+    def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict,
+                     user_id: str | None) -> set[uuid.UUID]:
+        """Write entities (with their files, metadata and file order) set-wise, each unless held;
+        the ids of those written. Conflict when a file row found held has another MD5.
 
-def _longitudes_for(store, cur, event: Event, status: CameraStatus) -> dict:
-    ids = {f.status_id for f in event.files} - {status.status_id}
-    out = {status.status_id: status.location.long}
-    if ids:
-        cur.execute(SELECT_STATUS_VALIDITY, {"ids": list(ids)})
-        out.update({row[0]: row[4] for row in cur.fetchall()})
-    return out
+        The one way event and file rows are written: whatever the number of entities, events
+        and file records take a statement each (in id order, so concurrent writers lock rows in
+        the same order), and everything that hangs off them one more round trip."""
+        events = [e for e in entities if isinstance(e, Event)]
+        new_events = set(_returned(cur, BULK_EVENTS, [
+            (e.event_id, e.camera_id, e.status_id, e.event_time,
+             night_offset_seconds(e.event_time, longitudes[e.status_id]), str(e.event_type)) for e in events]))
+        events = [e for e in events if e.event_id in new_events]
+        by_id = {f.file_id: f for e in events for f in e.files}
+        for record in entities:
+            if isinstance(record, FileRecord):
+                by_id.setdefault(record.file_id, record)  # a file also inside an event is written once
+        files = sorted(by_id.values(), key=lambda f: f.file_id.bytes)
+        new_files = set(_returned(cur, BULK_FILES, [
+            tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
+        self._check_held_md5s(cur, [f for f in files if f.file_id not in new_files])
+        files = [f for f in files if f.file_id in new_files]
+        _insert_all(cur, [
+            (BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)]),
+            (BULK_EVENT_META, [tuple(r.values()) for e in events for r in _meta_rows(e.event_id, e.meta)]),
+            (BULK_EVENT_FILES, [(e.event_id, i, f.file_id) for e in events for i, f in enumerate(e.files)]),
+            # None: registered on this node, not imported
+            (BULK_IMPORTS, [] if user_id is None else [(e.event_id, "event", user_id) for e in events]
+             + [(f.file_id, "file", user_id) for f in files])])
+        return new_events | new_files
+
+    def _check_held_md5s(self, cur, records: list[FileRecord]) -> None:
+        """Conflict if a file row an insert found held (perhaps written by another import since
+        the batch was checked) has another MD5 than the record that was to be written."""
+        held_md5 = self._held_md5s(cur, [r.file_id for r in records])
+        for record in records:
+            problem = md5_contradiction(record, held_md5.get(record.file_id))
+            if problem:
+                raise Conflict(problem)
+
+
+def _held(cur, query: str, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    if not ids:
+        return set()
+    cur.execute(query, {"ids": ids})
+    return {row[0] for row in cur.fetchall()}
+
+
+def _returned(cur, query: str, rows: list[tuple]) -> list:
+    if not rows:
+        return []
+    return [row[0] for row in execute_values(cur, query, rows, page_size=PAGE, fetch=True)]
+
+
+def _insert_all(cur, inserts: list[tuple[str, list[tuple]]]) -> None:
+    """Run several ``INSERT ... VALUES %s`` (each with its rows, PAGE rows per statement) in one
+    round trip: the values are bound by the driver (``mogrify``), as ``execute_values`` does."""
+    statements = []
+    for query, rows in inserts:
+        if not rows:
+            continue
+        before, after = query.encode().split(b"%s")
+        row_template = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+        for start in range(0, len(rows), PAGE):
+            values = b",".join(cur.mogrify(row_template, row) for row in rows[start:start + PAGE])
+            statements.append(before + values + after)
+    if statements:
+        cur.execute(b";".join(statements))

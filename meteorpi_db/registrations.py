@@ -13,7 +13,6 @@ from typing import Iterable
 
 from meteorpi_model import CameraStatus, Event, FileRecord
 
-from .batches import HELD_EVENTS, _held
 from .errors import Conflict
 from .pool import retry_stale
 
@@ -46,7 +45,7 @@ class RegistrationStore:
             files.update({f.file_id: f for f in entities if isinstance(f, FileRecord)})
             # Read once for the whole batch: a query per entity cost 600 round trips a night.
             held_md5 = self._held_md5s(cur, files)
-            held = set(_held(cur, HELD_EVENTS, [e.event_id for e in events])) | set(held_md5)
+            held = self._held_event_ids(cur, [e.event_id for e in events]) | set(held_md5)
             rows = self._status_rows(cur, {e.status_id for e in events} | {f.status_id for f in files.values()})
             accepted = []
             for entity in entities:

@@ -9,6 +9,7 @@ from psycopg2.extras import execute_values
 
 from meteorpi_model import CameraStatus, Location, Orientation, Point, as_uuid, now
 
+from .errors import Conflict
 from .pool import retry_stale
 
 STATUS_COLUMNS = """status_id, camera_id, lens, sensor, inst_name, inst_url, software_version,
@@ -50,6 +51,11 @@ ORDER BY region_index, point_index
 """
 SELECT_CAMERAS = "SELECT DISTINCT camera_id FROM camera_status ORDER BY camera_id"
 HAS_STATUS = "SELECT 1 FROM camera_status WHERE status_id = %(status_id)s"
+HELD_STATUSES = "SELECT status_id FROM camera_status WHERE status_id = ANY(%(ids)s)"
+# What a record is checked against: its status' camera and validity (and longitude, for offsets).
+SELECT_STATUS_VALIDITY = """
+SELECT status_id, camera_id, valid_from, valid_to, long FROM camera_status WHERE status_id = ANY(%(ids)s)
+"""
 LOCK_CAMERA = "SELECT pg_advisory_xact_lock(hashtext(%(camera_id)s))"
 
 
@@ -108,6 +114,29 @@ class StatusStore:
                 regions.append([])
             regions[region_index].append(Point(x=x, y=y))
         return _status_from_row(row, regions)
+
+    def _status_rows(self, cur, status_ids) -> dict:
+        """status_id -> (status_id, camera_id, valid_from, valid_to, long) for those held."""
+        ids = list(status_ids)
+        if not ids:
+            return {}
+        cur.execute(SELECT_STATUS_VALIDITY, {"ids": ids})
+        return {row[0]: row for row in cur.fetchall()}
+
+    def _held_status_ids(self, cur, status_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        if not status_ids:
+            return set()
+        cur.execute(HELD_STATUSES, {"ids": list(status_ids)})
+        return {row[0] for row in cur.fetchall()}
+
+    def _status_at(self, cur, camera_id: str, time: _dt.datetime) -> CameraStatus:
+        """The status of ``camera_id`` valid at ``time``; Conflict when it has none."""
+        cur.execute(SELECT_STATUS_AT, {"camera_id": camera_id, "time": time})
+        row = cur.fetchone()
+        if row is None:
+            raise Conflict(f"camera {camera_id!r} has no status at {time.isoformat()}: "
+                           f"record one with update_camera_status first")
+        return self._load_status(cur, row[0])
 
     @retry_stale
     def update_camera_status(self, status: CameraStatus, time: _dt.datetime | None = None,

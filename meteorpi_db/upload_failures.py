@@ -38,25 +38,35 @@ def _account(user_id: str | None) -> str:
     return user_id or ""
 
 
+def refused_too_often(file_id: uuid.UUID, md5: str, count: int) -> str:
+    """Why a file's entity is refused once ``count`` uploads of its bytes were."""
+    return (f"file {file_id.hex}: {count} uploads of its bytes (MD5 {md5.lower()}) were refused (not matching "
+            "the MD5, over the size limit, or a malformed body); check its bytes on the camera node")
+
+
 class UploadFailureStore:
     """Mixed into MeteorDatabase: counts of refused uploads."""
+
+    def _add_upload_failure(self, cur, file_id: uuid.UUID, md5: str, user_id: str | None) -> int:
+        cur.execute(RECORD_UPLOAD_FAILURE, {"file_id": file_id, "md5": md5.lower(), "user_id": _account(user_id)})
+        return cur.fetchone()[0]
+
+    def _upload_failures(self, cur, file_id: uuid.UUID, md5: str, user_id: str | None) -> int:
+        cur.execute(SELECT_UPLOAD_FAILURES, {"file_id": file_id, "md5": md5.lower(), "user_id": _account(user_id)})
+        row = cur.fetchone()
+        return row[0] if row else 0
 
     @retry_stale
     def record_upload_failure(self, file_id, md5: str, user_id: str | None) -> int:
         """Count one more refused upload of ``file_id`` with ``md5`` by ``user_id``; the total."""
         with self.transaction() as cur:
-            cur.execute(RECORD_UPLOAD_FAILURE, {"file_id": as_uuid(file_id), "md5": md5.lower(),
-                                                "user_id": _account(user_id)})
-            return cur.fetchone()[0]
+            return self._add_upload_failure(cur, as_uuid(file_id), md5, user_id)
 
     @retry_stale
     def upload_failures(self, file_id, md5: str, user_id: str | None) -> int:
         """Refused uploads of ``file_id`` with ``md5`` by ``user_id`` since the file's last success."""
         with self.transaction() as cur:
-            cur.execute(SELECT_UPLOAD_FAILURES, {"file_id": as_uuid(file_id), "md5": md5.lower(),
-                                                 "user_id": _account(user_id)})
-            row = cur.fetchone()
-            return row[0] if row else 0
+            return self._upload_failures(cur, as_uuid(file_id), md5, user_id)
 
     @retry_stale
     def upload_failure_counts(self, files: Iterable[tuple[uuid.UUID, str]], user_id: str | None) -> dict[uuid.UUID, int]:

@@ -2,6 +2,7 @@
 
     MeteorpiError                    (meteorpi_model) root of everything meteorpi raises
     ├── ValidationError              (meteorpi_model) bad input -> 400, message "path: problem"
+    ├── ConfigError                  (meteorpi_db) the configuration is wrong -> 500 (logged)
     ├── DatabaseError                (meteorpi_db)
     │   ├── StorageUnavailable       -> 503 with Retry-After: PostgreSQL is away, try again later
     │   ├── FileTooLarge             -> 413: an upload over the store's limit

@@ -14,19 +14,18 @@ has ``save(path)`` besides yielding chunks (file_data.py).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import uuid
 from typing import Any, Iterable, Mapping
 
 from flask import Response, abort, current_app, g, make_response
 
-from meteorpi_db import (Conflict, FileTooLarge, MeteorDatabase, Md5Mismatch, TruncatedUpload,
-                         md5_contradiction)
+from meteorpi_db import (FileTooLarge, MeteorDatabase, Md5Mismatch, NeedsBytes, NeedsStatus, Refused,
+                         TruncatedUpload)
 from meteorpi_db.file_store import ResendFromStart, UploadCut
 from meteorpi_db.config import ServerConfig
-from meteorpi_model import (WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError,
-                            instant_to_ms)
+from meteorpi_db.upload_failures import refused_too_often
+from meteorpi_model import WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError
 from meteorpi_model.fields import Choice, UUIDCodec
 from meteorpi_model.wire import BODY_TYPES
 
@@ -43,13 +42,30 @@ _ENTITY_TYPES = {Event: "event", FileRecord: "file", CameraStatus: "status"}
 _CURRENT = "meteorpi_import_request"
 # Where an app keeps the entity cache of process_request() called in its own views.
 _APP_CACHE = "meteorpi.process_request_cache"
+# Where an answer keeps its protocol state (an attribute of the Response).
+_STATE = "meteorpi_state"
 
 
 def answer(state: str, **fields: Any) -> Response:
-    """A protocol answer: ``{"state": state, ...fields}`` as JSON (UUIDs as 32 hex digits)."""
+    """A protocol answer: ``{"state": state, ...fields}`` as JSON (UUIDs as 32 hex digits).
+
+    The response keeps its state beside the body (``state_of``), so whoever handles it next
+    knows it without parsing the body back."""
     body = {"state": state}
     body.update({k: v.hex if isinstance(v, uuid.UUID) else v for k, v in fields.items()})
-    return jsonify(body)
+    response = jsonify(body)
+    setattr(response, _STATE, state)
+    return response
+
+
+def state_of(response: Response) -> str | None:
+    """The protocol state a response answers: as ``answer`` made it, or, for a response a
+    receiver built itself, the ``state`` of its JSON body."""
+    state = getattr(response, _STATE, None)
+    if state is not None or not response.is_json:
+        return state
+    body = response.get_json(silent=True)
+    return body.get("state") if isinstance(body, dict) else None
 
 
 class ImportRequest:
@@ -189,8 +205,7 @@ def dispatch(receiver: BaseImportReceiver, import_request: ImportRequest) -> Res
     if result is None:
         result = import_request.response_continue() if kind == "status" else import_request.response_complete()
     response = make_response(result)
-    body = response.get_json(silent=True) if response.is_json else None
-    state = body.get("state") if isinstance(body, dict) else None
+    state = state_of(response)
     if state == "complete" or (kind == "status" and state == "continue"):
         import_log.info("import complete: %s %s from user %s", kind, import_request.entity_id.hex,
                         receiver.get_importing_user_id())
@@ -220,26 +235,21 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         return import_request.response_continue()
 
     def receive_file_record(self, import_request: ImportRequest) -> Response | None:
-        record: FileRecord = import_request.entity
-        held = self.db.held_file_md5s([record.file_id])
-        problem = md5_contradiction(record, held.get(record.file_id))
-        if problem:
-            return import_request.response_failed(f"file.md5: {problem}")
-        if record.file_id in held:
-            return import_request.response_complete()
-        return self._import(import_request, [("file", record)], self.db.import_file_record)
+        return self._answer(import_request)
 
     def receive_event(self, import_request: ImportRequest) -> Response | None:
-        event: Event = import_request.entity
-        parts = [("event", event)] + [(f"event.files[{i}]", f) for i, f in enumerate(event.files)]
-        held = self.db.held_file_md5s([f.file_id for f in event.files])
-        for path, record in parts[1:]:
-            problem = md5_contradiction(record, held.get(record.file_id))
-            if problem:
-                return import_request.response_failed(f"{path}.md5: {problem}")
-        if self.db.has_event_id(event.event_id):
-            return import_request.response_complete()
-        return self._import(import_request, parts, self.db.import_event)
+        return self._answer(import_request)
+
+    def _answer(self, import_request: ImportRequest) -> Response:
+        """What the database decided for this event or file record, as the protocol answers it."""
+        outcome = self.db.import_entity(import_request.entity, self.get_importing_user_id())
+        if isinstance(outcome, NeedsStatus):
+            return import_request.response_need_status(outcome.status_id)
+        if isinstance(outcome, NeedsBytes):
+            return import_request.response_need_file_data(outcome.file_id)
+        if isinstance(outcome, Refused):
+            return import_request.response_failed(outcome.reason)
+        return import_request.response_complete()  # Stored or AlreadyHeld
 
     def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
         user_id = self.get_importing_user_id()
@@ -283,7 +293,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         offsets = {}
         for fid, md5 in missing_data:
             if failures.get(fid, 0) >= self.max_failed_uploads:
-                refused[fid] = _refused_too_often(fid, md5, failures[fid])
+                refused[fid] = refused_too_often(fid, md5, failures[fid])
             self.db.file_store.discard_partials(fid, keep_md5=md5)  # a prefix of other bytes is no use
             held = self.db.file_store.partial_length(fid, md5, str(user_id))
             if held and fid not in refused:
@@ -353,59 +363,6 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                 import_log.info("imported %s %s from %s (protocol 2)", kinds[entity_id], entity_id.hex, user_id)
         return results
 
-    def _import(self, import_request: ImportRequest, parts: list[tuple[str, Any]], store) -> Response:
-        """Statuses first, then whether the records fit them, then bytes, then one transaction."""
-        statuses: dict[uuid.UUID, CameraStatus] = {}
-        for _, record in parts:
-            if record.status_id not in statuses:
-                status = self.db.get_camera_status_by_id(record.status_id)
-                if status is None:
-                    return import_request.response_need_status(record.status_id)
-                statuses[record.status_id] = status
-        for path, record in parts:
-            problem = status_contradiction(path, record, statuses[record.status_id])
-            if problem:
-                return import_request.response_failed(problem)
-        for path, record in parts:
-            if isinstance(record, FileRecord) and not self.db.has_file_data(record.file_id, record.md5):
-                problem = self._other_bytes_held(path, record)
-                if problem:
-                    return import_request.response_failed(problem)
-                failures = self.db.upload_failures(record.file_id, record.md5, self.get_importing_user_id())
-                if failures >= self.max_failed_uploads:
-                    return import_request.response_failed(_refused_too_often(record.file_id, record.md5, failures))
-                return import_request.response_need_file_data(record.file_id)
-        try:
-            store(import_request.entity, self.get_importing_user_id())
-        except Conflict as e:
-            return import_request.response_failed(str(e))
-        return import_request.response_complete()
-
-    def _other_bytes_held(self, path: str, record: FileRecord) -> str | None:
-        """Why bytes held for this file id under another MD5 make the record fail, if they are.
-
-        An exporter may put the MD5 of the bytes it has now in the upload URL: they verify
-        against that and are stored, yet never match the record, and it would be asked for them
-        for ever. Such stray bytes count as a refused upload and are removed (so a later, right
-        upload is asked for); bytes of a held record are the record's, never removed.
-        """
-        held = self.db.file_store.find(record.file_id)
-        if held is None:
-            return None
-        other_md5 = held.name.rsplit("_", 1)[-1]
-        if other_md5 == record.md5.lower():
-            return None  # the right bytes, published by a concurrent upload since we looked
-        held_md5 = self.db.held_file_md5s([record.file_id]).get(record.file_id)
-        problem = md5_contradiction(record, held_md5)
-        if problem:
-            return f"{path}.md5: {problem}"
-        if held_md5 is not None:
-            return None  # held with this record's MD5: its bytes are asked for, the stray ones stay
-        self.db.file_store.remove(record.file_id, other_md5)
-        count = self.db.record_upload_failure(record.file_id, record.md5, self.get_importing_user_id())
-        return (f"{path}.md5: the bytes uploaded for file {record.file_id.hex} have MD5 {other_md5}, "
-                f"the record says {record.md5} (refused uploads of this file so far: {count})")
-
 
 # What refuses an upload as it is read, the client's doing: a body over the limit, malformed or
 # cut short (ApiError from the multipart stream), a stream that broke. Each counts as a refused
@@ -419,11 +376,6 @@ def _upload_contradiction(file_id: uuid.UUID, md5: str, held_md5: str | None,
     if held_md5 is None or held_md5.lower() == md5.lower():
         return None
     return f"file {file_id.hex} is held with MD5 {held_md5.lower()}, " + sent.format(md5=md5.lower())
-
-
-def _refused_too_often(file_id: uuid.UUID, md5: str, count: int) -> str:
-    return (f"file {file_id.hex}: {count} uploads of its bytes (MD5 {md5.lower()}) were refused (not matching "
-            "the MD5, over the size limit, or a malformed body); check its bytes on the camera node")
 
 
 class _CountedStream:
@@ -446,25 +398,3 @@ def _file_at(manifest: list[tuple[uuid.UUID, str, int]], position: int) -> tuple
             return file_id, md5
         start += size
     return None
-
-
-def status_contradiction(path: str, record: Event | FileRecord, status: CameraStatus) -> str | None:
-    """Why ``record`` cannot belong to ``status`` (another camera, or a time outside its validity).
-
-    Checked before any bytes are asked for, so a node does not upload files for a record that
-    will be refused; the database checks again inside the import transaction.
-    """
-    if record.camera_id != status.camera_id:
-        return (f"{path}.camera_id: {record.camera_id!r} differs from camera {status.camera_id!r} "
-                f"of status {status.status_id.hex}")
-    name, time = (("event_time", record.event_time) if isinstance(record, Event)
-                  else ("file_time", record.file_time))
-    if not status.is_valid_at(time):
-        until = f"until {_ms(status.valid_to)}" if status.valid_to else "onwards"
-        return (f"{path}.{name}: {_ms(time)} lies outside the validity of status {status.status_id.hex} "
-                f"(from {_ms(status.valid_from)} {until})")
-    return None
-
-
-def _ms(value: _dt.datetime) -> str:
-    return f"{instant_to_ms(value)} ({value.isoformat()})"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meteorpi_db import ConfigError, load_config
+from meteorpi_db import ConfigError, DatabaseError, load_config
 from meteorpi_db.config import Config
 from meteorpi_db.migrations import available
+from meteorpi_model import MeteorpiError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,24 @@ def test_bad_configuration_is_one_clear_error(tmp_path, text, env, message):
     with pytest.raises(ConfigError) as e:
         load_config(path, env=env)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_configuration_error_is_not_a_storage_error(tmp_path):
+    """A wrong configuration is its own kind of error: code that retries or reports storage
+    faults (DatabaseError) must not take it for one; it is still one of meteorpi's errors."""
+    path = tmp_path / "c.yml"
+    path.write_text("server:\n  port: eighty\n")
+    with pytest.raises(MeteorpiError) as e:
+        load_config(path, env={})
+    assert isinstance(e.value, ConfigError) and not isinstance(e.value, DatabaseError)
+
+
+def test_the_cli_reports_a_bad_configuration_on_one_line(tmp_path):
+    """`meteorpi` with a wrong setting: exit status 1 and one line naming the key."""
+    env = {**os.environ, "METEORPI_DATA_DIR": str(tmp_path), "METEORPI_SERVER_WORKERS": "many"}
+    out = meteorpi(["user", "list"], env)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == ["Error: server.workers: expected int, got str 'many'"]
 
 
 def meteorpi(args, env, stdin=None):
