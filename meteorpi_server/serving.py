@@ -60,9 +60,12 @@ def _end_streams_on_stop(worker) -> None:
     stop = worker.handle_exit
 
     def handle_exit(sig, frame):
-        if meteor_app._feed_hub is not None:
-            meteor_app._feed_hub.close_readers()
         stop(sig, frame)
+        if meteor_app._feed_hub is not None:
+            # gevent runs this handler in its event loop's callback, where nothing may block
+            # (starting a thread does): the streams are ended from a greenlet of their own.
+            import gevent
+            gevent.spawn(meteor_app._feed_hub.close_readers)
     worker.handle_exit = handle_exit
     signal.signal(signal.SIGTERM, handle_exit)
 

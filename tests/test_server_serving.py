@@ -26,7 +26,7 @@ import requests
 
 from meteorpi_model import CameraStatus
 
-from .server_fixtures import IMPORTER, TIMEOUT, Api, add_users, deliver
+from .server_fixtures import IMPORTER, READER, TIMEOUT, Api, add_users, deliver
 
 START_SECONDS = 60
 MiB = 1024 * 1024
@@ -156,6 +156,23 @@ def test_sigterm_does_not_wait_for_idle_keep_alive_connections(serve_db):
     waited = time.monotonic() - started
     assert code == 0, "".join(served.lines)
     assert waited < 10, f"stopping took {waited:.1f}s: the idle connection was waited for"
+    assert "Traceback" not in "".join(served.lines), "".join(served.lines)
+
+
+def test_sigterm_ends_open_feed_streams_and_stops_at_once(serve_db):
+    """A dashboard's feed stream runs for hours; a stop ends it (the client resumes from its
+    cursor elsewhere) instead of waiting for it and being killed at the graceful timeout."""
+    served = Served(serve_db, workers=1)
+    try:
+        stream = requests.get(served.url + "/feed/stream", auth=READER, stream=True, timeout=TIMEOUT)
+        assert stream.status_code == 200
+        next(stream.iter_lines())  # the stream is open and served
+        started = time.monotonic()
+    finally:
+        code = served.stop()
+    waited = time.monotonic() - started
+    assert code == 0, "".join(served.lines)
+    assert waited < 10, f"stopping took {waited:.1f}s with a feed stream open"
     assert "Traceback" not in "".join(served.lines), "".join(served.lines)
 
 
