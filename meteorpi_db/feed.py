@@ -172,7 +172,7 @@ class FeedStore:
         with self.transaction() as cur:
             cur.execute(SELECT_AFTER, {"xid": after.xid, "seq": after.seq, "limit": limit})
             rows = cur.fetchall()
-            items = [_item(row) for row in rows]
+            items = [feed_item(row) for row in rows]
             last = items[-1].cursor if items else after
             cur.execute(PENDING_AFTER, {"xid": last.xid, "seq": last.seq})
             pending = cur.fetchone()[0]
@@ -207,7 +207,7 @@ class FeedStore:
             return cur.rowcount
 
 
-def _item(row) -> FeedItem:
+def feed_item(row) -> FeedItem:
     xid, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at = row
     return FeedItem(Cursor(xid, seq), kind, op, entity_id, camera_id, event_type,
                     event_time.astimezone(_dt.timezone.utc) if event_time else None, summary,

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import psycopg2
 import psycopg2.extensions
 
-from .feed import START, Batch, Cursor, FeedFilter, FeedItem
+from .feed import Batch, Cursor, FeedFilter, FeedItem
 
 if TYPE_CHECKING:
     from .database import MeteorDatabase

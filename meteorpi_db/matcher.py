@@ -17,7 +17,7 @@ import uuid
 from meteorpi_model import instant_to_ms
 
 from .coincidences import Coincidence, NewEvent
-from .feed import SELECT_AFTER, Cursor, _item
+from .feed import SELECT_AFTER, Cursor, feed_item
 from .notifications import RateBook
 from .pool import retry_stale
 from .records import meta_from_row
@@ -83,7 +83,7 @@ class MatcherStore:
                 return result
             after = Cursor(*row)
             cur.execute(SELECT_AFTER, {"xid": after.xid, "seq": after.seq, "limit": settings.batch})
-            items = [_item(r) for r in cur.fetchall()]
+            items = [feed_item(r) for r in cur.fetchall()]
             if not items:
                 return result
             result.items, result.more = len(items), len(items) == settings.batch

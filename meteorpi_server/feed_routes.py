@@ -15,7 +15,7 @@ from typing import Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from meteorpi_db.feed import START, Cursor, FeedFilter
+from meteorpi_db.feed import Cursor, FeedFilter
 from meteorpi_db.feed_hub import FeedHub, FeedResult
 from meteorpi_model import ValidationError
 

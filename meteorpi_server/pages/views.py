@@ -37,12 +37,12 @@ class PageNotFound(Exception):
     """The camera or event named in the URL is not held."""
 
 
-def _meteor_app():
+def meteor_app():
     return current_app.extensions["meteorpi"]
 
 
-def _db() -> MeteorDatabase:
-    return _meteor_app().db
+def archive_db() -> MeteorDatabase:
+    return meteor_app().db
 
 
 def _error_page(status: int, title: str, message: str):
@@ -71,10 +71,10 @@ def page(view: Callable) -> Callable:
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        meteor_app = _meteor_app()
-        if meteor_app.config.server.public_read:
+        found = meteor_app()
+        if found.config.server.public_read:
             return rendering(*args, **kwargs)
-        return meteor_app.requires_auth(roles=READ_ROLES)(rendering)(*args, **kwargs)
+        return found.requires_auth(roles=READ_ROLES)(rendering)(*args, **kwargs)
     return wrapper
 
 
@@ -85,7 +85,7 @@ def signed_in_page(view: Callable) -> Callable:
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        return _meteor_app().requires_auth()(rendering)(*args, **kwargs)
+        return meteor_app().requires_auth()(rendering)(*args, **kwargs)
     return wrapper
 
 
@@ -130,7 +130,7 @@ def _page_url(form: search_form.SearchForm, number: int) -> str:
 
 def index():
     """The network at a glance."""
-    db = _db()
+    db = archive_db()
     feed_after = str(db.feed_end())  # before the queries: nothing committed in between is missed
     cameras = db.camera_summaries()
     night, night_counts = db.last_night()
@@ -148,7 +148,7 @@ def index():
 def camera(camera_id: str):
     """One camera: its status history, sky regions, events per night."""
     CAMERA_ID.decode(camera_id, "camera_id")
-    db = _db()
+    db = archive_db()
     history = db.status_history(camera_id, STATUS_HISTORY)
     if not history:
         raise PageNotFound(f"No camera {camera_id!r} is known to this archive.")
@@ -162,17 +162,17 @@ def events():
     try:
         form = search_form.parse(request.args)
     except ValidationError as e:
-        return render_template("events.html", form=search_form.as_sent(request.args), found=None, error=str(e), cameras=_db().get_cameras(),
+        return render_template("events.html", form=search_form.as_sent(request.args), found=None, error=str(e), cameras=archive_db().get_cameras(),
                                op_labels=search_form.OP_LABELS), 400
-    found = _db().search_events(form.search)
+    found = archive_db().search_events(form.search)
     pages_total = max(1, -(-found["count"] // search_form.PAGE_SIZE))
     return render_template("events.html", form=form, found=found, error=None, pages_total=pages_total,
-                           cameras=_db().get_cameras(), op_labels=search_form.OP_LABELS)
+                           cameras=archive_db().get_cameras(), op_labels=search_form.OP_LABELS)
 
 
 def event(event_id: str):
     """One event: its files, its meta, its coincident events on other cameras."""
-    db = _db()
+    db = archive_db()
     found = db.get_event(UUIDCodec().decode(event_id, "event_id"))
     if found is None:
         raise PageNotFound(f"No event {event_id[:64]!r} is held by this archive.")

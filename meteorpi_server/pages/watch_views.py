@@ -25,13 +25,13 @@ from meteorpi_model.watch import WATCH_NAME
 from ..auth import current_user
 from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, own_watch
 from . import watch_form
-from .views import _db, _meteor_app, pages, signed_in_page
+from .views import archive_db, meteor_app, pages, signed_in_page
 
 
 def _render(status: int = 200, values: dict | None = None, error: str | None = None, **shown):
     user = current_user()
     admin = user.has_role(ADMIN_ROLE)
-    db = _db()
+    db = archive_db()
     watches = db.get_watches(None if admin else user.user_id)
     return render_template(
         "watches.html", watches=watches, deliveries=db.latest_deliveries([w.watch_id for w in watches]),
@@ -66,10 +66,10 @@ def add_watch_page():
         watch = watch_form.parse(form)
         if watch.webhook:
             try:
-                check_target(watch.webhook, _meteor_app().config.notify.allow_private_targets)
+                check_target(watch.webhook, meteor_app().config.notify.allow_private_targets)
             except TargetRefused as e:
                 raise ValidationError("form.webhook", str(e).removeprefix("webhook: ")) from None
-        stored, secret, _ = _db().create_watch(watch, current_user().user_id)
+        stored, secret, _ = archive_db().create_watch(watch, current_user().user_id)
     except ValidationError as e:
         return _render(400, values, str(e))
     except Conflict:
@@ -80,7 +80,7 @@ def add_watch_page():
 def test_watch_page(watch_id: str):
     """Queue a test notification; the list then shows its delivery."""
     watch = own_watch(watch_id)
-    _db().queue_test(watch)
+    archive_db().queue_test(watch)
     return redirect(f"/watches?tested={watch.watch_id.hex}", 303)
 
 
@@ -89,7 +89,7 @@ def test_watch_page(watch_id: str):
 def delete_watch_page(watch_id: str):
     """Delete a watch with its notifications and deliveries."""
     watch = own_watch(watch_id)
-    _db().delete_watch(watch.watch_id)
+    archive_db().delete_watch(watch.watch_id)
     return redirect(f"/watches?deleted={watch.name}", 303)
 
 
