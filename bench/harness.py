@@ -120,7 +120,7 @@ def alternate(sides: dict[str, Callable[[int], float]], pairs: int) -> dict[str,
     """
     names = list(sides)
     out: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(max(pairs, MIN_PAIRS)):
+    for i in range(max(pairs, 1)):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
             out[name].append(sides[name](i))

@@ -84,7 +84,7 @@ def run(ctx: Context) -> list[Figure]:
     central = ctx.cluster.site("central")
     central_db = central.open()
     ours.reset_central(central_db)
-    pairs = max(ctx.pairs, MIN_SCALING_PAIRS)
+    pairs = ctx.pairs if ctx.quick else max(ctx.pairs, MIN_SCALING_PAIRS)
     try:
         with ours.ServerProcess(central, ctx.cluster.root / "serve-scaling.log") as server:
             fleet = Fleet(ctx, spec, server, central_db)
