@@ -83,6 +83,9 @@ def _local(ctx: Context, after: Cursor | None, wanted: FeedFilter, follow: bool)
             raise click.ClickException("the feed cannot reach the database")
         hub.sync()
         cursor = after or hub.cursor
+        # On stderr (``--json`` output stays clean): from here on nothing committed is missed,
+        # which a script starting the follower and then importing must be able to wait for.
+        click.echo(f"following the feed after {cursor}", err=True)
         while True:
             result = hub.read(cursor, wanted)
             if result.must_refetch:

@@ -26,7 +26,11 @@ def test_feed_follow_prints_new_imports_as_they_commit(node, tmp_path):
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
-        wait_for(lambda: node.pool.dsn and _listening(node), 20, "the follower to start listening")
+        # Listening is not enough: until the follower knows where the feed ends, an import
+        # could land before its starting point (a race the CI machine once lost).
+        wait_for(lambda: any(line.startswith("following the feed after ") for line in lines), 20,
+                 "the follower to say from where it follows")
+        assert _listening(node)
         registered = night(node, tmp_path, events=1, files_per_event=1, standalone=0)
         wait_for(lambda: any(registered.events[0].event_id.hex in line for line in lines), 10,
                  "the follower to print the new event")
