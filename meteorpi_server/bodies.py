@@ -71,9 +71,21 @@ class DeclaredBody:
 
     def __init__(self, stream: BinaryIO, length: int):
         self.stream, self.left = stream, length
+        # Offered only when the server's stream offers it (the file store then reads into one
+        # buffer of its own instead of taking a new bytes object per piece).
+        if callable(getattr(stream, "readinto", None)):
+            self.readinto = self._readinto
 
     def read(self, size: int) -> bytes:
         return self._bounded(self.stream.read, size)
+
+    def _readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")[:max(self.left, 0)]
+        if not view:
+            return 0
+        n = self.stream.readinto(view)
+        self.left -= n
+        return n
 
     def readline(self, size: int) -> bytes:
         return self._bounded(self.stream.readline, size)

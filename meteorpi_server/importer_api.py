@@ -290,14 +290,13 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                         if fid not in refused and not self.db.file_store.has(fid, md5)]
         user_id = self.get_importing_user_id()
         failures = self.db.upload_failure_counts(missing_data, user_id)
+        resumable = self.db.file_store.resumable(missing_data, str(user_id))
         offsets = {}
         for fid, md5 in missing_data:
             if failures.get(fid, 0) >= self.max_failed_uploads:
                 refused[fid] = refused_too_often(fid, md5, failures[fid])
-            self.db.file_store.discard_partials(fid, keep_md5=md5)  # a prefix of other bytes is no use
-            held = self.db.file_store.partial_length(fid, md5, str(user_id))
-            if held and fid not in refused:
-                offsets[fid.hex] = held
+            elif fid in resumable:
+                offsets[fid.hex] = resumable[fid]
         answer = {"statuses": [i.hex for i in missing_statuses], "events": [i.hex for i in missing_events],
                 "files": [i.hex for i in missing_files],
                 "file_data": [fid.hex for fid, _ in missing_data if fid not in refused],
@@ -383,11 +382,18 @@ class _CountedStream:
 
     def __init__(self, stream):
         self.stream, self.position = stream, 0
+        if callable(getattr(stream, "readinto", None)):
+            self.readinto = self._readinto
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         self.position += len(data)
         return data
+
+    def _readinto(self, buffer) -> int:
+        n = self.stream.readinto(buffer)
+        self.position += n
+        return n
 
 
 def _file_at(manifest: list[tuple[uuid.UUID, str, int]], position: int) -> tuple[uuid.UUID, str] | None:
