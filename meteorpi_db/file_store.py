@@ -48,6 +48,7 @@ _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 STREAM_READ_LEAST = 16 * 1024
 STREAM_READ_MOST = 1024 * 1024
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
+FLUSH_GROUP_FILES, FLUSH_GROUP_BYTES = 8, 4 * 1024 * 1024  # see _FlushGroups
 COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
 _pool_lock = threading.Lock()
 _pool: tuple[int, Executor] | None = None
@@ -188,8 +189,9 @@ class FileStore:
         after keeping the cut file's received prefix durably as that owner's partial file.
         """
         results: dict[uuid.UUID, str | None] = {}
-        written: list[tuple[str, Path, Future]] = []
+        written: list[tuple[str, Path]] = []
         pool = _fsync_pool()
+        flushes = _FlushGroups(pool)
         cut: UploadCut | None = None
         offsets = offsets or {}
         pieces = _Pieces(stream)
@@ -231,24 +233,23 @@ class FileStore:
                     self.discard_partials(file_id)
                     results[file_id] = f"file {file_id.hex}: received bytes have MD5 {digest}, expected {md5}"
                     continue
-                written.append((tmp_name, final, pool.submit(_fsync_file, tmp_name)))
+                written.append((tmp_name, final))
+                flushes.add(tmp_name, size - offset)
                 results[file_id] = None
-            wait([done for _, _, done in written])
             with self._disk():
-                for _, _, done in written:
-                    done.result()
+                flushes.finish()
         except BaseException:
-            wait([done for _, _, done in written])  # no flush may still hold a name we remove
-            for tmp_name, _, _ in written:
+            flushes.abandon()  # no flush may still hold a name we remove
+            for tmp_name, _ in written:
                 _unlink(tmp_name)
             raise
         with self._disk():
-            directories = green.call(self._rename_into_place, [(tmp_name, final) for tmp_name, final, _ in written])
+            directories = green.call(self._rename_into_place, written)
             # The renames are durable once their directories are: flushed together, not in turn.
             for done in [pool.submit(fsync_directory, d) for d in directories]:
                 done.result()
         if written:
-            green.call(self._discard_partials_of, {final.name.split("_", 1)[0] for _, final, _ in written})
+            green.call(self._discard_partials_of, {final.name.split("_", 1)[0] for _, final in written})
         if cut is not None:
             cut.results = results
             raise cut
@@ -695,6 +696,46 @@ def _read_into(source: BinaryIO, buffer: bytearray) -> Iterable[memoryview]:
     """A local file's bytes through one reused buffer (each piece is valid until the next)."""
     while n := source.readinto(buffer):
         yield memoryview(buffer)[:n]
+
+
+class _FlushGroups:
+    """The fsyncs of a batch's files, handed to the flushing threads a few files at a time.
+
+    Why groups: each hand-over wakes a thread that must take the GIL from the request's thread,
+    which is hashing the next file; one per file (1250 in a night of 512 KiB files) cost the
+    worker an eighth of its time in hand-overs. A group of FLUSH_GROUP_FILES files or
+    FLUSH_GROUP_BYTES bytes keeps the disk flushing while later files arrive, and eight groups
+    in flight still let the filesystem commit their flushes together."""
+
+    def __init__(self, pool: Executor):
+        self.pool, self.names, self.size, self.futures = pool, [], 0, []
+
+    def add(self, name: str, size: int) -> None:
+        self.names.append(name)
+        self.size += size
+        if len(self.names) >= FLUSH_GROUP_FILES or self.size >= FLUSH_GROUP_BYTES:
+            self._send()
+
+    def _send(self) -> None:
+        if self.names:
+            self.futures.append(self.pool.submit(_fsync_files, self.names))
+            self.names, self.size = [], 0
+
+    def finish(self) -> None:
+        """Every file flushed (the first flush's OSError raised)."""
+        self._send()
+        wait(self.futures)
+        for done in self.futures:
+            done.result()
+
+    def abandon(self) -> None:
+        """Wait for the flushes in flight, whatever they give (their files are being removed)."""
+        wait(self.futures)
+
+
+def _fsync_files(paths: list[str]) -> None:
+    for path in paths:
+        _fsync_file(path)
 
 
 def _fsync_file(path: str) -> None:
