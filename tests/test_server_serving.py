@@ -202,6 +202,49 @@ def test_a_refusal_sent_before_the_body_is_read_reaches_the_client(serve_db):
     assert code == 0, "".join(served.lines)
 
 
+def test_an_upload_read_straight_from_the_socket_leaves_the_next_request_intact(serve_db):
+    """Uploads are read from the socket into the file store's buffer, past gunicorn's own
+    buffers: what gunicorn already holds (the start of the body, come with the head; the rest
+    of the manifest's line) must come first, and nothing past the body may be taken. Two files
+    and a second request sent in one piece on one keep-alive connection: the files are stored
+    with their own bytes, and the second request is answered as itself."""
+    served = Served(serve_db, workers=1)
+    try:
+        host, port = served.url.rsplit("/", 1)[1].split(":")
+        credentials = base64.b64encode(":".join(IMPORTER).encode())
+        # All in gunicorn's first read (the next request too); then mostly read from the socket;
+        # then a body shorter than its manifest says, the next request right behind it.
+        for sizes, short in (((3000, 2000), 0), ((3000, 200_000), 0), ((3000, 2000), 10)):
+            contents = [os.urandom(size) for size in sizes]
+            ids = [uuid.uuid4() for _ in contents]
+            manifest = json.dumps({"files": [{"file_id": i.hex, "md5": hashlib.md5(c).hexdigest(),
+                                              "size": len(c) + (short if n == len(sizes) - 1 else 0)}
+                                             for n, (i, c) in enumerate(zip(ids, contents))]}).encode()
+            body = manifest + b"\n" + b"".join(contents)
+            first = (b"POST /import/v2/data HTTP/1.1\r\nHost: test\r\n"
+                     b"Content-Type: application/vnd.meteorpi.files\r\nAuthorization: Basic " + credentials +
+                     b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            second = b"GET /import/v2/check HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(first + body + second)
+                answers = b"".join(iter(lambda: sock.recv(65536), b""))
+            head, _, rest = answers.partition(b"\r\n\r\n")
+            assert b"HTTP/1.1 " in rest, f"the second request was not answered: {answers[-300:]!r}"
+            answer = json.loads(rest[:rest.index(b"HTTP/1.1 ")])
+            if short:  # the body's end is where it ends: nothing of the next request is read as file bytes
+                assert head.startswith(b"HTTP/1.1 400 ") and "ended 10 bytes early" in answer["message"], answers[:500]
+                continue
+            assert head.startswith(b"HTTP/1.1 200 "), answers[:500]
+            assert answer == {"stored": [i.hex for i in ids], "failed": []}
+            # It reached the server whole: a GET on a POST-only route, without credentials.
+            assert re.search(rb"HTTP/1.1 (401|405) ", rest), rest[-500:]
+            for file_id, content in zip(ids, contents):
+                assert serve_db.file_store.find(file_id).read_bytes() == content
+    finally:
+        code = served.stop()
+    assert code == 0, "".join(served.lines)
+
+
 class MultipartUpload:
     """A multipart body of ``count`` copies of ``block``, generated as it is sent (never whole
     in memory); ``__len__`` lets requests send a Content-Length instead of chunking."""
