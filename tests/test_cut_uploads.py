@@ -97,6 +97,19 @@ def test_an_offset_not_held_is_refused_uncounted_and_a_bad_prefix_never_publishe
     assert not server.db.has_file_data(fid) and "offsets" not in _check(api, {fid: data})
 
 
+def test_a_check_for_other_bytes_of_a_file_drops_the_prefix_of_the_old_ones(server, api, records):
+    """A cut upload's prefix is kept only for the bytes it began: a check naming the file with
+    another MD5 (the node holds other bytes for it now) is answered from 0, the old prefix gone."""
+    [(fid, data)] = _night(api, records, [300_000]).items()
+    kept = {fid: os.urandom(300_000)}  # the other bytes, cut after 200 kB
+    whole = _body(kept)
+    _dropped(server.url, "/import/v2/data", len(whole), whole[:len(whole) - 100_000], MEDIA)
+    assert _check(api, kept)["offsets"] == {fid: 200_000}
+    assert "offsets" not in _check(api, {fid: data})
+    assert not list(server.db.file_store.partial.glob(f"{fid}_*"))
+    assert "offsets" not in _check(api, kept)
+
+
 def uuid_of(hex_id: str):
     import uuid
     return uuid.UUID(hex_id)
