@@ -55,6 +55,9 @@ COPY_THREADS = 4  # local files copied at once by store_files (hashing and writi
 # Direct writes (O_DIRECT) of local copies: offsets, lengths and buffers aligned to this, the
 # largest common logical block size (a disk wanting more answers EINVAL: page cache then).
 DIRECT_ALIGN = 4096
+# Bytes read, hashed and written at once by a local copy (per copying thread): 4 MiB made fewer,
+# larger disk writes than 1 MiB (an RMS FF file of 3.7 MiB in one), measured ~0.1 s less system time a night.
+COPY_CHUNK_SIZE = 4 * 1024 * 1024
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _copy_buffers = threading.local()
 _pool_lock = threading.Lock()
@@ -502,14 +505,19 @@ class FileStore:
 
     def _write_copy(self, fd: int, piece: memoryview, direct: bool) -> bool:
         """Write all of ``piece``; whether ``fd`` still writes directly afterwards. Direct writes
-        need aligned offsets and lengths: once one cannot be (a short or unaligned piece), the
-        rest of the file goes through the page cache."""
+        need aligned offsets and lengths: a piece's aligned head is written directly, and once
+        something cannot be (a file's tail, a short write), the rest of the file goes through
+        the page cache."""
         with self._disk():
             while piece:
-                if direct and len(piece) % DIRECT_ALIGN:
-                    direct = _set_direct(fd, False)
+                size = len(piece)
+                if direct:
+                    size -= size % DIRECT_ALIGN
+                    if not size:
+                        direct = _set_direct(fd, False)
+                        continue
                 try:
-                    written = os.write(fd, piece)
+                    written = os.write(fd, piece[:size])
                 except OSError as e:
                     if not (direct and e.errno == errno.EINVAL):
                         raise
@@ -678,10 +686,10 @@ def _exactly(stream: BinaryIO, size: int, pieces: _Pieces) -> Iterable[bytes]:
 
 def _copy_buffer() -> mmap.mmap:
     """This thread's copy buffer: page-aligned (anonymous memory), as direct writes need, and
-    kept for the thread's life (a fresh MiB per file would fault in 256 pages each time)."""
+    kept for the thread's life (a fresh buffer per file would fault in its pages each time)."""
     buffer = getattr(_copy_buffers, "buffer", None)
     if buffer is None:
-        buffer = _copy_buffers.buffer = mmap.mmap(-1, CHUNK_SIZE)
+        buffer = _copy_buffers.buffer = mmap.mmap(-1, COPY_CHUNK_SIZE)
     return buffer
 
 
