@@ -17,8 +17,11 @@ exist; anything else (another host sharing the store) is removed once untouched 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -50,6 +53,14 @@ STREAM_READ_MOST = 1024 * 1024
 FSYNC_THREADS = 8  # fsyncs in flight at once when receiving many files together
 FLUSH_GROUP_FILES, FLUSH_GROUP_BYTES = 8, 4 * 1024 * 1024  # see _FlushGroups
 COPY_THREADS = 4  # local files copied at once by store_files (hashing and writing release the GIL)
+# Direct writes (O_DIRECT) of local copies: offsets, lengths and buffers aligned to this, the
+# largest common logical block size (a disk wanting more answers EINVAL: page cache then).
+DIRECT_ALIGN = 4096
+# Bytes read, hashed and written at once by a local copy (per copying thread): 4 MiB made fewer,
+# larger disk writes than 1 MiB (an RMS FF file of 3.7 MiB in one), measured ~0.1 s less system time a night.
+COPY_CHUNK_SIZE = 4 * 1024 * 1024
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_copy_buffers = threading.local()
 _pool_lock = threading.Lock()
 _pool: tuple[int, Executor] | None = None
 
@@ -495,14 +506,14 @@ class FileStore:
         directories created whose parents need a flush). The fan-out directories are made here,
         while other files still copy, not one by one when publishing.
 
-        Read, hashed and written through one buffer while it is in the processor's cache. A copy
-        in the kernel (copy_file_range in steps, then reading the copy back to hash it) was
-        measured slower: 0.5-0.7 s more CPU for a 1.1 GiB night, since the bytes must reach
-        Python to be hashed anyway."""
+        Read, hashed and written through one buffer while it is in the processor's cache (see
+        ``_copy_through``). A copy in the kernel (copy_file_range in steps, then reading the copy
+        back to hash it) was measured slower: 0.5-0.7 s more CPU for a 1.1 GiB night, since the
+        bytes must reach Python to be hashed anyway."""
         with open(source, "rb", buffering=0) as src:
             incoming = self._incoming(uuid.uuid4())
             try:
-                incoming.write(_read_into(src, bytearray(CHUNK_SIZE)))
+                self._copy_through(src, incoming)
                 incoming.close()
                 file_id = id_for(source, incoming.md5)
                 if self.has(file_id, incoming.md5):
@@ -514,6 +525,51 @@ class FileStore:
             except BaseException:
                 incoming.discard()
                 raise
+
+    def _copy_through(self, source: BinaryIO, incoming: "_Incoming") -> None:
+        """Hash ``source``'s bytes and write them into ``incoming``, through this thread's buffer
+        and around the page cache (O_DIRECT) where the store's filesystem allows it.
+
+        Why direct: a buffered write copies every byte into the page cache, and the fsync then
+        writes the dirty pages back in our own thread; both were charged to ingest's CPU (for a
+        1.1 GiB night, 2-4 s of system time against 0.5-0.8 s direct, measured side by side).
+        A direct write goes from our buffer to the disk. The file is still fsynced by name
+        before it is published: that flushes its metadata and the disk's write cache. A piece
+        that is not aligned (a file's tail) or a filesystem that refuses the alignment goes
+        through the page cache instead."""
+        buffer = _copy_buffer()
+        view = memoryview(buffer)
+        direct = _set_direct(incoming.fd, True)
+        while n := source.readinto(buffer):
+            piece = view[:n]
+            incoming.digest.update(piece)
+            direct = self._write_copy(incoming.fd, piece, direct)
+            incoming.size += n
+
+    def _write_copy(self, fd: int, piece: memoryview, direct: bool) -> bool:
+        """Write all of ``piece``; whether ``fd`` still writes directly afterwards. Direct writes
+        need aligned offsets and lengths: a piece's aligned head is written directly, and once
+        something cannot be (a file's tail, a short write), the rest of the file goes through
+        the page cache."""
+        with self._disk():
+            while piece:
+                size = len(piece)
+                if direct:
+                    size -= size % DIRECT_ALIGN
+                    if not size:
+                        direct = _set_direct(fd, False)
+                        continue
+                try:
+                    written = os.write(fd, piece[:size])
+                except OSError as e:
+                    if not (direct and e.errno == errno.EINVAL):
+                        raise
+                    direct = _set_direct(fd, False)  # the filesystem wants another alignment
+                    continue
+                piece = piece[written:]
+                if direct and written % DIRECT_ALIGN:
+                    direct = _set_direct(fd, False)
+        return direct
 
     def verify(self, file_id: uuid.UUID, md5: str) -> bool:
         """Re-hash held bytes: whether they still match (disks do rot)."""
@@ -692,10 +748,29 @@ class _Pieces:
             pass
 
 
-def _read_into(source: BinaryIO, buffer: bytearray) -> Iterable[memoryview]:
-    """A local file's bytes through one reused buffer (each piece is valid until the next)."""
-    while n := source.readinto(buffer):
-        yield memoryview(buffer)[:n]
+def _copy_buffer() -> mmap.mmap:
+    """This thread's copy buffer: page-aligned (anonymous memory), as direct writes need, and
+    kept for the thread's life (a fresh buffer per file would fault in its pages each time)."""
+    buffer = getattr(_copy_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _copy_buffers.buffer = mmap.mmap(-1, COPY_CHUNK_SIZE)
+    return buffer
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Switch direct I/O (O_DIRECT) on or off for ``fd``; whether it is on now. Switching on
+    fails soft: without O_DIRECT (macOS) or on a filesystem without direct I/O (tmpfs, some
+    FUSE), writes go through the page cache. Switching off raises if it cannot be done."""
+    if not _O_DIRECT:
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
+    except OSError:
+        if on:
+            return False
+        raise
+    return on
 
 
 class _FlushGroups:

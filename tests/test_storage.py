@@ -12,7 +12,7 @@ import uuid
 import psycopg2
 import pytest
 
-from meteorpi_db import Conflict, FileTooLarge, Md5Mismatch, NotFound
+from meteorpi_db import Conflict, FileTooLarge, Md5Mismatch, NotFound, file_store
 from meteorpi_db.migrations import available
 from meteorpi_db.pool import ConnectionPool
 from meteorpi_model import CameraStatus, Event, FileRecord, Location, Meta, Orientation, ValidationError
@@ -200,6 +200,47 @@ def test_file_store_limit_and_already_held(db):
     assert db.file_store.store_stream(file_id, md5, [b"junk"]) == 4096  # held: not rewritten
     assert path.stat().st_mtime_ns == before and path.read_bytes() == data
     assert path.parent.parent.name == file_id.hex[:2] and path.parent.name == file_id.hex[2:4]
+
+
+LOCAL_COPY_SIZES = [0, 1, 4095, 4096, 4097, file_store.COPY_CHUNK_SIZE - 1, file_store.COPY_CHUNK_SIZE,
+                    file_store.COPY_CHUNK_SIZE + 4097, 3879731]  # the last: an RMS FF file
+
+
+def _copy_sources(tmp_path) -> list:
+    sources = []
+    for size in LOCAL_COPY_SIZES:
+        source = tmp_path / "night" / f"file_{size}.bin"
+        source.parent.mkdir(exist_ok=True)
+        source.write_bytes(os.urandom(size))
+        sources.append(source)
+    return sources
+
+
+def _assert_copied(store, sources, stored) -> None:
+    for source, (file_id, size, md5) in zip(sources, stored):
+        data = source.read_bytes()
+        assert (size, md5) == (len(data), hashlib.md5(data).hexdigest()), source.name
+        assert store.path(file_id, md5).read_bytes() == data, source.name
+    assert not any(store.tmp.iterdir())
+
+
+def test_local_copies_keep_every_byte_whatever_the_size(tmp_path):
+    """Local copies are written around the page cache in aligned pieces, their tails through it:
+    files of every size around those boundaries arrive whole, with the MD5 of their bytes."""
+    from meteorpi_db import FileStore
+    store, sources = FileStore(tmp_path / "store"), _copy_sources(tmp_path)
+    stored = store.store_files(sources, lambda path, md5: uuid.uuid5(uuid.NAMESPACE_URL, path.name + md5))
+    _assert_copied(store, sources, stored)
+
+
+def test_local_copies_go_through_the_page_cache_when_the_disk_refuses_direct_writes(tmp_path, monkeypatch):
+    """A disk that wants another alignment than ours answers direct writes with EINVAL (here: the
+    real kernel, asked for writes of any length): the copy goes on through the page cache."""
+    from meteorpi_db import FileStore
+    monkeypatch.setattr(file_store, "DIRECT_ALIGN", 1)
+    store, sources = FileStore(tmp_path / "store"), _copy_sources(tmp_path)
+    stored = store.store_files(sources, lambda path, md5: uuid.uuid5(uuid.NAMESPACE_URL, path.name + md5))
+    _assert_copied(store, sources, stored)
 
 
 def test_crashed_writer_leaves_nothing_held(db):
