@@ -22,8 +22,14 @@ from .pool import retry_stale
 _CURSOR_RE = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)
 KINDS = ("status", "event", "file", "coincidence")  # coincidence: written by the matcher (004_watches.sql)
 
+# ``committed_at``: when the row's transaction committed, from PostgreSQL's commit timestamps
+# (``track_commit_timestamp``, on in the embedded server). A server by URL may run without them,
+# where asking would be an error: the CASE asks only when the setting is on (it is fixed while
+# the server runs), and a transaction that committed before it was turned on reads as NULL.
 SELECT_AFTER = """
-SELECT xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at
+SELECT xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at,
+       CASE WHEN current_setting('track_commit_timestamp')::boolean
+            THEN pg_xact_commit_timestamp(xid::xid) END
 FROM feed_log
 WHERE (xid, seq) > (%(xid)s::text::xid8, %(seq)s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY feed_log.xid, seq
@@ -91,12 +97,14 @@ class FeedItem:
     event_type: str | None
     time: _dt.datetime | None
     summary: dict
-    logged_at: _dt.datetime
+    logged_at: _dt.datetime                     # when the row was written, inside its transaction
+    committed_at: _dt.datetime | None = None    # when that transaction committed; None: not known
 
     def as_dict(self) -> dict[str, Any]:
         out = {"cursor": str(self.cursor), "kind": self.kind, "op": self.op, "id": self.entity_id.hex,
                "camera_id": self.camera_id, "summary": self.summary,
-               "logged_at": instant_to_ms(self.logged_at)}
+               "logged_at": instant_to_ms(self.logged_at),
+               "committed_at": instant_to_ms(self.committed_at) if self.committed_at else None}
         if self.event_type is not None:
             out["event_type"] = self.event_type
         if self.time is not None:
@@ -208,7 +216,9 @@ class FeedStore:
 
 
 def feed_item(row) -> FeedItem:
-    xid, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at = row
+    """The item of a row of ``SELECT_AFTER``."""
+    xid, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at, committed_at = row
     return FeedItem(Cursor(xid, seq), kind, op, entity_id, camera_id, event_type,
                     event_time.astimezone(_dt.timezone.utc) if event_time else None, summary,
-                    logged_at.astimezone(_dt.timezone.utc))
+                    logged_at.astimezone(_dt.timezone.utc),
+                    committed_at.astimezone(_dt.timezone.utc) if committed_at else None)
