@@ -22,10 +22,10 @@ Why the listener is a real OS thread with a connection of its own, also under ``
 serve``'s gevent workers (where ``threading`` makes greenlets): as a greenlet it waited behind
 the worker's busy import greenlets at every step — woken by the loop only when they yielded,
 then its read waiting for a pooled connection and yielding twice more on psycogreen's round
-trips. With 16 exporters importing (bench ``feed_latency_p99_ms``), the read alone took 16-19 ms
-at the median and 160-230 ms at the 99th percentile. Its own thread wakes when the notification
-arrives and reads on its own asynchronous connection (feed_listener.py says why asynchronous) in
-one round trip: 4-9 ms median, 30-40 ms at the 99th percentile. It hands the rows on through
+trips. With 16 exporters importing, that put the read at 20 ms median and over 150 ms at the
+99th percentile after commit (bench ``feed_latency_p99_ms``). Its own thread wakes when the
+notification arrives and reads on its own asynchronous connection (feed_listener.py says why
+asynchronous), so the read takes a few ms; it then hands the rows to the readers' side through
 ``green.poster`` (``run_callback_threadsafe``: the worker's loop applies them when it next
 turns, without scheduling a greenlet for it). Readers' state (ring, cursor, subscriptions,
 their events) is only ever touched on the readers' side, under ``changed``: gevent's locks and
@@ -72,16 +72,14 @@ class FeedHub:
 
     def __init__(self, db: "MeteorDatabase", ring_size: int = 10000, poll_seconds: float = 5.0,
                  page: int = 500, retention_days: float = 30.0, prune_every_seconds: float = 3600.0,
-                 coalesce_seconds: float = 0.025):
+                 coalesce_seconds: float = 0.05):
         self.db = db
         self.ring: collections.deque[FeedItem] = collections.deque()
         self.ring_size = ring_size
         self.poll_seconds = poll_seconds
         # The listener reads at most this often while notifications keep coming: commits in a
         # burst share one query (and one round of wakes); a commit after a quiet spell is read
-        # at once. Adds at most this much to the feed's latency (50 ms showed whole in the p99
-        # once the read itself took a few ms); at 25 ms a busy night costs at most 40 reads a
-        # second, each cheap for the readers' side (a set lookup per idle stream).
+        # at once. Adds at most this much to the feed's latency.
         self.coalesce_seconds = coalesce_seconds
         self.page = page
         self.retention_days = retention_days
