@@ -32,6 +32,10 @@ log = logging.getLogger("meteorpi.db.embedded")
 SUPERUSER = "postgres"
 SERVICE_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 START_TIMEOUT = 60
+# Server settings given at every start: a larger connection limit for several worker processes;
+# commit timestamps, so the live feed can tell when each item committed (a cluster made before
+# gets them from its next start on).
+SETTINGS = {"max_connections": "200", "shared_buffers": "128MB", "track_commit_timestamp": "on"}
 _registered: dict[Path, "EmbeddedPostgres"] = {}
 
 
@@ -52,7 +56,9 @@ def _bin(name: str) -> str:
 class EmbeddedPostgres:
     """One PostgreSQL cluster under ``<data_dir>/postgres``, shared by every local process."""
 
-    def __init__(self, data_dir: str | os.PathLike):
+    def __init__(self, data_dir: str | os.PathLike, settings: dict[str, str] | None = None):
+        """``settings`` override ``SETTINGS`` (a test may run a server as a user's might be)."""
+        self.settings = {**SETTINGS, **(settings or {})}
         self.data_dir = Path(data_dir).absolute()
         self.pgdata = self.data_dir / "postgres"
         self.clients = self.data_dir / "postgres.clients"
@@ -189,8 +195,8 @@ class EmbeddedPostgres:
             if sock != self.pgdata:
                 sock.chmod(0o777)
         log.info("starting embedded PostgreSQL (%s)", self.pgdata)
-        # Unix socket only (-h ''); a larger connection limit for several worker processes.
-        opts = f"-h '' -k {sock} -c max_connections=200 -c shared_buffers=128MB"
+        # Unix socket only (-h '').
+        opts = " ".join([f"-h '' -k {sock}", *(f"-c {name}={value}" for name, value in self.settings.items())])
         try:
             self._pg_ctl(["start", "-w", "-t", str(START_TIMEOUT), "-o", opts,
                           "-l", str(self.pgdata / "server.log")], check=True)

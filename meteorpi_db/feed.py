@@ -22,19 +22,32 @@ from .pool import retry_stale
 _CURSOR_RE = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)
 KINDS = ("status", "event", "file", "coincidence")  # coincidence: written by the matcher (004_watches.sql)
 
-SELECT_AFTER = """
-SELECT xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at
+# ``committed_at``: when the row's transaction committed, from PostgreSQL's commit timestamps
+# (``track_commit_timestamp``, on in the embedded server). A server by URL may run without them,
+# where asking would be an error: the CASE asks only when the setting is on (it is fixed while
+# the server runs), and a transaction that committed before it was turned on reads as NULL.
+_ITEM_COLUMNS = """
+xid::text::bigint, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at,
+CASE WHEN current_setting('track_commit_timestamp')::boolean THEN pg_xact_commit_timestamp(xid::xid) END
+"""
+_VISIBLE_AFTER = """
 FROM feed_log
 WHERE (xid, seq) > (%(xid)s::text::xid8, %(seq)s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY feed_log.xid, seq
 LIMIT %(limit)s
 """
+SELECT_AFTER = "SELECT" + _ITEM_COLUMNS + _VISIBLE_AFTER
 # Rows written by transactions that were still running when we read: someone must look again
 # once they end (their commit notifies; a rollback or a non-feed writer holding xmin does not).
 PENDING_AFTER = """
 SELECT EXISTS (SELECT 1 FROM feed_log WHERE (xid, seq) > (%(xid)s::text::xid8, %(seq)s)
                AND xid >= pg_snapshot_xmin(pg_current_snapshot()))
 """
+# A page and PENDING_AFTER in one round trip (the feed's latency pays for each): the EXISTS is
+# uncorrelated, so asked once, on the statement's one snapshot. Asked from ``after`` rather than
+# from the page's last row, it answers the same: a running transaction's rows have xids at or
+# above xmin, after every row the page can hold.
+READ_PAGE = "SELECT" + _ITEM_COLUMNS + ", (" + PENDING_AFTER + ")" + _VISIBLE_AFTER
 SELECT_END = """
 SELECT xid::text::bigint, seq FROM feed_log WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY feed_log.xid DESC, seq DESC LIMIT 1
@@ -91,12 +104,14 @@ class FeedItem:
     event_type: str | None
     time: _dt.datetime | None
     summary: dict
-    logged_at: _dt.datetime
+    logged_at: _dt.datetime                     # when the row was written, inside its transaction
+    committed_at: _dt.datetime | None = None    # when that transaction committed; None: not known
 
     def as_dict(self) -> dict[str, Any]:
         out = {"cursor": str(self.cursor), "kind": self.kind, "op": self.op, "id": self.entity_id.hex,
                "camera_id": self.camera_id, "summary": self.summary,
-               "logged_at": instant_to_ms(self.logged_at)}
+               "logged_at": instant_to_ms(self.logged_at),
+               "committed_at": instant_to_ms(self.committed_at) if self.committed_at else None}
         if self.event_type is not None:
             out["event_type"] = self.event_type
         if self.time is not None:
@@ -164,51 +179,80 @@ class FeedPage:
 
 
 class FeedStore:
-    """Mixed into MeteorDatabase: reading the change feed."""
+    """Mixed into MeteorDatabase: reading the change feed (on a pooled connection)."""
 
     @retry_stale
     def feed_read(self, after: Cursor = START, limit: int = 500) -> FeedPage:
         """Up to ``limit`` rows after ``after``, in (xid, seq) order, of ended transactions only."""
         with self.transaction() as cur:
-            cur.execute(SELECT_AFTER, {"xid": after.xid, "seq": after.seq, "limit": limit})
-            rows = cur.fetchall()
-            items = [feed_item(row) for row in rows]
-            last = items[-1].cursor if items else after
-            cur.execute(PENDING_AFTER, {"xid": last.xid, "seq": last.seq})
-            pending = cur.fetchone()[0]
-        return FeedPage(items, last, len(items) == limit, pending)
+            return read_page(cur, after, limit)
 
     @retry_stale
     def feed_end(self) -> Cursor:
         """The cursor just after the newest row a reader can see now: "from here on"."""
         with self.transaction() as cur:
-            cur.execute(SELECT_END)
-            row = cur.fetchone()
-            if row is None:
-                cur.execute(SELECT_HORIZON)
-                row = cur.fetchone()
-        return Cursor(*row) if row else START
+            return end_of(cur)
 
     @retry_stale
     def feed_horizon(self) -> Cursor | None:
         """The newest row retention has removed (a cursor before it may have missed rows)."""
         with self.transaction() as cur:
-            cur.execute(SELECT_HORIZON)
-            row = cur.fetchone()
-        return Cursor(*row) if row else None
+            return horizon_of(cur)
 
     @retry_stale
     def feed_prune(self, retention_days: float, now: _dt.datetime | None = None) -> int:
         """Delete rows logged more than ``retention_days`` ago; how many went."""
-        now = now or _dt.datetime.now(_dt.timezone.utc)
         with self.transaction() as cur:
-            cur.execute(PRUNE_HORIZON, {"before": now - _dt.timedelta(days=retention_days)})
-            cur.execute(PRUNE_ROWS)
-            return cur.rowcount
+            return prune(cur, retention_days, now)
+
+
+# The reads themselves take any DB-API cursor: the pool's (FeedStore above), or the feed
+# listener's own connection (feed_hub.py), which must not wait through the pool.
+
+def read_page(cur, after: Cursor, limit: int) -> FeedPage:
+    """Up to ``limit`` rows after ``after``, in (xid, seq) order, of ended transactions only."""
+    params = {"xid": after.xid, "seq": after.seq, "limit": limit}
+    cur.execute(READ_PAGE, params)
+    rows = cur.fetchall()
+    items = [feed_item(row[:-1]) for row in rows]
+    if rows:
+        pending = rows[0][-1]
+    else:  # no row to carry the answer: ask on its own
+        cur.execute(PENDING_AFTER, params)
+        pending = cur.fetchone()[0]
+    return FeedPage(items, items[-1].cursor if items else after, len(items) == limit, pending)
+
+
+def end_of(cur) -> Cursor:
+    """The cursor just after the newest row a reader can see now."""
+    cur.execute(SELECT_END)
+    row = cur.fetchone()
+    if row is None:
+        cur.execute(SELECT_HORIZON)
+        row = cur.fetchone()
+    return Cursor(*row) if row else START
+
+
+def horizon_of(cur) -> Cursor | None:
+    """The newest row retention has removed, if any."""
+    cur.execute(SELECT_HORIZON)
+    row = cur.fetchone()
+    return Cursor(*row) if row else None
+
+
+def prune(cur, retention_days: float, now: _dt.datetime | None = None) -> int:
+    """Delete rows logged more than ``retention_days`` ago (in the caller's transaction: the
+    horizon moves with the rows); how many went."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    cur.execute(PRUNE_HORIZON, {"before": now - _dt.timedelta(days=retention_days)})
+    cur.execute(PRUNE_ROWS)
+    return cur.rowcount
 
 
 def feed_item(row) -> FeedItem:
-    xid, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at = row
+    """The item of a row of ``SELECT_AFTER``."""
+    xid, seq, kind, op, entity_id, camera_id, event_type, event_time, summary, logged_at, committed_at = row
     return FeedItem(Cursor(xid, seq), kind, op, entity_id, camera_id, event_type,
                     event_time.astimezone(_dt.timezone.utc) if event_time else None, summary,
-                    logged_at.astimezone(_dt.timezone.utc))
+                    logged_at.astimezone(_dt.timezone.utc),
+                    committed_at.astimezone(_dt.timezone.utc) if committed_at else None)

@@ -1,5 +1,6 @@
 """What changes under gevent: real OS threads for work that blocks in C (fsyncs, password
-hashes), and a bound on connecting to PostgreSQL.
+hashes) or must not wait for greenlets (the feed's listener), and a bound on connecting to
+PostgreSQL.
 
 ``meteorpi serve`` runs gevent workers, which monkey-patch ``threading``: a standard
 ``ThreadPoolExecutor``'s threads then become greenlets on the worker's one OS thread, and an
@@ -11,7 +12,9 @@ tests, other WSGI servers) these are the standard library's threads and plain ca
 from __future__ import annotations
 
 import contextlib
+import select
 import sys
+import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Callable, ContextManager, TypeVar
 
@@ -54,3 +57,50 @@ def deadline(seconds: float) -> ContextManager:
         return contextlib.nullcontext()
     import gevent
     return gevent.Timeout(seconds, Expired)
+
+
+class NativeThread:
+    """A real OS thread even under gevent, which ``join`` waits for (only the calling greenlet
+    waits). For work that must not wait for the worker's greenlets to yield (the feed's
+    listener): it blocks in real system calls and must touch no gevent object of the worker's
+    thread, whose hub it cannot use (gevent objects belong to one thread's loop)."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        if under_gevent():
+            from gevent.threadpool import ThreadPool
+            self._pool = ThreadPool(1)
+            self._done = self._pool.spawn(target)
+        else:
+            self._pool = None
+            self._thread = threading.Thread(target=target, name=name, daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        """Whether the thread ended within ``timeout`` seconds."""
+        if self._pool is None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        ended = self._done.wait(timeout) is not None or self._done.ready()
+        if ended:
+            self._pool.kill()
+        return ended
+
+
+def real_select() -> Callable:
+    """``select.select`` itself, not gevent's (which waits on the calling thread's hub)."""
+    if under_gevent():
+        from gevent import monkey
+        return monkey.get_original("select", "select")
+    return select.select
+
+
+def poster() -> Callable[..., None]:
+    """A function that runs ``fn(*args)`` on the thread that called ``poster``, called from any
+    thread. Under gevent: queued on this thread's loop (``run_callback_threadsafe``), so it runs
+    as soon as the loop turns, without waiting for a greenlet to be scheduled; ``fn`` then runs
+    in the loop itself and must not block. Elsewhere: called at once, in the caller's thread."""
+    if not under_gevent():
+        return lambda fn, *args: fn(*args)
+    import gevent
+    loop = gevent.get_hub().loop
+    return loop.run_callback_threadsafe

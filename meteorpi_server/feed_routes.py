@@ -125,8 +125,11 @@ def _events(hub: FeedHub, cursor: Cursor, wanted: FeedFilter, limit: int, heartb
             if result.must_refetch:
                 yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
                 return
-            for item in result.items:
-                yield f"id: {item.cursor}\ndata: {json.dumps(item.as_dict(), separators=(',', ':'))}\n\n"
+            if result.items:
+                # One write for what one read gave (an import's items arrive together): a write
+                # per item cost the server a send and the client a wake-up for each.
+                yield "".join(f"id: {item.cursor}\ndata: {json.dumps(item.as_dict(), separators=(',', ':'))}\n\n"
+                              for item in result.items)
             if result.up_to_date and not told_up_to_date:
                 told_up_to_date = True
                 yield _event("up-to-date", {"cursor": str(result.cursor)})

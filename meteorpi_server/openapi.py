@@ -283,8 +283,13 @@ def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
               query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per answer at most")]
     item = _object({"cursor": cursor, "kind": {"type": "string"}, "op": {"type": "string"},
                     "id": {"type": "string"}, "camera_id": {"type": "string"}, "event_type": {"type": "string"},
-                    "time": {"type": "integer"}, "summary": {"type": "object"}, "logged_at": {"type": "integer"}},
-                   ["cursor", "kind", "op", "id", "camera_id", "summary", "logged_at"])
+                    "time": {"type": "integer"}, "summary": {"type": "object"},
+                    "logged_at": {"type": "integer", "description": "ms: when the change was written, "
+                                                                     "inside its transaction"},
+                    "committed_at": {"type": ["integer", "null"],
+                                     "description": "ms: when its transaction committed; null when the "
+                                                    "database does not track commit times"}},
+                   ["cursor", "kind", "op", "id", "camera_id", "summary", "logged_at", "committed_at"])
     page = {"oneOf": [_object({"items": {"type": "array", "items": item}, "cursor": cursor,
                                "up_to_date": {"type": "boolean"}}, ["items", "cursor", "up_to_date"]),
                       _object({"must_refetch": {"const": True}, "cursor": cursor}, ["must_refetch", "cursor"])]}
