@@ -677,6 +677,8 @@ class _Incoming:
             if flush:
                 with self.store._disk():
                     os.fsync(fd)
+            else:
+                _start_writeback(fd)
         finally:
             os.close(fd)
 
@@ -806,6 +808,25 @@ class _FlushGroups:
     def abandon(self) -> None:
         """Wait for the flushes in flight, whatever they give (their files are being removed)."""
         wait(self.futures)
+
+
+def _start_writeback(fd: int) -> None:
+    """Have the kernel start writing a finished file to disk now, without waiting for it.
+
+    Why: the file is fsynced later, in the flushing threads, with the files after it; left to
+    itself the kernel would write it back only when those fsyncs ask, so a large upload ended
+    with seconds of writing still to do while the client waited for its answer. Linux starts
+    writeback of a file's dirty pages on POSIX_FADV_DONTNEED (and drops its clean ones: the
+    server does not read what it just received). Measured on a loopback replication of 625 MiB:
+    4.56-4.64 s with it, 5.30-5.67 s without, alternating. Only a hint: where the call does
+    not exist or fails, the fsync does all the work, as before."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
 
 
 def _fsync_files(paths: list[str]) -> None:
