@@ -20,9 +20,8 @@ from typing import Any, Iterable, Mapping
 
 from flask import Response, abort, current_app, g, make_response
 
-from meteorpi_db import (FileTooLarge, MeteorDatabase, Md5Mismatch, NeedsBytes, NeedsStatus, Refused,
-                         TruncatedUpload)
-from meteorpi_db.file_store import ResendFromStart, UploadCut
+from meteorpi_db import (FileTooLarge, Md5Mismatch, MeteorDatabase, NeedsBytes, NeedsStatus, Refused,
+                         ResendFromStart, TruncatedUpload, UploadCut)
 from meteorpi_db.config import ServerConfig
 from meteorpi_db.upload_failures import refused_too_often
 from meteorpi_model import WIRE_ENTITIES, CameraStatus, Event, FileRecord, ValidationError
@@ -259,8 +258,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                 for _ in file_data:  # read to its end (the body's own refusals still apply), keep nothing
                     pass
             else:
-                self.db.file_store.store_stream(file_id, md5_hex, file_data,
-                                                max_bytes=self.db.config.server.max_upload_bytes)
+                self.db.store_file_data(file_id, md5_hex, file_data,
+                                        max_bytes=self.db.config.server.max_upload_bytes)
         except Md5Mismatch as e:
             problem = str(e)
         except BodyCutShort:  # the link's doing as often as the client's: not held against the file
@@ -286,11 +285,10 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
             problem = _upload_contradiction(fid, md5, held_md5.get(fid), "the record sent says {md5}")
             if problem:
                 refused[fid] = problem
-        missing_data = [(fid, md5) for fid, md5 in file_data
-                        if fid not in refused and not self.db.file_store.has(fid, md5)]
+        missing_data = self.db.missing_file_data([(fid, md5) for fid, md5 in file_data if fid not in refused])
         user_id = self.get_importing_user_id()
         failures = self.db.upload_failure_counts(missing_data, user_id)
-        resumable = self.db.file_store.resumable(missing_data, str(user_id))
+        resumable = self.db.resumable_uploads(missing_data, str(user_id))
         offsets = {}
         for fid, md5 in missing_data:
             if failures.get(fid, 0) >= self.max_failed_uploads:
@@ -328,7 +326,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
                    if (problem := _upload_contradiction(fid, md5, held_md5.get(fid)))}
         counted = _CountedStream(stream)
         try:
-            results = self.db.file_store.store_many(manifest, counted, refused, offsets=offsets, owner=str(user_id))
+            results = self.db.store_uploaded_files(manifest, counted, refused, offsets=offsets, owner=str(user_id))
         except UploadCut as cut:  # what came whole before the cut is published: forget its counts
             kept = [fid for fid, problem in cut.results.items() if problem is None]
             self.db.clear_upload_failures(*kept)
