@@ -260,7 +260,7 @@ class FileStore:
             for done in [pool.submit(fsync_directory, d) for d in directories]:
                 done.result()
         if written:
-            green.call(self._discard_partials_of, {final.name.split("_", 1)[0] for _, final in written})
+            green.call(self.discard_partials, *(uuid.UUID(final.name.split("_", 1)[0]) for _, final in written))
         if cut is not None:
             cut.results = results
             raise cut
@@ -281,16 +281,6 @@ class FileStore:
             os.replace(tmp_name, final)
             directories.add(final.parent)
         return directories
-
-    def _discard_partials_of(self, hex_ids: set[str]) -> None:
-        """``discard_partials`` for many files with one listing of the partial folder."""
-        try:
-            names = os.listdir(self.partial)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name.split("_", 1)[0] in hex_ids:
-                _unlink(self.partial / name)
 
     # -- partial files: the durable prefix of a file whose upload was cut ------------------------
     def _partial_glob(self, file_id: uuid.UUID, md5: str | None = None, owner: str | None = None) -> list[Path]:
@@ -320,11 +310,16 @@ class FileStore:
                 held[file_id] = max(held.get(file_id, 0), int(parts[3]))
         return held
 
-    def discard_partials(self, file_id: uuid.UUID, keep_md5: str | None = None) -> None:
-        """Remove partial files of ``file_id`` (all, or all but those of ``keep_md5``)."""
-        for path in self._partial_glob(file_id):
-            if keep_md5 is None or path.name.split("_")[1] != keep_md5.lower():
-                _unlink(path)
+    def discard_partials(self, *file_ids: uuid.UUID) -> None:
+        """Remove every partial file of these files (one listing of the partial folder)."""
+        hex_ids = {file_id.hex for file_id in file_ids}
+        try:
+            names = os.listdir(self.partial)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.split("_", 1)[0] in hex_ids:
+                _unlink(self.partial / name)
 
     def _claim_partial(self, file_id: uuid.UUID, md5: str, owner: str | None, offset: int) -> "_Incoming":
         """Take ``owner``'s partial of this file as this writer's temp file (renamed, not
