@@ -136,8 +136,15 @@ class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchSt
     # What import receivers take in. They go through these, not the file store itself: where and
     # how bytes are kept (temp names, flushing, partial prefixes of cut uploads) is this
     # package's business, and a receiver written for another store keeps working.
-    def missing_file_data(self, file_data: Iterable[tuple[uuid.UUID, str]]) -> list[tuple[uuid.UUID, str]]:
-        """The (file_id, md5) pairs whose bytes are not held, in order."""
+    def missing_file_data(self, file_data: Iterable[tuple[uuid.UUID, str]],
+                          settle: bool = False) -> list[tuple[uuid.UUID, str]]:
+        """The (file_id, md5) pairs whose bytes are not held, in order; with ``settle``, once
+        uploads of them still in progress have ended (FileStore.settle: a check right after a
+        cut upload then sees what that upload kept)."""
+        file_data = list(file_data)
+        if settle:
+            self.file_store.settle([file_id for file_id, md5 in file_data
+                                    if not self.file_store.has(file_id, md5)])
         return [(file_id, md5) for file_id, md5 in file_data if not self.file_store.has(file_id, md5)]
 
     def resumable_uploads(self, file_data: Iterable[tuple[uuid.UUID, str]], owner: str) -> dict[uuid.UUID, int]:

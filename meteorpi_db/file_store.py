@@ -42,6 +42,9 @@ CHUNK_SIZE = 1024 * 1024
 STALE_TEMP_SECONDS = 6 * 3600
 # A cut upload's prefix waits this long for its sender to continue it (a camera offline all day).
 STALE_PARTIAL_SECONDS = 3 * 24 * 3600
+# How long a check waits for uploads of the files it asks about that are still being received
+# or published (see FileStore.settle); past this it answers with what is held by then.
+SETTLE_SECONDS = 5.0
 # This host, as it appears in temp names (letters, digits and dashes: the name splits on dots).
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:63] or "host"
 
@@ -281,6 +284,35 @@ class FileStore:
             os.replace(tmp_name, final)
             directories.add(final.parent)
         return directories
+
+    def settle(self, file_ids: Iterable[uuid.UUID], most_seconds: float = SETTLE_SECONDS) -> bool:
+        """Wait until no upload still in progress in a live process of this host is writing one
+        of these files (its temp file, named for the file and the writer, is renamed into place,
+        kept as a partial or removed when the upload ends), for at most ``most_seconds``; whether
+        none is left.
+
+        Why: a link that resets a connection tells the client at once, while the server's half of
+        that upload may still be taking the last bytes the kernel received and flushing the
+        files that came whole. A check sent right after the cut would find those files not yet
+        held and have them sent again; waiting for their writer makes the answer say what the
+        cut upload kept. Cheap when nothing is in flight: one listing of the temp folder."""
+        prefixes = tuple(f"{file_id.hex}." for file_id in file_ids)
+        if not prefixes:
+            return True
+        deadline, pause = time.monotonic() + most_seconds, 0.005
+        while True:
+            try:
+                writing = [n for n in os.listdir(self.tmp) if n.startswith(prefixes) and not _writer_gone(n)]
+            except FileNotFoundError:
+                return True
+            if not writing:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.info("a check answered while %d upload(s) of its files were still in progress", len(writing))
+                return False
+            time.sleep(min(pause, left))  # cooperative under gevent (its time.sleep)
+            pause = min(pause * 2, 0.1)
 
     # -- partial files: the durable prefix of a file whose upload was cut ------------------------
     def _partial_glob(self, file_id: uuid.UUID, md5: str | None = None, owner: str | None = None) -> list[Path]:
@@ -717,10 +749,7 @@ class _Pieces:
     def __init__(self, stream: BinaryIO | None = None):
         self.delivered = 0
         self.stream = stream
-        # Off for now: with the socket read straight into this buffer, a night through a link
-        # reset every ~2 MB sent 1.54-1.70 times its bytes (tests/reliability/test_flaky_link.py,
-        # limit 1.5; 1.0x-1.4x with read()), a cause not yet found. Until it is, read() it is.
-        readinto = None
+        readinto = getattr(stream, "readinto", None)
         self._readinto = readinto if callable(readinto) else None
         self._buffer = memoryview(bytearray(STREAM_READ_MOST)) if self._readinto else None
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -43,7 +42,6 @@ from .uploads import FilesBody, take_upload, upload_window
 log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
 UPLOADS_IN_FLIGHT = 2
-CUT_SETTLE_SECONDS = 0.3          # what a cut upload's server half may take to publish what came
 TRIES_WITHOUT_PROGRESS = 4        # cut uploads in a row that kept nothing before the batch gives up
 IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
 
@@ -158,9 +156,6 @@ class BatchExchange(Conversation):
                             if not ended.transport:
                                 raise
                             held, refused, offsets, kept = self._after_cut(group, check_of)
-                            if not kept:  # the target may still be flushing what came: look again once
-                                time.sleep(CUT_SETTLE_SECONDS)
-                                held, refused, offsets, kept = self._after_cut(group, check_of)
                             window.shrink(sum(r.file_size - offset for r, offset in group))
                             problems.update(refused)
                             finished.update(held | set(refused))

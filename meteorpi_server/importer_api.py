@@ -285,7 +285,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
             problem = _upload_contradiction(fid, md5, held_md5.get(fid), "the record sent says {md5}")
             if problem:
                 refused[fid] = problem
-        missing_data = self.db.missing_file_data([(fid, md5) for fid, md5 in file_data if fid not in refused])
+        missing_data = self.db.missing_file_data([(fid, md5) for fid, md5 in file_data if fid not in refused],
+                                                 settle=True)
         user_id = self.get_importing_user_id()
         failures = self.db.upload_failure_counts(missing_data, user_id)
         resumable = self.db.resumable_uploads(missing_data, str(user_id))

@@ -6,11 +6,15 @@ check asks only for the rest (``offsets``) and an upload continues from there.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import socket
+import threading
+import time
 
-from .server_fixtures import OTHER_IMPORTER, Api, manifest_of
+from .server_fixtures import IMPORTER, OTHER_IMPORTER, TIMEOUT, Api, manifest_of
 from .test_upload_failures import _dropped
 
 MEDIA = {"Content-Type": "application/vnd.meteorpi.files"}
@@ -108,6 +112,41 @@ def test_a_check_for_other_bytes_of_a_file_drops_the_prefix_of_the_old_ones(serv
     assert "offsets" not in _check(api, {fid: data})
     assert not list(server.db.file_store.partial.glob(f"{fid}_*"))
     assert "offsets" not in _check(api, kept)
+
+
+def test_a_check_while_an_upload_of_its_file_is_still_arriving_answers_what_that_upload_kept(server, api, records):
+    """A reset reaches the client at once while the server still takes and flushes what came:
+    a check sent right after the cut must wait for that upload's end and answer from what it
+    kept (here the file's first 200 kB), not ask for the whole file again. Before, it answered
+    at once without the prefix, and a poor link sent much of each night twice."""
+    [(fid, data)] = _night(api, records, [500_000]).items()
+    whole = _body({fid: data})
+    sent = whole[:len(whole) - 300_000]
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    credentials = base64.b64encode(":".join(IMPORTER).encode()).decode()
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    sock.sendall(f"POST /import/v2/data HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {credentials}\r\n"
+                 f"Content-Length: {len(whole)}\r\nContent-Type: {MEDIA['Content-Type']}\r\n\r\n".encode() + sent)
+    store, deadline = server.db.file_store, time.monotonic() + TIMEOUT
+    while not list(store.tmp.glob(f"{fid}.*")):  # the server is receiving it
+        assert time.monotonic() < deadline, "the upload never arrived"
+        time.sleep(0.01)
+
+    def cut_later() -> None:
+        time.sleep(0.5)
+        sock.shutdown(socket.SHUT_WR)  # the body ends 300 kB short: the server keeps the prefix
+        while sock.recv(65536):
+            pass
+        sock.close()
+
+    cutter = threading.Thread(target=cut_later)
+    cutter.start()
+    try:
+        check = _check(api, {fid: data})
+    finally:
+        cutter.join()
+    assert check["file_data"] == [fid]
+    assert check.get("offsets") == {fid: 200_000}
 
 
 def uuid_of(hex_id: str):
