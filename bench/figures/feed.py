@@ -29,7 +29,7 @@ import requests
 from .. import ours
 from ..harness import Figure, alternate, median_ratio, percentile
 from . import Context, log
-from .scaling import SCALING_EXPORTERS, Fleet
+from .scaling import Fleet
 
 IDLE_STREAMS = 500
 READ_BYTES = 64 * 1024
@@ -128,11 +128,11 @@ def run(ctx: Context) -> list[Figure]:
         with ours.ServerProcess(central, ctx.cluster.root / "serve-feed.log") as server:
             fleet = Fleet(ctx, spec, server, central_db, prefix="node-f")
             try:
-                log(f"feed: latency with {SCALING_EXPORTERS} exporters x {spec.describe()}")
+                log(f"feed: latency with {ctx.sizes.exporters} exporters x {spec.describe()}")
                 watcher = Watcher(server.url)
                 watcher.start()
                 for _ in range(ctx.pairs):
-                    fleet.run(SCALING_EXPORTERS)
+                    fleet.run(ctx.sizes.exporters)
                 time.sleep(1.0)
                 watcher.close()
                 delays, measured_from = watcher.delays_ms, watcher.describe()
@@ -145,7 +145,7 @@ def run(ctx: Context) -> list[Figure]:
                     time.sleep(0.5)
                     rss[side].append(server.rss_bytes())
                     used = server.cpu_seconds()
-                    rate = fleet.run(SCALING_EXPORTERS)
+                    rate = fleet.run(ctx.sizes.exporters)
                     cpu[side].append(server.cpu_seconds() - used)
                     return rate
 
@@ -164,7 +164,7 @@ def run(ctx: Context) -> list[Figure]:
                 fleet.close()
     finally:
         central_db.close()
-    data = (f"{SCALING_EXPORTERS} exporters, each {spec.describe()}; {len(delays)} items on one stream, "
+    data = (f"{ctx.sizes.exporters} exporters, each {spec.describe()}; {len(delays)} items on one stream, "
             f"{measured_from}")
     figures = []
     if delays:
@@ -174,7 +174,7 @@ def run(ctx: Context) -> list[Figure]:
         figures += [Figure(n, None, reason="the stream received no items")
                     for n in ("feed_latency_p50_ms", "feed_latency_p99_ms")]
     figures.append(Figure("feed_subscribers_import_ratio", median_ratio(out["ours"], out["baseline"]), ">= 0.9",
-                          f"import rate of {SCALING_EXPORTERS} exporters with {streams} idle streams open vs none; "
+                          f"import rate of {ctx.sizes.exporters} exporters with {streams} idle streams open vs none; "
                           f"server CPU per run {_cpu_range(cpu['open'])} s with them, "
                           f"{_cpu_range(cpu['closed'])} s without",
                           "entities/s", ours=out["ours"], baseline=out["baseline"]))

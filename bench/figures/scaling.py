@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import ours
 from ..harness import Figure, alternate, median_ratio, percentile
 from ..night import NightSpec
-from . import SCALING_EXPORTERS, SEED, Context, log
+from . import SEED, Context, log
 from .replication import EXPORTS, build_node
 
 
@@ -28,12 +28,12 @@ MIN_SCALING_PAIRS = 7
 
 
 class Fleet:
-    """``SCALING_EXPORTERS`` nodes exporting to one server."""
+    """``ctx.sizes.exporters`` nodes exporting to one server."""
 
     def __init__(self, ctx: Context, spec: NightSpec, server: ours.ServerProcess, central_db, prefix: str = "node-s"):
         self.ctx, self.spec, self.server, self.central_db = ctx, spec, server, central_db
         # Each group builds nodes of its own (``prefix``): a run's cluster is shared by every group.
-        self.nodes = [build_node(ctx, f"{prefix}{i:02d}", spec, SEED + 100 + i) for i in range(SCALING_EXPORTERS)]
+        self.nodes = [build_node(ctx, f"{prefix}{i:02d}", spec, SEED + 100 + i) for i in range(ctx.sizes.exporters)]
         # `meteorpi export add` x 32 costs half a minute in sequence; a few at a time is enough.
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda args: ours.export_add(*args),
@@ -89,19 +89,19 @@ def run(ctx: Context) -> list[Figure]:
         with ours.ServerProcess(central, ctx.cluster.root / "serve-scaling.log") as server:
             fleet = Fleet(ctx, spec, server, central_db)
             try:
-                log(f"scaling: {SCALING_EXPORTERS} nodes x {spec.describe()}")
-                out = alternate({"ours": lambda i: fleet.run(SCALING_EXPORTERS),
+                log(f"scaling: {ctx.sizes.exporters} nodes x {spec.describe()}")
+                out = alternate({"ours": lambda i: fleet.run(ctx.sizes.exporters),
                                  "baseline": lambda i: fleet.run(1)}, pairs)
             finally:
                 fleet.close()
     finally:
         central_db.close()
-    data = f"{SCALING_EXPORTERS} nodes, each {spec.describe()}; rate = (events + file records)/s; {pairs} pairs"
+    data = f"{ctx.sizes.exporters} nodes, each {spec.describe()}; rate = (events + file records)/s; {pairs} pairs"
     figures = [Figure("scaling_16_vs_1", median_ratio(out["ours"], out["baseline"]), ">= 1.5", data,
                       "entities/s", ours=out["ours"], baseline=out["baseline"])]
     lat = fleet.latencies_ms
     if lat:
-        note = f"{len(lat)} POST /import... requests in the {SCALING_EXPORTERS}-exporter runs (server side, %(D)s)"
+        note = f"{len(lat)} POST /import... requests in the {ctx.sizes.exporters}-exporter runs (server side, %(D)s)"
         figures += [Figure("p50_ms", round(percentile(lat, 50), 1), data=note),
                     Figure("p99_ms", round(percentile(lat, 99), 1), data=note)]
     else:
