@@ -72,7 +72,7 @@ class FeedHub:
 
     def __init__(self, db: "MeteorDatabase", ring_size: int = 10000, poll_seconds: float = 5.0,
                  page: int = 500, retention_days: float = 30.0, prune_every_seconds: float = 3600.0,
-                 coalesce_seconds: float = 0.05):
+                 coalesce_seconds: float = 0.02):
         self.db = db
         self.ring: collections.deque[FeedItem] = collections.deque()
         self.ring_size = ring_size
@@ -160,7 +160,7 @@ class FeedHub:
                     if time.monotonic() - last_prune > self.prune_every_seconds:
                         last_prune = time.monotonic()
                         self._prune()
-                    self._listener.wait(0.05 if pending else self.poll_seconds)
+                    self._listener.wait(self.coalesce_seconds if pending else self.poll_seconds)
                     self._coalesce()
                     pending = self._catch_up()
             except Exception as e:  # PostgreSQL away, connection lost: back off, reconnect
