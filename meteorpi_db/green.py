@@ -43,6 +43,31 @@ def call(fn: Callable[..., T], *args) -> T:
     return gevent.get_hub().threadpool.apply(fn, args)
 
 
+def start(fn: Callable[..., T], *args):
+    """Under gevent, ``fn(*args)`` started in a real thread: a handle for ``finish``, while the
+    calling greenlet goes on. Elsewhere None: the caller runs ``fn`` itself (there is no loop
+    to keep free)."""
+    if not under_gevent():
+        return None
+    import gevent
+    return gevent.get_hub().threadpool.spawn(fn, *args)
+
+
+def finish(started) -> T:
+    """The result of a ``start``ed call (its exception raised here). Interrupted meanwhile (a
+    deadline), it still waits for the call to end before raising: the call may be using a file
+    the caller closes next."""
+    try:
+        return started.get()
+    except BaseException:
+        while not started.ready():
+            try:
+                started.wait()
+            except BaseException:
+                pass
+        raise
+
+
 class Expired(Exception):
     """A ``deadline`` passed."""
 

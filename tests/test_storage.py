@@ -382,3 +382,45 @@ def test_overlapping_batch_imports_at_once_store_one_copy(make_database, tmp_pat
                     "(SELECT count(*) FROM file_meta), (SELECT count(*) FROM import_record)")
         assert cur.fetchone() == (20, 20, 20, 40)
     assert db.get_event(events[7].event_id) == dataclasses.replace(events[7])
+
+
+class _TrickleThenReset:
+    """An upload body read the way ``meteorpi serve`` reads one (``readinto`` straight from the
+    socket), whose connection hands over a few bytes per read (a poor link) and is reset after
+    ``cut_after`` bytes."""
+
+    def __init__(self, body: bytes, cut_after: int, per_read: int = 1000):
+        self.body, self.cut_after, self.per_read, self.sent = body, cut_after, per_read, 0
+
+    def readinto(self, buffer) -> int:
+        if self.sent >= self.cut_after:
+            raise ConnectionResetError("connection reset by peer")
+        n = min(len(buffer), self.per_read, self.cut_after - self.sent)
+        buffer[:n] = self.body[self.sent:self.sent + n]
+        self.sent += n
+        return n
+
+
+@pytest.mark.parametrize("sizes", [(300_000, 200_000), (4096 * 3, 5000, 70_001), (1, 4095, 4097)])
+def test_uploads_written_around_the_page_cache_keep_every_byte_that_arrived(tmp_path, sizes):
+    """An upload is gathered into whole aligned pieces before they are written directly; a reset
+    in the middle of a piece must not lose what that piece had gathered: the whole files are
+    published and the cut file's prefix is kept to the last byte received."""
+    from meteorpi_db import FileStore, UploadCut
+    store = FileStore(tmp_path / "store")
+    files = [(uuid.uuid4(), os.urandom(size)) for size in sizes]
+    body = b"".join(data for _, data in files)
+    cut_at = len(body) - len(files[-1][1]) // 2 - 1  # inside the last file
+    items = [(file_id, hashlib.md5(data).hexdigest(), len(data)) for file_id, data in files]
+    with pytest.raises(UploadCut):
+        store.store_many(items, _TrickleThenReset(body, cut_at), owner="node-1")
+    for file_id, data in files[:-1]:
+        assert store.path(file_id, hashlib.md5(data).hexdigest()).read_bytes() == data
+    last_id, last = files[-1]
+    kept = len(last) - (len(body) - cut_at)
+    assert store.resumable([(last_id, hashlib.md5(last).hexdigest())], "node-1") == ({last_id: kept} if kept else {})
+    # ... and the rest, sent from there, completes the file.
+    rest = last[kept:]
+    assert store.store_many([items[-1]], _TrickleThenReset(rest, len(rest)), offsets={last_id: kept},
+                            owner="node-1") == {last_id: None}
+    assert store.path(last_id, hashlib.md5(last).hexdigest()).read_bytes() == last
