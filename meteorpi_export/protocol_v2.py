@@ -41,7 +41,10 @@ from .uploads import FilesBody, take_upload, upload_window
 
 log = logging.getLogger("meteorpi.exporter")
 BATCH_TASKS = 500                 # tasks per batch (an event with its files is one)
-UPLOADS_IN_FLIGHT = 2
+# Data requests on their way at once. Each ends by waiting for the server's fsyncs of its files;
+# with a third in flight the others' bytes keep both ends busy meanwhile: a loopback replication
+# of 625 MiB took 2.34-2.49 s with 3 (2.40-2.66 with 4) against 2.69-2.98 s with 2, side by side.
+UPLOADS_IN_FLIGHT = 3
 TRIES_WITHOUT_PROGRESS = 4        # cut uploads in a row that kept nothing before the batch gives up
 IMPORT_AT_LEAST = 25              # tasks an import waits for while uploads are still running
 
