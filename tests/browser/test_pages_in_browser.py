@@ -50,6 +50,16 @@ def _open(browser, url: str) -> None:
     WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def _submit(browser, button: str) -> None:
+    """Click the submit ``button`` (a CSS selector) and wait for the page the form leads to.
+    The page before it is complete too, and often has the same landmarks: wait for it to be
+    gone first, or the test reads the old page."""
+    before = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    WebDriverWait(browser, 10).until(EC.staleness_of(before))
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _console_errors(browser) -> list[str]:
     return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -131,8 +141,7 @@ def test_the_search_form_finds_a_known_event_and_its_url_reproduces_the_result(p
     browser.find_element(By.ID, "f-mk0").send_keys("meteorpi:classification")
     browser.find_element(By.CSS_SELECTOR, "#f-mo0 option[value=string_equals]").click()
     browser.find_element(By.ID, "f-mv0").send_keys("fireball")
-    browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]").click()
-    WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.ID, "results-h")))
+    _submit(browser, "form.search button[type=submit]")
 
     def results() -> list[str]:
         return [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "table.results td:first-child a")]

@@ -13,11 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from ..server_fixtures import READER
 from ..watch_fixtures import NotifierThread, Receiver, notify_config
-from .test_pages_in_browser import _console_errors, _open, _screenshot
+from .test_pages_in_browser import _console_errors, _open, _screenshot, _submit
 
 DELIVERY_SECONDS = 20.0
 
@@ -59,9 +58,8 @@ def _fill(browser, **values) -> None:
 
 
 def _submit_add(browser) -> None:
-    browser.find_element(By.CSS_SELECTOR, "form.watch-form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete"
-                                     and d.find_elements(By.ID, "list-h"))
+    _submit(browser, "form.watch-form button[type=submit]")
+    assert browser.find_elements(By.ID, "list-h")
 
 
 def _card(browser, name: str):
@@ -88,8 +86,8 @@ def test_a_user_adds_sees_tests_and_deletes_a_watch(page_server, browser, axe_so
     assert card is not None and receiver.url in card.text and "within 300 km of 55.9, -3.2" in card.text
     assert "meteorpi:duration>=1.5" in card.text and "none yet" in card.text
 
-    card.find_element(By.CSS_SELECTOR, "form[action$='/test'] button").click()
-    WebDriverWait(browser, 10).until(lambda d: "?tested=" in d.current_url)
+    _submit(browser, "li.watch form[action$='/test'] button")  # the only watch: fireballs
+    assert "?tested=" in browser.current_url
     assert "A test notification for fireballs is queued" in browser.find_element(By.CSS_SELECTOR, ".notice").text
     deadline = time.monotonic() + DELIVERY_SECONDS
     while not receiver.of_type("test") and time.monotonic() < deadline:
@@ -102,8 +100,9 @@ def test_a_user_adds_sees_tests_and_deletes_a_watch(page_server, browser, axe_so
     if screenshots is not None:
         _screenshot(browser, screenshots, "watches")
 
-    _card(browser, "fireballs").find_element(By.CSS_SELECTOR, "form[action$='/delete'] button").click()
-    WebDriverWait(browser, 10).until(lambda d: "?deleted=" in d.current_url)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "li.watch")) == 1 and _card(browser, "fireballs")
+    _submit(browser, "li.watch form[action$='/delete'] button")
+    assert "?deleted=" in browser.current_url
     assert "Watch fireballs deleted." in browser.find_element(By.CSS_SELECTOR, ".notice").text
     assert _card(browser, "fireballs") is None and page_server.db.get_watches() == []
     assert _console_errors(browser) == []
