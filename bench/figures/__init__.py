@@ -85,7 +85,7 @@ def groups() -> list[Group]:
         Group(("import_vs_raw_sql", "import_v1_vs_raw_sql"), import_rate.run),
         Group(("scaling_16_vs_1", "p50_ms", "p99_ms"), scaling.run),
         Group(("upload_peak_rss_mb_over_idle",), upload_rss.run),
-        Group(("ingest_vs_cp_fsync",), rms_ingest.run),
+        Group(("ingest_vs_cp_fsync", "ingest_vs_cp_md5sum_fsync"), rms_ingest.run),
         Group(("feed_latency_p50_ms", "feed_latency_p99_ms", "feed_subscribers_import_ratio",
                "feed_memory_per_subscriber_kib"), feed.run),
         Group(("page_index_p95_ms", "page_event_search_p95_ms"), pages.run),
