@@ -260,7 +260,9 @@ def _read_paths(security: list, jsonp: bool) -> dict:
                                                                  "the file record"),
                                 security, [file_id], not_found=True),
         "/files/{file_id}/data": get("file_data", "The file's bytes, as an attachment", {
-            "description": "the bytes, with the record's MIME type", "content": {"*/*": {"schema": {}}}},
+            "description": "the bytes, with the record's MIME type unless a browser would run or render it "
+                           "(scripts, HTML, XML, SVG, CSS, WebAssembly, PDF): those come as application/octet-stream",
+            "content": {"*/*": {"schema": {}}}},
             security, [file_id], not_found=True, jsonp=False),
     }
 

@@ -8,6 +8,7 @@ as the EventSearch an export configuration holds. With public reads every GET an
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from typing import Callable
 
@@ -120,16 +121,41 @@ def file_record(file_id: str) -> Response:
 @read_api.route("/files/<file_id>/data")
 @readable
 def file_data(file_id: str) -> Response:
-    """The bytes, streamed, as an attachment: a stored HTML file must never run on our origin."""
+    """The bytes, streamed, as an attachment: a stored HTML file must never run on our origin.
+
+    An attachment is not enough: a page could still pull a stored file in as a script, a style
+    sheet or a worker (``<script src=/files/x/data>``), where the Content-Disposition is ignored
+    and our own Content-Security-Policy counts it as 'self'. So a type a browser would execute
+    or render as a document is served as application/octet-stream (nosniff keeps it that), and
+    the answer carries a sandboxing CSP of its own."""
     db = _db()
     file_uuid = _uuid(file_id, "file_id")
     record = db.get_file(file_uuid)
     path = db.file_path_for_id(file_uuid) if record is not None else None
     if path is None:
         raise ResourceNotFound(f"no file data for {file_id}")
-    return send_file(path, mimetype=_stored_mime_type(record.mime_type), as_attachment=True,
-                     download_name=_stored_file_name(record.file_name, file_uuid.hex), conditional=True,
-                     etag=record.md5)
+    response = send_file(path, mimetype=served_type(_stored_mime_type(record.mime_type)), as_attachment=True,
+                         download_name=_stored_file_name(record.file_name, file_uuid.hex), conditional=True,
+                         etag=record.md5)
+    response.headers["Content-Security-Policy"] = FILE_DATA_CSP
+    return response
+
+
+# What camera data needs shown inline by the pages (images, videos) or downloaded (FITS, logs,
+# JSON) stays as stored; a subtype a browser runs or renders as a document (scripts of any name,
+# HTML, XML and SVG, CSS, WebAssembly, PDF, Flash) never reaches it as such.
+_PASSIVE_MAIN_TYPES = frozenset({"image", "video", "audio", "application"})
+_PASSIVE_TEXT = frozenset({"text/plain", "text/csv", "text/tab-separated-values"})
+_ACTIVE_SUBTYPE = re.compile(r"script|html|xml|svg|css|wasm|pdf|flash|xsl", re.IGNORECASE)
+FILE_DATA_CSP = "default-src 'none'; sandbox"
+
+
+def served_type(mime_type: str) -> str:
+    """The Content-Type a stored file is served with: its own when passive, else octet-stream."""
+    main, _, sub = mime_type.lower().partition("/")
+    if (main in _PASSIVE_MAIN_TYPES and not _ACTIVE_SUBTYPE.search(sub)) or f"{main}/{sub}" in _PASSIVE_TEXT:
+        return mime_type
+    return "application/octet-stream"
 
 
 # Records stored before the rules were tightened (issue 12 §2) may hold what a header cannot: a

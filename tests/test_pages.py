@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from html import escape
 import uuid
 
 import pytest
@@ -247,6 +248,31 @@ def test_an_imported_coincidence_appears_on_the_index_and_links_the_events(db, t
         assert f'<a href="/events/{events["ash-1"]}">ash-1 at' in elm and "(-1.500 s)" in elm
         fir = requests.get(f"{url}/events/{events['fir-3']}", headers=BROWSER, timeout=TIMEOUT).text
         assert "No event of another camera is linked to this one." in fir
+    finally:
+        server.shutdown()
+        db.config.server.public_read = False
+
+
+@pytest.mark.parametrize("inst_url, linked", [
+    ("javascript:alert(document.domain)", False), ("JaVaScRiPt:alert(1)", False),
+    ("data:text/html,<script>alert(1)</script>", False), ("/files/00/data", False),
+    ("https://observatory.example.org/cam", True), ("http://example.org", True),
+])
+def test_a_camera_url_becomes_a_link_only_to_a_web_address(db, inst_url, linked):
+    """A camera's inst_url is whatever its import account sent: `javascript:` (or a path onto
+    the archive itself) is shown as text, never as a link; an http(s) address is a link."""
+    from meteorpi_server import create_app
+    from .page_fixtures import _status
+    from .server_fixtures import serve_in_thread
+    _status(db, "link-1", 51.5, -0.1, now() - _dt.timedelta(hours=1), inst_url=inst_url)
+    db.config.server.public_read = True
+    url, server = serve_in_thread(create_app(db=db))
+    try:
+        page = requests.get(url + "/cameras/link-1", headers=BROWSER, timeout=TIMEOUT)
+        assert page.status_code == 200
+        shown = escape(inst_url, quote=True).replace("&#x27;", "&#39;")
+        assert (f'<a href="{shown}"' in page.text) == linked, page.text
+        assert escape(inst_url, quote=False) in page.text  # shown, as text, either way
     finally:
         server.shutdown()
         db.config.server.public_read = False

@@ -72,16 +72,43 @@ def test_file_data_streams_identical_bytes_with_type_and_safe_name(server, api, 
     status = records.status()
     event, files = records.event(status, sizes=[300_000])
     record = event["event"]["files"][0]
-    record.update(file_name='evil"; filename=x.html; %C3.png', mime_type="text/html")
+    record.update(file_name='evil"; filename=x.html; %C3.png', mime_type="image/png")
     deliver(api, event, {status["status"]["status_id"]: status}, files)
     r = api.get(f"/files/{record['file_id']}/data")
     assert r.status_code == 200
     assert r.content == files[record["file_id"]]
-    assert r.headers["Content-Type"].startswith("text/html")
+    assert r.headers["Content-Type"] == "image/png"
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     disposition, params = parse_options_header(r.headers["Content-Disposition"])
     assert disposition == "attachment"
     assert params["filename"] == record["file_name"]
+
+
+@pytest.mark.parametrize("mime_type, served", [
+    ("text/html", "application/octet-stream"), ("text/javascript", "application/octet-stream"),
+    ("application/javascript", "application/octet-stream"), ("application/x-ecmascript", "application/octet-stream"),
+    ("image/svg+xml", "application/octet-stream"), ("text/css", "application/octet-stream"),
+    ("application/xhtml+xml", "application/octet-stream"), ("text/xml", "application/octet-stream"),
+    ("application/wasm", "application/octet-stream"), ("TEXT/HTML", "application/octet-stream"),
+    ("image/jpeg", "image/jpeg"), ("video/mp4", "video/mp4"), ("text/plain", "text/plain"),
+    ("application/fits", "application/fits"), ("application/json", "application/json"),
+])
+def test_stored_files_are_never_served_as_something_a_browser_runs(server, api, records, mime_type, served):
+    """An import account stores a script, a page or an SVG: a page elsewhere on the archive's
+    origin could pull it in with <script src> (the attachment disposition does not stop that,
+    and the pages' CSP counts it as 'self'). It is served as octet-stream, with a sandbox CSP;
+    what cameras record (images, videos, FITS, text) keeps its type, so pages still show it."""
+    status = records.status()
+    event, files = records.event(status, sizes=[64])
+    record = event["event"]["files"][0]
+    record.update(mime_type=mime_type)
+    deliver(api, event, {status["status"]["status_id"]: status}, files)
+    r = api.get(f"/files/{record['file_id']}/data")
+    assert r.status_code == 200 and r.content == files[record["file_id"]]
+    assert r.headers["Content-Type"].split(";")[0] == served
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
 
 def test_file_data_not_held_is_404_json(server, api):

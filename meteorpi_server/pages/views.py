@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import urllib.parse
 from typing import Callable
 
 from flask import Blueprint, current_app, render_template, request
@@ -111,6 +112,19 @@ def _ago(value: _dt.datetime | None, reference: _dt.datetime | None = None) -> s
             n = int(seconds // size)
             return f"{n} {unit}{'s' if n != 1 else ''} ago"
     return "just now"
+
+
+@pages.app_template_test("web_link")
+def _web_link(value: str | None) -> bool:
+    """Whether a URL a camera sent may become a link: http(s) to a host only. Anything else
+    (``javascript:``, ``data:``, a relative path onto our own origin) is shown as text."""
+    if not value:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 @pages.app_template_filter("size")
