@@ -153,12 +153,16 @@ def _distinct(entities: Iterable[Event | FileRecord]) -> tuple[list[Event | File
     """Each id once, events first, each kind in id order (the order rows are locked in); and
     {id: why} for the ids sent twice with different content, neither copy of which is kept."""
     by_id: dict[uuid.UUID, Event | FileRecord] = {}
-    different: set[uuid.UUID] = set()
+    different: dict[uuid.UUID, str] = {}
     for entity in entities:
         entity_id = entity.entity_id
-        if by_id.setdefault(entity_id, entity) != entity:
-            different.add(entity_id)
-    refused = {i: f"{_describe(by_id[i])}: sent twice in this request, with different content" for i in different}
+        first = by_id.setdefault(entity_id, entity)
+        if type(first) is not type(entity):
+            different[entity_id] = (f"id {entity_id.hex}: sent in this request both as an event and as a file "
+                                    f"record; an id names one entity")
+        elif first != entity and entity_id not in different:
+            different[entity_id] = f"{_describe(first)}: sent twice in this request, with different content"
+    refused = dict(different)
     unique = [e for i, e in by_id.items() if i not in different]
     return sorted(unique, key=lambda e: (isinstance(e, FileRecord), e.entity_id.bytes)), refused
 

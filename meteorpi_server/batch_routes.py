@@ -82,7 +82,7 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
 
     def check():
         found = batch_receiver()
-        body = parse_json_object(read_body(server.max_body_bytes))
+        body = _known_keys(parse_json_object(read_body(server.max_body_bytes)), CHECK_KEYS, "body")
         statuses, events, files = (_id_list(body, key) for key in ("statuses", "events", "files"))
         file_data = _file_data_list(body)
         return jsonify(found.batch_check(statuses, events, files, file_data))
@@ -108,7 +108,7 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
 
     def batch_import():
         found = batch_receiver()
-        body = parse_json_object(read_body(server.max_body_bytes))
+        body = _known_keys(parse_json_object(read_body(server.max_body_bytes)), IMPORT_KEYS, "body")
         statuses = _entities(body, "statuses", CameraStatus)
         entities = _entities(body, "events", Event) + _entities(body, "files", FileRecord)
         if len(entities) + len(statuses) > MAX_ENTITIES:
@@ -130,13 +130,31 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
                                     view_func=json_errors(protect(view)))
 
 
+# The keys each body may hold. A misspelt one ({"event": [...]}) used to be ignored, and the
+# request answered as if nothing had been asked: a client's typo silently imported nothing.
+CHECK_KEYS = frozenset({"statuses", "events", "files", "file_data"})
+IMPORT_KEYS = frozenset({"statuses", "events", "files"})
+MANIFEST_KEYS = frozenset({"files"})
+MANIFEST_FILE_KEYS = frozenset({"file_id", "md5", "size", "offset"})
+FILE_DATA_KEYS = frozenset({"file_id", "md5"})
+
+
+def _known_keys(body: dict, known: frozenset[str], path: str) -> dict:
+    """``body`` itself; BadRequest naming the first key it should not hold, and the known ones."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise BadRequest(f"{path}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    return body
+
+
 def _id_list(body: dict, key: str) -> list[uuid.UUID]:
+    """The ids of ``key``, each once, in the order first sent (a check answers each id once)."""
     values = body.get(key, [])
     if not isinstance(values, list):
         raise BadRequest(f"{key}: expected a list of ids")
     if len(values) > MAX_ENTITIES:
         raise BadRequest(f"{key}: more than {MAX_ENTITIES} ids")
-    return [UUIDCodec().decode(v, f"{key}[{i}]") for i, v in enumerate(values)]
+    return list(dict.fromkeys(UUIDCodec().decode(v, f"{key}[{i}]") for i, v in enumerate(values)))
 
 
 def _file_data_list(body: dict) -> list[tuple[uuid.UUID, str]]:
@@ -147,9 +165,10 @@ def _file_data_list(body: dict) -> list[tuple[uuid.UUID, str]]:
     for i, item in enumerate(values):
         if not isinstance(item, dict):
             raise BadRequest(f"file_data[{i}]: expected an object")
+        _known_keys(item, FILE_DATA_KEYS, f"file_data[{i}]")
         out.append((UUIDCodec().decode(item.get("file_id"), f"file_data[{i}].file_id"),
                     MD5().decode(item.get("md5"), f"file_data[{i}].md5")))
-    return out
+    return list(dict.fromkeys(out))  # each (file, MD5) asked about once
 
 
 def _entities(body: dict, key: str, cls: type) -> list[Any]:
@@ -171,7 +190,7 @@ def _read_manifest(stream) -> tuple[list[tuple[uuid.UUID, str, int]], dict[uuid.
     line = stream.readline(MAX_MANIFEST_LINE + 1)
     if len(line) > MAX_MANIFEST_LINE or not line.endswith(b"\n"):
         raise BadRequest("manifest: the first line must be a JSON object ending in a newline")
-    manifest = parse_json_object(line)
+    manifest = _known_keys(parse_json_object(line), MANIFEST_KEYS, "manifest")
     files = manifest.get("files")
     if not isinstance(files, list) or len(files) > MAX_FILES_PER_UPLOAD:
         raise BadRequest(f"manifest.files: expected a list of at most {MAX_FILES_PER_UPLOAD} files")
@@ -180,6 +199,7 @@ def _read_manifest(stream) -> tuple[list[tuple[uuid.UUID, str, int]], dict[uuid.
         path = f"manifest.files[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{path}: expected an object")
+        _known_keys(item, MANIFEST_FILE_KEYS, path)
         file_id = UUIDCodec().decode(item.get("file_id"), f"{path}.file_id")
         if file_id in seen:
             raise BadRequest(f"{path}.file_id: appears twice in one upload")

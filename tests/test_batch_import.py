@@ -124,3 +124,45 @@ def test_a_database_refusal_of_one_entity_leaves_the_others_imported(refusing_da
     assert server.db.has_file_id(other["file_id"])
     assert not server.db.has_file_id(refused["file_id"]) and not server.db.has_file_id(orphan["file_id"])
     assert server.db.get_camera_status_by_id(bad_status["status_id"]) is None
+
+
+@pytest.mark.parametrize("path, body, named", [
+    ("import", {"event": []}, "body.event"), ("import", {"type": "event"}, "body.type"),
+    ("import", {"events": [], "file_data": []}, "body.file_data"),
+    ("check", {"event": []}, "body.event"), ("check", {"files": [], "filedata": []}, "body.filedata"),
+    ("check", {"file_data": [{"file_id": "a" * 32, "md5": "b" * 32, "size": 3}]}, "file_data[0].size"),
+])
+def test_a_misspelt_key_is_refused_not_ignored(server, api, path, body, named):
+    """{"event": [...]} for {"events": [...]} was answered 200 with no results: the client's typo
+    imported nothing and nobody was told. Every key a body holds must be one the protocol knows."""
+    code, answer = api.batch(path, body)
+    assert code == 400, answer
+    assert answer["message"].startswith(named) and "unknown key" in answer["message"]
+
+
+def test_a_misspelt_manifest_key_is_refused(server, api, records):
+    status = records.status()
+    body, data = records.file(status)
+    record = body["file"]
+    manifest = [{"file_id": record["file_id"], "md5": record["md5"], "size": len(data), "ofset": 0}]
+    code, answer = api.batch_upload(manifest, data)
+    assert code == 400 and answer["message"].startswith("manifest.files[0]") and "ofset" in answer["message"]
+
+
+def test_a_check_answers_each_id_once_however_often_asked(server, api):
+    """5,000 copies of one id in a check were echoed 5,000 times."""
+    file_id, event_id = "c" * 32, "d" * 32
+    code, answer = api.batch("check", {"events": [event_id] * 50, "files": [file_id] * 50,
+                                       "file_data": [{"file_id": file_id, "md5": "e" * 32}] * 50})
+    assert code == 200, answer
+    assert answer["events"] == [event_id] and answer["files"] == [file_id]
+    assert answer["file_data"] == [file_id]
+
+
+def test_one_id_sent_as_an_event_and_as_a_file_record_is_refused_saying_so(server, api, records):
+    status, event, other = _batch(records, api)
+    clash = dict(other, file_id=event["event_id"])
+    code, answer = api.batch("import", {"statuses": [status], "events": [event], "files": [clash]})
+    assert code == 200, answer
+    message = _results(answer)[event["event_id"]]["message"]
+    assert "both as an event and as a file record" in message and "different content" not in message
