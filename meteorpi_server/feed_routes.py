@@ -19,7 +19,7 @@ from meteorpi_db.feed import Cursor, FeedFilter
 from meteorpi_db.feed_hub import FeedHub, FeedResult
 from meteorpi_model import ValidationError
 
-from .jsonp import jsonify
+from .jsonp import jsonify, unpadded
 from .read_routes import readable
 
 feed_api = Blueprint("meteorpi_feed", __name__)
@@ -98,6 +98,7 @@ def feed() -> Response:
 
 @feed_api.route("/feed/stream")
 @readable
+@unpadded
 def feed_stream() -> Response:
     """Server-Sent Events: the backlog after the cursor, ``up-to-date``, then items as they commit."""
     after, wanted, _, limit = _parameters(stream=True)

@@ -10,16 +10,19 @@ would put script of the caller's choosing in our answer (reflected XSS). So a ca
 accepted only when it is a plain JavaScript name path (``cb``, ``jQuery123_456``,
 ``app.handlers.done``) of at most ``MAX_CALLBACK_LENGTH`` characters; the app refuses any other
 with a 400 before a view runs (``callback_problem``), and ``jsonify`` never pads one it has not
-checked. POST answers (the import protocol) are never padded.
+checked. Only the read API's views pad (they say so with ``padded``): an import route, a
+watch or an event stream answers plain JSON whatever the query holds, errors included, and POST
+answers (the import protocol) are never padded.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flask
 import flask_jsonpify
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 CALLBACK_PARAMETER = "callback"
 MAX_CALLBACK_LENGTH = 64
@@ -54,9 +57,29 @@ def callback_problem(name: str | None, public: bool) -> str | None:
     return None
 
 
+def padded(view: Callable) -> Callable:
+    """Mark ``view`` as one whose answers (and errors) may be JSONP: the public read API's."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.meteorpi_padded = True
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def unpadded(view: Callable) -> Callable:
+    """Undo ``padded`` for a view inside it that must answer JSON only (an event stream)."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.meteorpi_padded = False
+        return view(*args, **kwargs)
+    return wrapper
+
+
 def wants_padding() -> bool:
-    """Whether this request's answer should be JSONP: a GET with a safe callback, reads public."""
-    if request.method not in _PADDED_METHODS:
+    """Whether this request's answer should be JSONP: a GET of a ``padded`` view with a safe
+    callback, reads public. ``GET /import/v2?callback=cb`` was padded although it needs an
+    import account: padding is for what anyone may read, and only there."""
+    if request.method not in _PADDED_METHODS or not g.get("meteorpi_padded", False):
         return False
     name = request.args.get(CALLBACK_PARAMETER)
     return bool(name) and callback_problem(name, reads_are_public()) is None

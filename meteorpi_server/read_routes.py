@@ -21,7 +21,7 @@ from meteorpi_model.fields import Instant, UUIDCodec
 from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
-from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify, reads_are_public
+from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify, padded, reads_are_public
 
 READ_ROLES = ["user", "import"]
 read_api = Blueprint("meteorpi_read", __name__)
@@ -36,14 +36,15 @@ def _db() -> MeteorDatabase:
 
 
 def readable(view: Callable) -> Callable:
-    """Run ``view`` for a reader (or anyone, with ``server.public_read``); errors as JSON."""
+    """Run ``view`` for a reader (or anyone, with ``server.public_read``); errors as JSON (JSONP
+    when reads are public and a safe callback is asked for)."""
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         meteor_app = _meteor_app()
         if meteor_app.config.server.public_read:
             return view(*args, **kwargs)
         return meteor_app.requires_auth(roles=READ_ROLES)(view)(*args, **kwargs)
-    return json_errors(wrapper)
+    return padded(json_errors(wrapper))
 
 
 @read_api.before_request

@@ -140,6 +140,20 @@ def test_jsonp_pads_a_safe_callback_when_reads_are_public(public_url, callback):
         assert "cameras" in json.loads(r.text[len(callback) + 1:r.text.rstrip().rindex(")")])
 
 
+@pytest.mark.parametrize("path, auth", [
+    ("/import/v2", IMPORTER),                   # needs an import account: not a public read
+    ("/feed/stream?after=not-a-cursor", None),  # an event stream, its errors JSON
+    ("/feed/stream?after=not-a-cursor", READER),
+])
+def test_only_the_read_api_pads_even_when_reads_are_public(public_url, path, auth):
+    """GET /import/v2?callback=cb was padded although it needs import credentials, and
+    /feed/stream answered its 400 as application/javascript: padding is for the read API only."""
+    r = requests.get(public_url + path, params={"callback": "cb"}, auth=auth, timeout=TIMEOUT)
+    assert r.headers["Content-Type"].startswith("application/json"), (r.status_code, r.text[:200])
+    assert not r.text.startswith("cb(")
+    assert isinstance(r.json(), dict)
+
+
 @pytest.mark.parametrize("callback", [
     "alert(1)//", "<script>alert(1)</script>", "a;b", "cb\nx", "1abc", "a..b", "x" * 65, "a b", "ünï",
     "cb\n", "cb\r\n", "cb\x00", "cb\uff11",
