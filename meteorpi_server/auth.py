@@ -12,6 +12,7 @@ receiver can record who imported what (``BaseImportReceiver.get_importing_user_i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -59,6 +60,7 @@ class Authenticator:
         self.http.verify_password(self._verify_password)
         self.http.get_user_roles(self._get_user_roles)
         self.http.error_handler(self._auth_error)
+        self.http.auth_error_callback = _challenge_only_on_401(self.http.auth_error_callback)
 
     def required(self, roles: Iterable[str] | None = None) -> Callable:
         """Decorator: the view runs only for a user holding any one of ``roles`` (any user if
@@ -97,3 +99,15 @@ class Authenticator:
             name = user.user_id if user else "this user"
             return failed(f"{name} does not hold a role that may use this resource", 403)
         return failed("authentication required: HTTP Basic credentials of a meteorpi user", 401)
+
+
+def _challenge_only_on_401(answer: Callable[[int], Response]) -> Callable[[int], Response]:
+    """Flask-HTTPAuth puts ``WWW-Authenticate`` on its 403s too, which asks a browser for other
+    credentials when the user's were right but lack the role: a 403 carries no challenge."""
+    @functools.wraps(answer)
+    def wrapper(status: int) -> Response:
+        response = answer(status)
+        if response.status_code == 403:
+            response.headers.pop("WWW-Authenticate", None)
+        return response
+    return wrapper

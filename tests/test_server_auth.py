@@ -58,12 +58,14 @@ MATRIX = (
 
 @pytest.mark.parametrize("route, who, auth, expected", [pytest.param(*m, id=f"{m[0]}-{m[1]}") for m in MATRIX])
 def test_auth_matrix(live_server, held, route, who, auth, expected):
-    """401 (with WWW-Authenticate) for missing or wrong credentials, 403 for a real user
+    """401 (with WWW-Authenticate) for missing or wrong credentials, 403 (without) for a real user
     without the role, the route's answer for the right role; refusals are JSON."""
     r = call(live_server.url, route, held, auth)
     assert r.status_code == expected, r.text
     if expected == 401:
         assert r.headers["WWW-Authenticate"].startswith("Basic")
+    if expected == 403:  # the credentials were right: no challenge asking a browser for others
+        assert "WWW-Authenticate" not in r.headers
     if expected in (401, 403):
         assert r.headers["Content-Type"].startswith("application/json")
         assert r.json()["message"]
