@@ -15,7 +15,6 @@ redirects, and go only to public addresses unless ``notify.allow_private_targets
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import json
 import logging
 import os
@@ -39,6 +38,8 @@ from meteorpi_db.matcher import MatchSettings
 from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
 
+from .outbound import TargetRefused, resolve_checked
+
 log = logging.getLogger("meteorpi.notify")
 # When attempt n+1 goes after attempt n failed (attempt 1 goes at once): 5 s, 5 min, 30 min,
 # 2 h, 5 h, 10 h, then a day.
@@ -49,10 +50,6 @@ MAX_PAYLOAD_BYTES = 20_000
 USER_AGENT = "meteorpi-notify/1"
 
 
-class TargetRefused(MeteorpiError):
-    """A webhook URL that resolves to an address we do not send to (loopback, private, ...)."""
-
-
 def retry_delay(attempts: int, scale: float = 1.0) -> float:
     """Seconds before the next attempt after ``attempts`` failed ones, with jitter."""
     base = RETRY_SECONDS[min(attempts, len(RETRY_SECONDS)) - 1]
@@ -60,7 +57,8 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float:
 
 
 def check_target(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or whose host resolves to a non-public address."""
+    """Refuse URLs that are not http(s) or whose host resolves to an address the rule refuses
+    (``outbound.address_refusal``)."""
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises for a port out of range
@@ -71,15 +69,9 @@ def check_target(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
+        resolve_checked(parts.hostname, port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError, ValueError) as e:
         raise TargetRefused(f"webhook: cannot resolve {parts.hostname!r} ({e})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise TargetRefused(f"webhook: {parts.hostname} is a non-public address ({address}); "
-                                f"set notify.allow_private_targets to allow it")
 
 
 def match_settings(config: NotifyConfig) -> MatchSettings:
