@@ -1,13 +1,25 @@
-"""Requests to addresses users choose (webhooks): which addresses they may reach.
+"""Requests to addresses users choose (webhooks): which addresses they may reach, and a
+requests session that holds every connection to that.
 
 A webhook URL is the user's choice, the request is the server's: without a rule it would let
 anyone make the server POST to its own loopback, its LAN or a cloud metadata service. The rule
-is one function, ``address_refusal``, applied to every address a name resolves to.
+is one function, ``address_refusal``, applied to every address a name resolves to, both when a
+watch is added (``notify.check_target``, for an early answer) and where each delivery connects
+(``webhook_session``), on the very addresses the socket is connected to, so that no second DNS
+answer can differ from the one judged.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family, create_connection
 
 from meteorpi_model import MeteorpiError
 
@@ -82,3 +94,103 @@ def resolve_checked(host: str, port: int, family: int = socket.AF_UNSPEC) -> lis
         if reason:
             raise TargetRefused(f"webhook: {host} is {reason}; set notify.allow_private_targets to allow it")
     return infos
+
+
+# -- the transport: the rule held where each connection is made ---------------------------------
+def connect_checked(host: str, port: int, timeout, source_address, socket_options) -> socket.socket:
+    """A socket connected to an address of ``host`` that the rule allows, resolving it once.
+
+    Checking a name and then letting the HTTP library resolve it again leaves a gap in which
+    the answer can change (DNS rebinding: public for the check, 127.0.0.1 for the send). Here
+    the addresses judged are the addresses connected to: each is passed to urllib3 as a numeric
+    host, which getaddrinfo returns as is. The peer is judged once more after connecting.
+    """
+    error: OSError | None = None
+    for _family, _type, _proto, _name, sockaddr in resolve_checked(host, port, allowed_gai_family()):
+        try:
+            sock = create_connection((sockaddr[0], port), timeout, source_address=source_address,
+                                     socket_options=socket_options)
+        except OSError as e:
+            error = e
+            continue
+        try:
+            reason = address_refusal(ipaddress.ip_address(sock.getpeername()[0].split("%")[0]))
+        except OSError:
+            sock.close()
+            raise
+        if reason:
+            sock.close()
+            raise TargetRefused(f"webhook: {host} is {reason}")
+        return sock
+    raise error or OSError(f"no address to connect to for {host}")
+
+
+class _CheckedConnect:
+    """Mixin for urllib3's connections: ``_new_conn`` connects through ``connect_checked``.
+
+    Only the socket's destination changes: the Host header, TLS SNI and the certificate's name
+    check still use the URL's host, and certificate verification is whatever the caller asked
+    (requests verifies by default). TargetRefused is not an OSError, so urllib3 and requests pass
+    it up unchanged and the notifier records the delivery as refused rather than retrying it.
+    """
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            sock = connect_checked(self._dns_host, self.port, self.timeout, self.source_address,
+                                   self.socket_options)
+        except socket.gaierror as e:
+            raise NameResolutionError(self.host, self, e) from e
+        except TimeoutError as e:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. "
+                                            f"(connect timeout={self.timeout})") from e
+        except OSError as e:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
+
+
+class CheckedHTTPConnection(_CheckedConnect, HTTPConnection):
+    pass
+
+
+class CheckedHTTPSConnection(_CheckedConnect, HTTPSConnection):
+    pass
+
+
+class CheckedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = CheckedHTTPConnection
+
+
+class CheckedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = CheckedHTTPSConnection
+
+
+class CheckedAdapter(HTTPAdapter):
+    """A requests adapter whose every connection holds the address rule (``connect_checked``).
+
+    Proxies are refused: a proxy resolves the name itself, where the rule cannot see.
+    """
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": CheckedHTTPConnectionPool,
+                                                   "https": CheckedHTTPSConnectionPool}
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        raise TargetRefused("webhook: not sent through a proxy (the proxy would resolve the name unchecked)")
+
+
+def webhook_session(allow_private: bool) -> requests.Session:
+    """The session webhooks are sent with.
+
+    Unless ``allow_private`` (notify.allow_private_targets: tests, private deployments), every
+    connection goes through ``CheckedAdapter``, and the environment's proxy settings and .netrc
+    are ignored (``trust_env``): a proxy would take the request out of the rule's sight.
+    """
+    session = requests.Session()
+    if not allow_private:
+        session.trust_env = False
+        adapter = CheckedAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
