@@ -10,12 +10,13 @@ works and the queue hands each delivery to one deliverer (meteorpi_db.notificati
 Webhooks are signed as Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``) with the endpoint's
 secret, by the ``standardwebhooks`` package. Requests have bounded timeouts, follow no
-redirects, and go only to public addresses unless ``notify.allow_private_targets``.
+redirects and, unless ``notify.allow_private_targets``, go only to public addresses and through
+no proxy: checked when a watch is added and again on the address each connection is made to
+(outbound.py).
 """
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ from meteorpi_db.matcher import MatchSettings
 from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
 
+from .outbound import TargetRefused, resolve_checked, webhook_session
+
 log = logging.getLogger("meteorpi.notify")
 # When attempt n+1 goes after attempt n failed (attempt 1 goes at once): 5 s, 5 min, 30 min,
 # 2 h, 5 h, 10 h, then a day.
@@ -49,10 +52,6 @@ MAX_PAYLOAD_BYTES = 20_000
 USER_AGENT = "meteorpi-notify/1"
 
 
-class TargetRefused(MeteorpiError):
-    """A webhook URL that resolves to an address we do not send to (loopback, private, ...)."""
-
-
 def retry_delay(attempts: int, scale: float = 1.0) -> float:
     """Seconds before the next attempt after ``attempts`` failed ones, with jitter."""
     base = RETRY_SECONDS[min(attempts, len(RETRY_SECONDS)) - 1]
@@ -60,7 +59,10 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float:
 
 
 def check_target(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or whose host resolves to a non-public address."""
+    """Refuse URLs that are not http(s) or whose host resolves to an address the rule refuses
+    (``outbound.address_refusal``). This is the early answer (a watch being added, a delivery
+    about to go); each delivery's connection is held to the same rule again, on the address it
+    connects to, since a name can answer differently the second time (``outbound.webhook_session``)."""
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises for a port out of range
@@ -71,15 +73,9 @@ def check_target(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
+        resolve_checked(parts.hostname, port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError, ValueError) as e:
         raise TargetRefused(f"webhook: cannot resolve {parts.hostname!r} ({e})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise TargetRefused(f"webhook: {parts.hostname} is a non-public address ({address}); "
-                                f"set notify.allow_private_targets to allow it")
 
 
 def match_settings(config: NotifyConfig) -> MatchSettings:
@@ -116,7 +112,8 @@ class Notifier:
     def __init__(self, db: MeteorDatabase, config: NotifyConfig):
         self.db, self.config = db, config
         self.settings = match_settings(config)
-        self.http = requests.Session()
+        self.http: requests.Session | None = None  # made by _session, for the current allow_private_targets
+        self._http_allows_private = False
         self._listen = None
         self._next_absence = 0.0
 
@@ -185,11 +182,23 @@ class Notifier:
     def _post(self, c: Claimed) -> int:
         check_target(c.webhook_url, self.config.allow_private_targets)
         body = payload_body(c.payload)
-        response = self.http.post(c.webhook_url, data=body.encode("utf-8"), headers=signed_request(c, body),
-                                  timeout=(self.config.connect_timeout_seconds, self.config.read_timeout_seconds),
-                                  allow_redirects=False, stream=True)
+        response = self._session().post(
+            c.webhook_url, data=body.encode("utf-8"), headers=signed_request(c, body),
+            timeout=(self.config.connect_timeout_seconds, self.config.read_timeout_seconds),
+            allow_redirects=False, stream=True)
         response.close()  # the answer's body is not ours to read
         return response.status_code
+
+    def _session(self) -> requests.Session:
+        """The webhook session (``outbound.webhook_session``): its connections hold the address
+        rule unless notify.allow_private_targets, which is read per delivery as before, so the
+        session is remade when that setting changes."""
+        allow = self.config.allow_private_targets
+        if self.http is None or self._http_allows_private != allow:
+            if self.http is not None:
+                self.http.close()
+            self.http, self._http_allows_private = webhook_session(allow), allow
+        return self.http
 
     def _mail(self, c: Claimed) -> int:
         data = c.payload.get("data", {})
