@@ -172,3 +172,33 @@ def test_a_slow_body_deadline_names_the_bytes_that_arrived(served):
         assert status == 400 and "deadline" in body["message"], body
         assert f"; {sent} bytes received" in body["message"], body
         assert headers.get("connection", "").lower() == "close", raw[:600]
+
+
+# -- the access log ----------------------------------------------------------------------------
+def test_the_access_log_never_holds_a_secret_of_a_url(served):
+    secret, token = "Zq" + uuid.uuid4().hex, "Tk" + uuid.uuid4().hex
+    watch_id = uuid.uuid4().hex
+    paths = [f"/watches/{watch_id}/confirm?secret={secret}",
+             f"/?access_token={token}&keep=visible&Password={secret}"]
+    for path in paths:
+        raw = exchange(served, f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        assert raw.startswith(b"HTTP/1.1 "), raw[:200]
+    deadline = time.monotonic() + 10
+    while not any(f"/watches/{watch_id}/confirm" in line for line in served.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = "".join(served.lines)
+    assert f"/watches/{watch_id}/confirm?secret=" in log, log[-2000:]  # the request is logged...
+    assert secret not in log and token not in log, log[-2000:]  # ...never its secret
+    assert "keep=visible" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("uri, logged", [
+    ("/watches/ab/confirm?secret=s3", "/watches/ab/confirm?secret=REDACTED"),
+    ("/x?a=1&access_token=t&API_KEY=k&b", "/x?a=1&access_token=REDACTED&API_KEY=REDACTED&b"),
+    ("/x?sec%72et=s&new_password=p#frag", "/x?sec%72et=REDACTED&new_password=REDACTED#frag"),
+    ("/x?limit=10", "/x?limit=10"),
+    ("/plain", "/plain"),
+])
+def test_redaction_keeps_names_and_drops_secret_values(uri, logged):
+    from meteorpi_server.redact import redact_uri
+    assert redact_uri(uri) == logged
