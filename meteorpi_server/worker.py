@@ -28,20 +28,28 @@ for their next request at once: gunicorn would wait up to the head deadline for 
 from __future__ import annotations
 
 import io
+import json
 import ssl
 import time
 from contextlib import contextmanager
+from datetime import datetime
 
 import gevent
 from gunicorn import util
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
-from gunicorn.http.errors import (ChunkMissingTerminator, InvalidChunkExtension, InvalidChunkSize, InvalidHeader,
-                                  InvalidHeaderName, LimitRequestHeaders, NoMoreData, ObsoleteFolding,
-                                  ParseException)
+from gunicorn.http.errors import (ChunkMissingTerminator, ExpectationFailed, ForbiddenProxyRequest,
+                                  InvalidChunkExtension, InvalidChunkSize, InvalidH2CPreface, InvalidHeader,
+                                  InvalidHeaderName, InvalidHTTPVersion, InvalidProxyHeader, InvalidProxyLine,
+                                  InvalidRequestLine, InvalidRequestMethod, InvalidResponseHeader,
+                                  InvalidResponseHeaderName, InvalidSchemeHeaders, LimitRequestHeaders,
+                                  LimitRequestLine, NoMoreData, ObsoleteFolding, ParseException,
+                                  UnsupportedTransferCoding)
 from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.ggevent import GeventWorker
 
 from .errors import BrokenBody
+from .redact import redact_uri
 
 
 PIECE = 1024  # the smallest read under the body deadline
@@ -367,6 +375,96 @@ class MeteorWorker(GeventWorker):
             raise
 
     def handle_error(self, req, client, addr, exc) -> None:
-        """gunicorn's own answers (a malformed request head) close their connection too."""
-        super().handle_error(req, client, addr, exc)
+        """gunicorn's own answers — a request head it refuses before the app runs (a URL or
+        headers too long, a bad Content-Length or Transfer-Encoding), or a fault outside any
+        view — in the protocol's form: JSON ``{"state": "failed", "message": ...}`` naming what
+        is wrong, never gunicorn's HTML page. They close their connection (drained first, so
+        the answer is not reset away). The log gets the same words, never the request line
+        (its URL may carry a secret)."""
+        if isinstance(exc, ssl.SSLError):  # no HTTP exchange to answer within a broken TLS stream
+            self.log.debug("TLS error: %s", exc)
+            util.close(client)
+            return
+        started = datetime.now()
+        addr = addr or ("", -1)  # a unix socket's peer
+        refusal = head_refusal(exc, self.cfg)
+        if refusal is None:
+            where = f"{req.method} {redact_uri(req.uri)}" if getattr(req, "uri", None) else "(no request line read)"
+            self.log.error("Error handling request %s", where, exc_info=exc)
+            status, reason, message = 500, "Internal Server Error", "internal error"
+        else:
+            status, reason, message = refusal
+            self.log.warning("Invalid request from ip=%s: %d %s", addr[0], status, message)
+        if req is None:
+            req = getattr(exc, "req", None)  # gunicorn's header errors carry the request, for the access log
+        body = json.dumps({"state": "failed", "message": message}).encode()
+        if req is not None and hasattr(req, "headers"):
+            try:
+                environ = default_environ(req, client, self.cfg)
+                environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+                resp = Response(req, client, self.cfg)
+                resp.status, resp.response_length, resp.sent = f"{status} {reason}", len(body), len(body)
+                self.log.access(resp, req, environ, datetime.now() - started)
+            except Exception:  # a request too broken to describe is not logged as an access
+                self.log.debug("no access log line for a refused request", exc_info=True)
+        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        try:
+            util.write_nonblock(client, head + body)
+        except Exception:
+            self.log.debug("Failed to send error message.")
         util.close_graceful(client, timeout=LINGER_SECONDS, max_drain=LINGER_BYTES)
+
+
+def head_refusal(exc: BaseException, cfg) -> tuple[int, str, str] | None:
+    """(status, reason, message) for an error gunicorn raised parsing a request (the client's
+    doing), in plain words; None for anything else (the server's fault: 500). The codes are
+    gunicorn's own but for its chunked-body errors, which are the body's 400."""
+    if isinstance(exc, (InvalidResponseHeader, InvalidResponseHeaderName)):
+        return None  # a header the application tried to send: its fault, not the client's
+    if isinstance(exc, LimitRequestLine):
+        return (414, "URI Too Long",
+                f"request line: longer than the limit of {cfg.limit_request_line} bytes (the URL is too long)")
+    if isinstance(exc, LimitRequestHeaders):
+        text = str(exc)
+        if "fields size" in text:
+            problem = f"a header field is longer than the limit of {cfg.limit_request_field_size} bytes"
+        elif "fields" in text:
+            problem = f"more header fields than the limit of {cfg.limit_request_fields}"
+        else:
+            problem = "the request headers are larger than the server accepts"
+        return 431, "Request Header Fields Too Large", f"request headers: {problem}"
+    if isinstance(exc, InvalidRequestMethod):
+        return 400, "Bad Request", "request line: the method is not a valid HTTP method"
+    if isinstance(exc, InvalidHTTPVersion):
+        return 400, "Bad Request", "request line: not a supported HTTP version (send HTTP/1.1)"
+    if isinstance(exc, InvalidRequestLine):
+        return 400, "Bad Request", "request line: malformed (expected METHOD /path HTTP/1.1)"
+    if isinstance(exc, UnsupportedTransferCoding):
+        return 501, "Not Implemented", "header Transfer-Encoding: only chunked is supported"
+    if isinstance(exc, ObsoleteFolding):
+        return 400, "Bad Request", "request headers: a header field is folded over lines (obsolete, refused)"
+    if isinstance(exc, InvalidHeader):
+        name = str(getattr(exc, "hdr", "")).upper()
+        if name == "CONTENT-LENGTH":
+            return 400, "Bad Request", ("header Content-Length: invalid (it must be one decimal number, sent once, "
+                                        "and never with Transfer-Encoding)")
+        if name == "TRANSFER-ENCODING":
+            return 400, "Bad Request", ("header Transfer-Encoding: invalid (chunked must be its last coding, named "
+                                        "once, and never with Content-Length)")
+        return 400, "Bad Request", "request headers: a header field is malformed or not allowed"
+    if isinstance(exc, InvalidHeaderName):
+        return 400, "Bad Request", "request headers: a header field name is not a valid token"
+    if isinstance(exc, ExpectationFailed):
+        return 417, "Expectation Failed", "header Expect: only 100-continue is supported"
+    if isinstance(exc, (InvalidProxyLine, InvalidProxyHeader)):
+        return 400, "Bad Request", "PROXY protocol header: malformed"
+    if isinstance(exc, ForbiddenProxyRequest):
+        return 403, "Forbidden", "PROXY protocol header: not accepted from this address"
+    if isinstance(exc, InvalidSchemeHeaders):
+        return 400, "Bad Request", "request headers: they contradict each other on the scheme (http or https)"
+    if isinstance(exc, InvalidH2CPreface):
+        return 400, "Bad Request", "expected the HTTP/2 connection preface"
+    if isinstance(exc, (InvalidChunkSize, ChunkMissingTerminator, InvalidChunkExtension, NoMoreData)):
+        return 400, "Bad Request", f"body: {describe_body_error(exc)}"
+    return None

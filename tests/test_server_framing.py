@@ -174,6 +174,51 @@ def test_a_slow_body_deadline_names_the_bytes_that_arrived(served):
         assert headers.get("connection", "").lower() == "close", raw[:600]
 
 
+# -- errors gunicorn answers before the app runs ---------------------------------------------
+def test_a_url_too_long_is_a_json_414(served):
+    raw = exchange(served, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+    status, headers, body = answer_of(raw)
+    assert status == 414 and "URL" in body["message"] and body["state"] == "failed", body
+    assert headers.get("connection", "").lower() == "close"
+
+
+def test_headers_too_large_are_a_json_431(served):
+    headers = b"".join(b"X-Filler-%d: v\r\n" % i for i in range(200))
+    raw = exchange(served, b"GET / HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n")
+    status, _, body = answer_of(raw)
+    assert status == 431 and "header" in body["message"], body
+
+
+def test_a_field_too_large_is_a_json_431(served):
+    raw = exchange(served, b"GET / HTTP/1.1\r\nHost: test\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n")
+    status, _, body = answer_of(raw)
+    assert status == 431 and "header" in body["message"], body
+
+
+@pytest.mark.parametrize("header, named", [
+    (b"Content-Length: abc", "Content-Length"),
+    (b"Content-Length: 5\r\nContent-Length: 6", "Content-Length"),
+    (b"Transfer-Encoding: chunked, chunked", "Transfer-Encoding"),
+    (b"Transfer-Encoding: gzip", "Transfer-Encoding"),  # RFC 9112 6.3: not ending in chunked is a 400
+])
+def test_bad_body_framing_headers_are_a_json_400(served, header, named):
+    raw = exchange(served, b"POST /import HTTP/1.1\r\nHost: test\r\n" + header + b"\r\n\r\nhello")
+    status, headers, body = answer_of(raw)
+    assert status == 400 and named in body["message"], body
+    assert headers.get("connection", "").lower() == "close"
+
+
+def test_an_unknown_transfer_coding_is_a_json_501(served):
+    raw = exchange(served, b"POST /import HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: foo, chunked\r\n\r\nhello")
+    status, _, body = answer_of(raw)
+    assert status == 501 and "Transfer-Encoding" in body["message"], body
+
+
+def test_a_malformed_request_line_is_a_json_400(served):
+    status, _, body = answer_of(exchange(served, b"GET\x01 / HTTP/1.1\r\nHost: test\r\n\r\n"))
+    assert status == 400 and "request line" in body["message"], body
+
+
 # -- the access log ----------------------------------------------------------------------------
 def test_the_access_log_never_holds_a_secret_of_a_url(served):
     secret, token = "Zq" + uuid.uuid4().hex, "Tk" + uuid.uuid4().hex
@@ -202,3 +247,18 @@ def test_the_access_log_never_holds_a_secret_of_a_url(served):
 def test_redaction_keeps_names_and_drops_secret_values(uri, logged):
     from meteorpi_server.redact import redact_uri
     assert redact_uri(uri) == logged
+
+
+def test_a_refused_request_head_is_logged_without_its_secret(served):
+    """A request gunicorn refuses before the app runs is still an access line (and a warning):
+    neither holds the secret of its URL."""
+    secret, watch_id = "Rf" + uuid.uuid4().hex, uuid.uuid4().hex
+    raw = exchange(served, f"GET /watches/{watch_id}/confirm?secret={secret} HTTP/1.1\r\nHost: test\r\n"
+                           f"Content-Length: x\r\n\r\n".encode())
+    assert answer_of(raw)[0] == 400
+    deadline = time.monotonic() + 10
+    while not any(watch_id in line for line in served.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = "".join(served.lines)
+    assert f"/watches/{watch_id}/confirm?secret=REDACTED" in log, log[-2000:]
+    assert secret not in log, log[-2000:]
