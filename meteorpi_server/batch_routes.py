@@ -49,7 +49,7 @@ from meteorpi_model import CameraStatus, Event, FileRecord, ValidationError, wir
 from meteorpi_model.fields import MD5, Int, UUIDCodec
 from meteorpi_model.wire import FILES_MEDIA_TYPE, MAX_ENTITIES, MAX_FILES_PER_UPLOAD, MAX_MANIFEST_LINE
 
-from .errors import BadRequest, ResourceNotFound, json_errors
+from .errors import BadRequest, BodyCutShort, BrokenBody, ResourceNotFound, json_errors
 from .bodies import parse_json_object, read_body, upload_stream
 from .jsonp import jsonify
 
@@ -98,10 +98,12 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
                 results = found.batch_store_files(manifest, stream, offsets=offsets)
             else:
                 results = found.batch_store_files(manifest, stream)
-        except TruncatedUpload as e:
-            raise BadRequest(f"body: {e}") from None
+        except TruncatedUpload as e:  # with a cut (UploadCut): the files before it and its prefix are kept
+            raise (BodyCutShort if stream.left != 0 else BadRequest)(f"body: {e}") from None
+        except BrokenBody as e:  # broken before any file's bytes (in the manifest's line)
+            raise BodyCutShort(f"body: {e}") from None
         except OSError as e:  # a stalled or broken connection (server.timeout_seconds)
-            raise BadRequest(f"body: the connection stalled or broke during the upload ({e})") from None
+            raise BodyCutShort(f"body: the connection stalled or broke during the upload ({e})") from None
         stored = [fid.hex for fid, problem in results.items() if problem is None]
         failed = [{"file_id": fid.hex, "message": problem} for fid, problem in results.items() if problem]
         return jsonify({"stored": stored, "failed": failed})

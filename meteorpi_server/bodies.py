@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable
 
 from flask import request
 
-from .errors import BadRequest, BodyCutShort, PayloadTooLarge
+from .errors import BadRequest, BodyCutShort, BrokenBody, PayloadTooLarge
 
 READ_SIZE = 256 * 1024
 MiB = 1024 * 1024
@@ -55,6 +55,8 @@ def read_stream(stream: BinaryIO, size: int) -> bytes:
     """Up to ``size`` bytes of the body; a broken or stalled connection is the client's 400."""
     try:
         return stream.read(size)
+    except BrokenBody as e:  # the serving worker says what broke, in the client's terms
+        raise BodyCutShort(f"body: {e}") from None
     except OSError as e:  # includes socket.timeout after server.timeout_seconds
         raise BodyCutShort(f"body: the connection stalled or broke while the body was read ({e})") from None
 
@@ -67,9 +69,14 @@ class DeclaredBody:
     copies them out again. On the upload path that is two extra passes over every byte the
     server receives, on the CPU that also hashes them. WSGI servers hand ``wsgi.input`` over
     unbounded, hence the bound kept here.
+
+    A chunked body (``length`` None) is read the same way, ended by the server's own framing:
+    one path for both, so a cut is met, and what arrived kept, the same way whatever the
+    framing. ``left`` is the bytes still due: for a chunked body None until its end is read,
+    then 0, so "the whole body came, yet was shorter than its manifest" reads the same too.
     """
 
-    def __init__(self, stream: BinaryIO, length: int):
+    def __init__(self, stream: BinaryIO, length: int | None):
         self.stream, self.left = stream, length
         # Offered only when the server's stream offers it (the file store then reads into one
         # buffer of its own instead of taking a new bytes object per piece).
@@ -80,31 +87,42 @@ class DeclaredBody:
         return self._bounded(self.stream.read, size)
 
     def _readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")[:max(self.left, 0)]
+        view = memoryview(buffer).cast("B")
+        if self.left is not None:
+            view = view[:max(self.left, 0)]
         if not view:
             return 0
         n = self.stream.readinto(view)
-        self.left -= n
+        self._received(n, len(view))
         return n
 
     def readline(self, size: int) -> bytes:
         return self._bounded(self.stream.readline, size)
 
     def _bounded(self, read: Callable[[int], bytes], size: int) -> bytes:
-        size = min(size, self.left)
+        if self.left is not None:
+            size = min(size, self.left)
         if size <= 0:
             return b""
         data = read(size)
-        self.left -= len(data)
+        self._received(len(data), size)
         return data
 
+    def _received(self, n: int, asked: int) -> None:
+        if self.left is not None:
+            self.left -= n
+        elif not n and asked:  # a chunked body's end: its last chunk came
+            self.left = 0
 
-def upload_stream() -> BinaryIO | DeclaredBody:
-    """The body for a streamed upload: straight from the server when its length is declared
-    (what exporters send), else werkzeug's stream (chunked transfer encoding)."""
-    if request.content_length is None:
-        return request.stream
-    return DeclaredBody(request.environ["wsgi.input"], request.content_length)
+
+def upload_stream() -> DeclaredBody:
+    """The body for a streamed upload, straight from the server: bounded by its declared length
+    (what exporters send), or by the server's chunked framing. werkzeug's stream only where the
+    server does not end a chunked body itself (it is then empty, as werkzeug makes it)."""
+    environ = request.environ
+    if request.content_length is None and not environ.get("wsgi.input_terminated"):
+        return DeclaredBody(request.stream, None)
+    return DeclaredBody(environ["wsgi.input"], request.content_length)
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:

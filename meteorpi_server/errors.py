@@ -14,6 +14,10 @@
         ├── ResourceNotFound         404: the camera, event, file or bytes asked for are not held
         └── PayloadTooLarge          413: a body or an upload over the configured limit
 
+    OSError                          (builtin)
+    └── BrokenBody                   the body's stream ended, stalled, broke or is badly framed
+                                     (raised by the serving worker's ``wsgi.input``) -> 400, closed
+
 Every error body is ``{"state": "failed", "message": ...}``: the exporter reads ``state`` on any
 answer, a person reads ``message``. A traceback never leaves the server; it goes to the log.
 """
@@ -59,6 +63,27 @@ class BodyCutShort(BadRequest):
     against the file being uploaded (a body that arrives whole but malformed is)."""
 
 
+class BrokenBody(OSError):
+    """The request body cannot be read to its end: the connection ended, stalled or broke, or
+    its framing (chunked transfer coding) is malformed. The client's broken stream, never the
+    server's fault, and the connection cannot serve another request after it.
+
+    Raised by the serving worker's ``wsgi.input`` (worker.DeadlineBody) in place of whatever
+    the HTTP layer raised (gunicorn's NoMoreData, InvalidChunkSize, ChunkMissingTerminator,
+    a socket error, the body deadline), with a message in plain words for the client. An
+    OSError, so every reader of bodies takes it as the stream's trouble like any socket
+    error: ``bodies.read_stream`` answers it 400, and the file store keeps an upload's whole
+    files and the cut file's prefix exactly as for a body cut short of its Content-Length.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class CallbackRefused(BadRequest):
     """A JSONP ``callback`` that could smuggle script into the padded answer."""
 
@@ -94,10 +119,24 @@ def _close_after_answer() -> None:
             req.must_close = True
 
 
+def _from_http_layer(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by the WSGI server's HTTP parsing (gunicorn.http.errors: a
+    malformed chunk, a body that ended early) or is a body's broken stream. Such an exception
+    can only come from reading the request body: it is the client's, never a 500."""
+    return isinstance(exc, BrokenBody) or type(exc).__module__.startswith("gunicorn.http")
+
+
 def error_response(exc: BaseException) -> Response:
     """The JSON answer for any exception; unexpected ones are logged and answered 500."""
     if isinstance(exc, (PayloadTooLarge, BodyCutShort)) or isinstance(exc, FileTooLarge):
         _close_after_answer()
+    if _from_http_layer(exc):
+        # The serving worker translates its HTTP layer's errors into BrokenBody with plain
+        # words; under another server, or read past that translation, the library's own text
+        # stays out of the answer (it names internals such as "No more data after: None").
+        _close_after_answer()
+        message = exc.message if isinstance(exc, BrokenBody) else "the request body is badly framed or was cut short"
+        return failed(f"body: {message}", 400)
     if isinstance(exc, ApiError):
         return failed(exc.message, exc.status)
     if isinstance(exc, ValidationError):

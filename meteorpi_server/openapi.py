@@ -141,9 +141,8 @@ def _failures(*codes: int, jsonp: bool = False) -> dict:
             507: "the archive's disk refused to store the bytes: retry after Retry-After seconds"}
     out = {}
     for code in codes:
-        if code == 414:  # gunicorn's own refusal, before the app: not JSON
-            out["414"] = {"description": "request line over 4094 bytes (refused by gunicorn, in HTML)",
-                          "content": {"text/html": {"schema": {"type": "string"}}}}
+        if code == 414:  # refused by the serving worker before the route runs: JSON, never JSONP
+            out["414"] = _json(_ref("Failed"), "request line over 4094 bytes: the URL is too long")
             continue
         response = _json(_ref("Failed"), what[code], jsonp)
         if code == 401:

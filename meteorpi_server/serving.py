@@ -23,11 +23,13 @@ import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from meteorpi_db import Config, ConfigError, embedded_url
 
 from .allocator import return_large_blocks
 from .app import create_app
+from .redact import redact_query, redact_uri
 
 log = logging.getLogger("meteorpi.server")
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'
@@ -51,6 +53,30 @@ class MeteorGunicorn(BaseApplication):
     def load(self):
         return_large_blocks()  # in each worker: big request buffers go back to the system
         return create_app(self.meteor_config)
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger whose access lines never hold a secret of a URL (redact.py): a watch's
+    confirmation link carries its ``?secret=``, and any route may be sent a token or password
+    in its query. Every atom a format could print a URL or credentials through is redacted:
+    the request line, the query string, the referer, and the same as environ or header atoms."""
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        raw_uri = environ.get("RAW_URI") or ""
+        if "?" in raw_uri:
+            atoms["r"] = "%s %s %s" % (environ.get("REQUEST_METHOD"), redact_uri(raw_uri),
+                                       environ.get("SERVER_PROTOCOL"))
+        for key in ("q", "{query_string}e"):
+            if atoms.get(key):
+                atoms[key] = redact_query(atoms[key])
+        for key in ("f", "{raw_uri}e", "{http_referer}e", "{referer}i", "{request_uri}e"):
+            if atoms.get(key):
+                atoms[key] = redact_uri(atoms[key])
+        for key in ("{authorization}i", "{cookie}i", "{http_authorization}e", "{http_cookie}e"):
+            if key in atoms:
+                atoms[key] = "REDACTED"
+        return atoms
 
 
 def _end_streams_on_stop(worker) -> None:
@@ -94,6 +120,8 @@ def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict
         # gunicorn's usual line plus the time each request took (microseconds), for operators
         # (and the benchmark's latency percentiles).
         "access_log_format": ACCESS_LOG_FORMAT,
+        # Secrets in query strings (a watch's confirmation link) never reach the access log.
+        "logger_class": RedactingLogger,
         "proc_name": "meteorpi-serve",
         # Newer gunicorn opens a control socket at one fixed per-user path: two servers collide.
         "control_socket_disable": True,

@@ -28,16 +28,28 @@ for their next request at once: gunicorn would wait up to the head deadline for 
 from __future__ import annotations
 
 import io
+import json
 import ssl
 import time
 from contextlib import contextmanager
+from datetime import datetime
 
 import gevent
 from gunicorn import util
-from gunicorn.http.body import Body, LengthReader
-from gunicorn.http.errors import NoMoreData
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
+from gunicorn.http.errors import (ChunkMissingTerminator, ExpectationFailed, ForbiddenProxyRequest,
+                                  InvalidChunkExtension, InvalidChunkSize, InvalidH2CPreface, InvalidHeader,
+                                  InvalidHeaderName, InvalidHTTPVersion, InvalidProxyHeader, InvalidProxyLine,
+                                  InvalidRequestLine, InvalidRequestMethod, InvalidResponseHeader,
+                                  InvalidResponseHeaderName, InvalidSchemeHeaders, LimitRequestHeaders,
+                                  LimitRequestLine, NoMoreData, ObsoleteFolding, ParseException,
+                                  UnsupportedTransferCoding)
 from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.ggevent import GeventWorker
+
+from .errors import BrokenBody
+from .redact import redact_uri
 
 
 PIECE = 1024  # the smallest read under the body deadline
@@ -50,8 +62,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
 
 
-class BodyDeadlineExpired(TimeoutError):
-    """The body did not arrive in time (an OSError: read_stream answers it as the client's 400)."""
+class BodyDeadlineExpired(BrokenBody, TimeoutError):
+    """The body did not arrive in time (a BrokenBody: read_stream answers it as the client's 400)."""
 
 
 class DeadlineBody:
@@ -62,11 +74,26 @@ class DeadlineBody:
 
     gunicorn's reads wait for every byte asked, and bytes count only once a read returns, so a
     slow body is read in pieces small enough to arrive in time at the minimum rate.
+
+    Whatever breaks a read — the deadline, a socket error, or gunicorn's parsing of a chunked
+    body (NoMoreData, InvalidChunkSize, ChunkMissingTerminator, ...) — the body is broken for
+    good: the bytes that did arrive (those a read had gathered, and those gunicorn holds in its
+    buffers) are handed over first, then every read raises one ``BrokenBody`` naming the
+    problem in plain words, and the connection closes after the answer. So a chunked upload
+    cut short keeps its whole files and the cut file's prefix exactly as one cut short of its
+    Content-Length does, and no library's exception reaches the application as a 500.
     """
 
     def __init__(self, req, seconds: float, min_rate: int):
         self.req, self.body, self.seconds, self.min_rate = req, req.body, seconds, min_rate
         self.started, self.received, self.unyielded = time.monotonic(), 0, 0
+        self.broken: BrokenBody | None = None
+
+    @property
+    def failed(self) -> bool:
+        """gunicorn's flag of a body whose read raised (its parser then never reuses the
+        connection): read by gunicorn on ``req.body``, which this object replaces."""
+        return self.broken is not None or getattr(self.body, "failed", False) is True
 
     def read(self, size: int | None = None) -> bytes:
         return self._pieces(self.body.read, size, stop_at_newline=False)
@@ -83,6 +110,8 @@ class DeadlineBody:
         how much of the body is left, so the connection's next request starts where it should.
         """
         view = memoryview(buffer).cast("B")
+        if self.broken is not None:
+            raise self.broken
         source = self._direct()
         if source is None:  # chunked, or another server's body: gunicorn's reads, copied in
             data = self.read(len(view))
@@ -101,7 +130,11 @@ class DeadlineBody:
             return len(held)
         if not reader.length:
             return 0
-        n = self._within_deadline(lambda: unreader.sock.recv_into(view[:reader.length]))
+        try:
+            n = self._within_deadline(lambda: unreader.sock.recv_into(view[:reader.length]))
+        except (ParseException, OSError) as e:
+            self._break(e)  # a recv_into delivers all or nothing: no bytes are held
+            raise self.broken from None
         reader.length -= n
         self._count(n)
         return n
@@ -127,13 +160,25 @@ class DeadlineBody:
         return iter(self.readline, b"")
 
     def _pieces(self, read, size: int | None, stop_at_newline: bool) -> bytes:
+        """Up to ``size`` bytes (to a newline if ``stop_at_newline``), read in pieces that fit
+        the deadline. A read that breaks ends the body (``_break``): the bytes gathered before
+        it are returned, the error is raised by the next read. Not so for a line: a line
+        without its end is not one, the error is raised at once."""
+        if self.broken is not None:
+            raise self.broken
         parts, wanted = [], (size if size is not None and size >= 0 else float("inf"))
         while wanted > 0:
             # At most what a client at the minimum rate sends before the deadline, so no client
             # is cut off for bytes that arrived but are not counted yet; a fast client soon
             # earns reads of the whole size asked.
             affordable = (self._deadline() - time.monotonic()) * self.min_rate
-            data = self._timed(read, int(min(wanted, max(PIECE, affordable))))
+            try:
+                data = self._timed(read, int(min(wanted, max(PIECE, affordable))))
+            except (ParseException, OSError) as e:
+                parts.append(self._break(e))
+                if stop_at_newline or not any(parts):
+                    raise self.broken from None
+                break
             if not data:
                 break
             parts.append(data)
@@ -151,19 +196,44 @@ class DeadlineBody:
         return data
 
     def _within_deadline(self, receive):
-        """``receive()``, cut off at the body's deadline (BodyDeadlineExpired, and the
-        connection closes after the answer)."""
+        """``receive()``, cut off at the body's deadline (BodyDeadlineExpired; its message is
+        made by ``_break``, once the bytes gunicorn holds are counted)."""
         left = self._deadline() - time.monotonic()
-        try:
-            if left <= 0:
-                raise BodyDeadlineExpired()
-            with gevent.Timeout(left, BodyDeadlineExpired):
-                return receive()
-        except BodyDeadlineExpired:
-            self.req.must_close = True
-            raise BodyDeadlineExpired(
+        if left <= 0:
+            raise BodyDeadlineExpired("")
+        with gevent.Timeout(left, BodyDeadlineExpired("")):
+            return receive()
+
+    def _break(self, error: BaseException) -> bytes:
+        """End the body after ``error`` (raised while reading it): the bytes gunicorn holds of
+        it, counted, are returned; ``self.broken`` is what every later read raises; the answer
+        closes the connection (where the next request would start is unknown)."""
+        held = self._held()
+        self._count(len(held))
+        self.req.must_close = True
+        if isinstance(error, BodyDeadlineExpired):
+            self.broken = BodyDeadlineExpired(
                 f"the body did not arrive within its deadline ({self.seconds:g}s plus 1s per "
-                f"{self.min_rate} bytes; {self.received} bytes received)") from None
+                f"{self.min_rate} bytes; {self.received} bytes received)")
+        else:
+            self.broken = BrokenBody(describe_body_error(error, self.received))
+        return held
+
+    def _held(self) -> bytes:
+        """The body's bytes a broken read left in gunicorn's buffers, taken out of them: what
+        Body.read had gathered, then what the chunked reader had decoded, or the bytes of a
+        declared-length body its socket reader had received (never past the body's end)."""
+        body, parts = self.body, []
+        if isinstance(getattr(body, "buf", None), io.BytesIO):
+            parts.append(_take(body, len(body.buf.getbuffer())))
+        reader = getattr(body, "reader", None)
+        if type(reader) is ChunkedReader and isinstance(reader.buf, io.BytesIO):
+            parts.append(_take(reader, len(reader.buf.getbuffer())))
+        elif type(reader) is LengthReader and isinstance(getattr(reader.unreader, "buf", None), io.BytesIO):
+            held = _take(reader.unreader, reader.length)
+            reader.length -= len(held)
+            parts.append(held)
+        return b"".join(parts)
 
     def _count(self, received: int) -> None:
         """Bytes received move the deadline; a fast body yields to the worker's other requests
@@ -173,6 +243,37 @@ class DeadlineBody:
         if self.unyielded >= YIELD_BYTES:
             self.unyielded = 0
             gevent.sleep(0)
+
+
+def describe_body_error(error: BaseException, received: int | None = None) -> str:
+    """What went wrong with a body, in the client's terms (and how much of it had arrived, when
+    known): gunicorn's exception texts name its internals ("No more data after: None",
+    "Invalid chunk terminator is not '\\r\\n': b''")."""
+    after = f" (after {received} bytes of the body)" if received is not None else ""
+    if isinstance(error, BrokenBody):
+        return error.message
+    if isinstance(error, NoMoreData):
+        return f"the connection ended before the body did{after}"
+    if isinstance(error, ChunkMissingTerminator):
+        if len(error.term or b"") < 2:  # the connection ended where a CRLF was due
+            return f"the connection ended before the chunked body did{after}"
+        return f"malformed chunked body: a chunk's data is not followed by CRLF; its chunk size is wrong{after}"
+    if isinstance(error, InvalidChunkSize):
+        return f"malformed chunked body: a chunk size line is not a hexadecimal chunk size ending in CRLF{after}"
+    if isinstance(error, InvalidChunkExtension):
+        return f"malformed chunked body: an invalid chunk extension{after}"
+    if isinstance(error, LimitRequestHeaders):
+        return "malformed chunked body: its trailer section is too large"
+    if isinstance(error, (InvalidHeader, InvalidHeaderName, ObsoleteFolding)):
+        return "malformed chunked body: an invalid trailer field after the last chunk"
+    if isinstance(error, ParseException):
+        return f"malformed request body framing{after}"
+    if isinstance(error, TimeoutError):
+        return f"the connection stalled: nothing arrived within the server's read timeout{after}"
+    if isinstance(error, ConnectionResetError):
+        return f"the connection was reset{after}"
+    reason = getattr(error, "strerror", None) or "a socket error"
+    return f"the connection broke: {reason}{after}"
 
 
 def _take(holder, most: int) -> bytes:
@@ -274,6 +375,96 @@ class MeteorWorker(GeventWorker):
             raise
 
     def handle_error(self, req, client, addr, exc) -> None:
-        """gunicorn's own answers (a malformed request head) close their connection too."""
-        super().handle_error(req, client, addr, exc)
+        """gunicorn's own answers — a request head it refuses before the app runs (a URL or
+        headers too long, a bad Content-Length or Transfer-Encoding), or a fault outside any
+        view — in the protocol's form: JSON ``{"state": "failed", "message": ...}`` naming what
+        is wrong, never gunicorn's HTML page. They close their connection (drained first, so
+        the answer is not reset away). The log gets the same words, never the request line
+        (its URL may carry a secret)."""
+        if isinstance(exc, ssl.SSLError):  # no HTTP exchange to answer within a broken TLS stream
+            self.log.debug("TLS error: %s", exc)
+            util.close(client)
+            return
+        started = datetime.now()
+        addr = addr or ("", -1)  # a unix socket's peer
+        refusal = head_refusal(exc, self.cfg)
+        if refusal is None:
+            where = f"{req.method} {redact_uri(req.uri)}" if getattr(req, "uri", None) else "(no request line read)"
+            self.log.error("Error handling request %s", where, exc_info=exc)
+            status, reason, message = 500, "Internal Server Error", "internal error"
+        else:
+            status, reason, message = refusal
+            self.log.warning("Invalid request from ip=%s: %d %s", addr[0], status, message)
+        if req is None:
+            req = getattr(exc, "req", None)  # gunicorn's header errors carry the request, for the access log
+        body = json.dumps({"state": "failed", "message": message}).encode()
+        if req is not None and hasattr(req, "headers"):
+            try:
+                environ = default_environ(req, client, self.cfg)
+                environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+                resp = Response(req, client, self.cfg)
+                resp.status, resp.response_length, resp.sent = f"{status} {reason}", len(body), len(body)
+                self.log.access(resp, req, environ, datetime.now() - started)
+            except Exception:  # a request too broken to describe is not logged as an access
+                self.log.debug("no access log line for a refused request", exc_info=True)
+        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        try:
+            util.write_nonblock(client, head + body)
+        except Exception:
+            self.log.debug("Failed to send error message.")
         util.close_graceful(client, timeout=LINGER_SECONDS, max_drain=LINGER_BYTES)
+
+
+def head_refusal(exc: BaseException, cfg) -> tuple[int, str, str] | None:
+    """(status, reason, message) for an error gunicorn raised parsing a request (the client's
+    doing), in plain words; None for anything else (the server's fault: 500). The codes are
+    gunicorn's own but for its chunked-body errors, which are the body's 400."""
+    if isinstance(exc, (InvalidResponseHeader, InvalidResponseHeaderName)):
+        return None  # a header the application tried to send: its fault, not the client's
+    if isinstance(exc, LimitRequestLine):
+        return (414, "URI Too Long",
+                f"request line: longer than the limit of {cfg.limit_request_line} bytes (the URL is too long)")
+    if isinstance(exc, LimitRequestHeaders):
+        text = str(exc)
+        if "fields size" in text:
+            problem = f"a header field is longer than the limit of {cfg.limit_request_field_size} bytes"
+        elif "fields" in text:
+            problem = f"more header fields than the limit of {cfg.limit_request_fields}"
+        else:
+            problem = "the request headers are larger than the server accepts"
+        return 431, "Request Header Fields Too Large", f"request headers: {problem}"
+    if isinstance(exc, InvalidRequestMethod):
+        return 400, "Bad Request", "request line: the method is not a valid HTTP method"
+    if isinstance(exc, InvalidHTTPVersion):
+        return 400, "Bad Request", "request line: not a supported HTTP version (send HTTP/1.1)"
+    if isinstance(exc, InvalidRequestLine):
+        return 400, "Bad Request", "request line: malformed (expected METHOD /path HTTP/1.1)"
+    if isinstance(exc, UnsupportedTransferCoding):
+        return 501, "Not Implemented", "header Transfer-Encoding: only chunked is supported"
+    if isinstance(exc, ObsoleteFolding):
+        return 400, "Bad Request", "request headers: a header field is folded over lines (obsolete, refused)"
+    if isinstance(exc, InvalidHeader):
+        name = str(getattr(exc, "hdr", "")).upper()
+        if name == "CONTENT-LENGTH":
+            return 400, "Bad Request", ("header Content-Length: invalid (it must be one decimal number, sent once, "
+                                        "and never with Transfer-Encoding)")
+        if name == "TRANSFER-ENCODING":
+            return 400, "Bad Request", ("header Transfer-Encoding: invalid (chunked must be its last coding, named "
+                                        "once, and never with Content-Length)")
+        return 400, "Bad Request", "request headers: a header field is malformed or not allowed"
+    if isinstance(exc, InvalidHeaderName):
+        return 400, "Bad Request", "request headers: a header field name is not a valid token"
+    if isinstance(exc, ExpectationFailed):
+        return 417, "Expectation Failed", "header Expect: only 100-continue is supported"
+    if isinstance(exc, (InvalidProxyLine, InvalidProxyHeader)):
+        return 400, "Bad Request", "PROXY protocol header: malformed"
+    if isinstance(exc, ForbiddenProxyRequest):
+        return 403, "Forbidden", "PROXY protocol header: not accepted from this address"
+    if isinstance(exc, InvalidSchemeHeaders):
+        return 400, "Bad Request", "request headers: they contradict each other on the scheme (http or https)"
+    if isinstance(exc, InvalidH2CPreface):
+        return 400, "Bad Request", "expected the HTTP/2 connection preface"
+    if isinstance(exc, (InvalidChunkSize, ChunkMissingTerminator, InvalidChunkExtension, NoMoreData)):
+        return 400, "Bad Request", f"body: {describe_body_error(exc)}"
+    return None
