@@ -4,8 +4,14 @@ A webhook watch gets a Standard Webhooks signing secret (``whsec_`` + 32 random 
 when it is created: the caller is shown it once; it is kept because every delivery is signed
 with it. A watch owned by an e-mail address (no archive user) sends nothing until the address
 confirms through a link carrying a random secret, of which only the SHA-256 is kept and which
-is compared in constant time. Names are unique: a second create with the same name is refused
-by PostgreSQL's constraint, not by a look-then-insert race.
+is compared in constant time.
+
+Names are unique per owner (the user; for a watch without one, its e-mail address, without
+case), never across the archive: a global namespace told anyone which names others had taken.
+A second create with a name its owner already uses is refused by PostgreSQL's unique indexes,
+not by a look-then-insert race, and the refusal speaks only of that owner's watches. Several
+owners may therefore share a name: ``watches_named`` returns them all, and a caller that needs
+one (the CLI) must ask for an owner or an id.
 """
 from __future__ import annotations
 
@@ -36,9 +42,13 @@ VALUES (%(watch_id)s, %(name)s, %(owner_user)s, %(owner_email)s, %(kind)s, %(web
         %(webhook_secret)s, %(email)s, %(filters)s, %(max_per_hour)s, %(muted_until)s, %(digest)s,
         %(confirm_hash)s)
 """
-SELECT_WATCHES = f"SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s) ORDER BY name"
+SELECT_WATCHES = f"""SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s)
+    ORDER BY name, coalesce(owner_user, owner_email)"""
 SELECT_WATCH = f"SELECT {WATCH_COLUMNS} FROM watch WHERE watch_id = %(watch_id)s"
-SELECT_WATCH_BY_NAME = f"SELECT {WATCH_COLUMNS} FROM watch WHERE name = %(name)s"
+# The owner, when given, is a user id or (for address-owned watches) an address, without case.
+SELECT_WATCHES_NAMED = f"""SELECT {WATCH_COLUMNS} FROM watch WHERE name = %(name)s
+    AND (%(owner)s::text IS NULL OR owner_user = %(owner)s OR lower(owner_email) = lower(%(owner)s))
+    ORDER BY coalesce(owner_user, owner_email)"""
 # Subscribers are "user:<id>" or "email:<address>": a user id may look like an address.
 SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at,
         CASE WHEN owner_user IS NOT NULL THEN 'user:' || owner_user ELSE 'email:' || owner_email END
@@ -110,7 +120,10 @@ class WatchStore:
                 cur.execute(SELECT_WATCH, {"watch_id": watch.watch_id})
                 stored = watch_from_row(cur.fetchone())
         except psycopg2.errors.UniqueViolation as e:
-            raise Conflict(f"watch.name: a watch named {watch.name!r} exists already", e) from e
+            # Only the owner's own names can clash (the indexes are per owner), so this tells
+            # the caller nothing about anybody else's watches.
+            whose = "you have" if owner_user is not None else f"{watch.email} has"
+            raise Conflict(f"watch.name: {whose} a watch named {watch.name!r} already", e) from e
         except psycopg2.errors.ForeignKeyViolation as e:
             raise NotFound(f"no user {owner_user!r}", e) from e
         return stored, webhook_secret, confirm_secret
@@ -145,18 +158,24 @@ class WatchStore:
         return watch_from_row(row) if row else None
 
     @retry_stale
-    def get_watch_by_name(self, name: str) -> Watch | None:
+    def watches_named(self, name: str, owner: str | None = None) -> list[Watch]:
+        """Every watch called ``name`` (of ``owner``, a user id or an address, when given):
+        names are unique per owner only, so there may be several."""
         with self.transaction() as cur:
-            cur.execute(SELECT_WATCH_BY_NAME, {"name": name})
-            row = cur.fetchone()
-        return watch_from_row(row) if row else None
+            cur.execute(SELECT_WATCHES_NAMED, {"name": name, "owner": owner})
+            return [watch_from_row(row) for row in cur.fetchall()]
 
-    def watch_named(self, name: str) -> Watch:
-        """The watch called ``name``; NotFound saying so otherwise."""
-        watch = self.get_watch_by_name(name)
-        if watch is None:
-            raise NotFound(f"no watch named {name!r}")
-        return watch
+    def watch_named(self, name: str, owner: str | None = None) -> Watch:
+        """The one watch called ``name`` (of ``owner``); NotFound when there is none, Conflict
+        naming the owners when several owners use the name (the caller must say which)."""
+        found = self.watches_named(name, owner)
+        if not found:
+            raise NotFound(f"no watch named {name!r}" + (f" owned by {owner!r}" if owner else ""))
+        if len(found) > 1:
+            owners = ", ".join(str(w.owner) for w in found)
+            raise Conflict(f"{len(found)} watches are named {name!r} (owners: {owners}); "
+                           f"give the owner or the watch's id")
+        return found[0]
 
     @retry_stale
     def delete_watch(self, watch_id) -> bool:

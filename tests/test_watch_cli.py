@@ -2,11 +2,13 @@
 one-line errors for bad input."""
 from __future__ import annotations
 
-import pytest
-
-from .export_fixtures import cli_env, meteorpi, wait_for
 import re
 
+import pytest
+
+from meteorpi_model.watch import Watch
+
+from .export_fixtures import cli_env, meteorpi, wait_for
 from .watch_fixtures import NotifierThread, Receiver, notify_config
 
 
@@ -62,6 +64,28 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(db, args, message):
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_name_several_owners_use_needs_an_owner_or_an_id(db):
+    """Names are unique per owner, so the CLI must not guess whose watch NAME is."""
+    for user in ("alice", "bob"):
+        db.create_or_update_user(user, f"{user}-pw", ["user"])
+        db.create_watch(Watch(name="shared", webhook="http://127.0.0.1:9/hook"), user)
+    env = cli_env(db)
+    for command in ("delete", "test", "log"):
+        refused = meteorpi("watch", command, "shared", env=env)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "2 watches are named 'shared' (owners: alice, bob)" in refused.stderr and "--owner" in refused.stderr
+    bobs = db.watch_named("shared", owner="bob")
+    assert f"\t{bobs.watch_id.hex}" in meteorpi("watch", "list", env=env).stdout  # the id to give
+    tested = meteorpi("watch", "test", bobs.watch_id.hex, env=env)
+    assert tested.returncode == 0 and [e.kind for e in db.delivery_log(bobs.watch_id)] == ["test"], tested.stderr
+    deleted = meteorpi("watch", "delete", "shared", "--owner", "alice", env=env)
+    assert deleted.returncode == 0 and "watch shared of alice deleted" in deleted.stdout, deleted.stderr
+    assert [w.owner for w in db.get_watches()] == ["bob"]
+    assert meteorpi("watch", "delete", "shared", env=env).returncode == 0  # one left: the name is enough
+    assert db.get_watches() == []
 
 
 def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):

@@ -71,15 +71,36 @@ def test_bad_watches_are_refused_naming_the_field(srv, body, field):
     assert _get(srv, "/watches").json()["watches"] == []
 
 
-def test_private_targets_are_refused_unless_allowed_and_names_are_unique(srv):
+def test_private_targets_are_refused_unless_allowed_and_names_are_unique_per_owner(srv):
     srv.db.config.notify.allow_private_targets = False
     r = _post(srv, {"name": "inside", "webhook": "http://10.1.2.3/hook"})
     assert r.status_code == 400 and r.json()["message"].startswith("watch.webhook"), r.text
     assert "non-public" in r.json()["message"]
     srv.db.config.notify.allow_private_targets = True
-    assert _post(srv, {"name": "twice", "email": "a@example.org"}).status_code == 201
-    r = _post(srv, {"name": "twice", "email": "b@example.org"}, auth=IMPORTER)
-    assert r.status_code == 409 and "twice" in r.json()["message"]
+    assert _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/a"}).status_code == 201
+    r = _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/b"})
+    assert r.status_code == 409 and r.json()["message"] == "watch.name: you have a watch named 'twice' already"
+    assert _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/c"}, auth=VIEWER).status_code == 201
+
+
+def test_another_owners_watch_name_is_neither_revealed_nor_taken(srv, smtp):
+    """Finding 2: names were one global namespace, so an anonymous POST learnt (409) that a
+    private watch 'w40' existed, and anyone could take a name first."""
+    box, port = smtp
+    srv.db.config.server.public_read = True
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    assert _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/hook"}).status_code == 201  # reader's
+    anonymous = _post(srv, {"name": "w40", "kind": "event", "email": "someone@example.org"}, auth=None)
+    assert anonymous.status_code == 201, anonymous.text  # its own namespace: the address's
+    assert anonymous.json()["watch"]["owner"] == "someone@example.org"
+    other = _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/hook"}, auth=VIEWER)
+    assert other.status_code == 201, other.text
+    again = _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/other"})
+    assert again.status_code == 409 and "you have" in again.json()["message"]
+    assert "someone@example.org" not in again.text and "viewer" not in again.text
+    assert sorted(w["owner"] for w in _get(srv, "/watches", auth=VIEWER).json()["watches"]) == [
+        "reader", "someone@example.org", "viewer"]
+    assert [w["owner"] for w in _get(srv, "/watches").json()["watches"]] == ["reader"]
 
 
 def test_a_test_notification_and_coincidences_over_http(srv, vectors):

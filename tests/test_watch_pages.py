@@ -128,9 +128,11 @@ def test_bad_input_comes_back_as_the_form_naming_the_field(srv, changes, named):
 
 
 def test_a_name_taken_and_a_private_webhook_are_named_too(srv):
-    _watch(srv, name="fireballs", owner="importer")
+    _watch(srv, name="fireballs", owner="importer")  # another owner's name is not the user's business
+    assert _post(srv, "/watches", FORM).status_code == 201
     taken = _post(srv, "/watches", FORM)
-    assert taken.status_code == 409 and "form.name: a watch named &#39;fireballs&#39; exists already" in taken.text
+    assert taken.status_code == 409 and "form.name: you have a watch named &#39;fireballs&#39; already" in taken.text
+    assert "importer" not in taken.text
     srv.db.config.notify.allow_private_targets = False
     private = _post(srv, "/watches", {**FORM, "name": "mine"})
     assert private.status_code == 400 and "form.webhook: 127.0.0.1 is a non-public address" in private.text

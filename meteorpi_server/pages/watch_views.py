@@ -73,7 +73,8 @@ def add_watch_page():
     except ValidationError as e:
         return _render(400, values, str(e))
     except Conflict:
-        return _render(409, values, f"form.name: a watch named {values['name']!r} exists already; choose another name")
+        # Names are unique per owner: only the user's own watches can clash, so this names none of anybody else's.
+        return _render(409, values, f"form.name: you have a watch named {values['name']!r} already; choose another name")
     return _render(201, added=stored, secret=secret)
 
 
