@@ -34,13 +34,13 @@ from .errors import Conflict, NotFound
 from .pool import retry_stale
 
 WATCH_COLUMNS = """watch_id, name, owner_user, owner_email, kind, webhook_url, email, filters,
-    max_per_hour, muted_until, digest, confirm_hash IS NULL, enabled, disabled_reason"""
+    max_per_hour, muted_until, digest, confirmed_at IS NOT NULL, enabled, disabled_reason"""
 INSERT_WATCH = """
 INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, webhook_url, webhook_secret, email,
-                   filters, max_per_hour, muted_until, digest, confirm_hash)
+                   filters, max_per_hour, muted_until, digest, confirm_hash, confirmed_at)
 VALUES (%(watch_id)s, %(name)s, %(owner_user)s, %(owner_email)s, %(kind)s, %(webhook_url)s,
         %(webhook_secret)s, %(email)s, %(filters)s, %(max_per_hour)s, %(muted_until)s, %(digest)s,
-        %(confirm_hash)s)
+        %(confirm_hash)s, CASE WHEN %(confirm_hash)s::bytea IS NULL THEN now() END)
 """
 SELECT_WATCHES = f"""SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s)
     ORDER BY name, coalesce(owner_user, owner_email)"""
@@ -53,9 +53,10 @@ SELECT_WATCHES_NAMED = f"""SELECT {WATCH_COLUMNS} FROM watch WHERE name = %(name
 SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at,
         CASE WHEN owner_user IS NOT NULL THEN 'user:' || owner_user ELSE 'email:' || owner_email END
     FROM watch
-    WHERE enabled AND confirm_hash IS NULL AND kind = ANY(%(kinds)s) ORDER BY created_at"""
-SELECT_CONFIRM_HASH = "SELECT confirm_hash FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"
-CONFIRM = "UPDATE watch SET confirm_hash = NULL WHERE watch_id = %(watch_id)s"
+    WHERE enabled AND confirmed_at IS NOT NULL AND kind = ANY(%(kinds)s) ORDER BY created_at"""
+SELECT_CONFIRM_HASH = "SELECT confirm_hash, confirmed_at FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"
+# The hash stays: every later click of the link is checked against it too.
+CONFIRM = "UPDATE watch SET confirmed_at = now() WHERE watch_id = %(watch_id)s"
 DELETE_WATCH = "DELETE FROM watch WHERE watch_id = %(watch_id)s"
 DISABLE_WATCH = """UPDATE watch SET enabled = false, disabled_reason = %(reason)s WHERE watch_id = %(watch_id)s"""
 SELECT_SECRET = "SELECT webhook_secret FROM watch WHERE watch_id = %(watch_id)s"
@@ -76,7 +77,12 @@ def new_webhook_secret() -> str:
 
 
 def _confirm_hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8")).digest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+# Compared against when there is no hash to compare (an unknown id, a watch that never had a
+# link), so every answer costs the same comparison.
+_NO_HASH = hashlib.sha256(b"meteorpi: no confirmation link").digest()
 
 
 def watch_from_row(row) -> Watch:
@@ -130,17 +136,22 @@ class WatchStore:
 
     @retry_stale
     def confirm_watch(self, watch_id, secret: str) -> bool:
-        """Confirm an e-mail owned watch with the secret of its link; False when it is wrong."""
+        """Confirm an e-mail watch with the secret of its link; False when the link is not one.
+
+        The secret is compared (in constant time) on every call, also for a watch confirmed
+        already: a wrong secret, an unknown id and a confirmed watch with a wrong secret are all
+        False, so the answer tells nobody whether an id exists. The right secret a second time
+        is True and changes nothing.
+        """
         with self.transaction() as cur:
             cur.execute(SELECT_CONFIRM_HASH, {"watch_id": as_uuid(watch_id)})
             row = cur.fetchone()
-            if row is None:
+            stored = bytes(row[0]) if row is not None and row[0] is not None else _NO_HASH
+            matches = hmac.compare_digest(stored, _confirm_hash(secret))
+            if row is None or row[0] is None or not matches:
                 return False
-            if row[0] is None:
-                return True  # already confirmed: a second click changes nothing
-            if not hmac.compare_digest(bytes(row[0]), _confirm_hash(secret)):
-                return False
-            cur.execute(CONFIRM, {"watch_id": as_uuid(watch_id)})
+            if row[1] is None:
+                cur.execute(CONFIRM, {"watch_id": as_uuid(watch_id)})
             return True
 
     @retry_stale

@@ -345,7 +345,7 @@ def _watch_paths(security: list, read_security: list, jsonp: bool) -> dict:
                     "security": [], "parameters": [watch_id, {"name": "secret", "in": "query", "required": True,
                                                              "schema": {"type": "string", "maxLength": 200}}],
                     "responses": {"200": _json(_object({"confirmed": {"type": "string"}}), "confirmed"),
-                                  **_failures(400, 404, 414, 503)}}},
+                                  **_failures(404, 414, 503)}}},
         "/coincidences": _get("coincidences", "Coincidence groups, newest first", _json(
             _object({"count": {"type": "integer", "minimum": 0}, "coincidences": groups}), "groups, a page"),
             read_security, query, jsonp=jsonp),

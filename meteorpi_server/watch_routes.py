@@ -144,13 +144,23 @@ def test_watch(watch_id: str) -> Response:
     return response
 
 
+NO_SUCH_LINK = "no such confirmation link"
+
+
 @watch_api.route("/watches/<watch_id>/confirm", methods=["GET"])
 @json_errors
 def confirm_watch(watch_id: str) -> Response:
+    """Open the mailed link. The secret is the only credential and is checked every time, so a
+    malformed id, an unknown id, a wrong secret and a confirmed watch with a wrong secret all
+    answer the same 404 (nobody learns which ids exist); the right secret again is a harmless 200."""
     secret = request.args.get("secret", "")
-    if not secret or len(secret) > 200 or not _db().confirm_watch(UUIDCodec().decode(watch_id, "watch_id"), secret):
-        raise ResourceNotFound("no such confirmation link (wrong or used secret)")
-    return jsonify({"confirmed": watch_id})
+    try:
+        uuid = UUIDCodec().decode(watch_id, "watch_id")
+    except ValidationError:
+        raise ResourceNotFound(NO_SUCH_LINK) from None
+    if not secret or len(secret) > 200 or not _db().confirm_watch(uuid, secret):
+        raise ResourceNotFound(NO_SUCH_LINK)
+    return jsonify({"confirmed": uuid.hex})
 
 
 def _ms_param(name: str):

@@ -162,3 +162,36 @@ def test_an_email_watch_confirms_through_its_link_then_mails_events(srv, vectors
         notifier.close()
     to, text = box.messages[1]
     assert to == ["sky@example.org"] and "meteorpi.event" in text and "/events/" in text
+
+
+def _link(text: str) -> str:
+    return re.search(r"(/watches/[0-9a-f]{32}/confirm\?secret=\S+)", text).group(1)
+
+
+def test_a_confirmation_link_checks_its_secret_every_time(srv, smtp):
+    """Finding 4: once confirmed, any secret answered 200 (and an unknown id 404), which was a
+    wrong success and told an anonymous caller the id existed."""
+    box, port = smtp
+    srv.db.config.server.public_read = True
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    r = _post(srv, {"name": "clicked", "email": "sky@example.org"}, auth=None)
+    assert r.status_code == 201, r.text
+    watch_id = r.json()["watch"]["watch_id"]
+    link = _link(box.messages[0][1])
+
+    def opened(path):
+        return requests.get(srv.url + path, timeout=TIMEOUT)
+
+    refusals = [opened(f"/watches/{watch_id}/confirm?secret=x"), opened(f"/watches/{'0' * 32}/confirm?secret=x"),
+                opened("/watches/not-an-id/confirm?secret=x"), opened(f"/watches/{watch_id}/confirm")]
+    first = opened(link)
+    assert first.status_code == 200 and first.json() == {"confirmed": watch_id}
+    refusals += [opened(f"/watches/{watch_id}/confirm?secret=x"),  # confirmed, wrong secret
+                 opened(link[:-1] + ("A" if link[-1] != "A" else "B"))]
+    assert [r.status_code for r in refusals] == [404] * len(refusals), [(r.url, r.text) for r in refusals]
+    for refused in refusals:  # one answer for every wrong link: nothing tells an id exists
+        assert refused.json() == {"state": "failed", "message": "no such confirmation link"}, refused.url
+    again = opened(link)  # a second click with the right secret stays harmless
+    assert again.status_code == 200 and again.json() == {"confirmed": watch_id}
+    assert _get(srv, f"/watches/{watch_id}", auth=VIEWER).json()["watch"]["confirmed"] is True
+    assert len(box.messages) == 1
