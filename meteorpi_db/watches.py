@@ -2,9 +2,25 @@
 
 A webhook watch gets a Standard Webhooks signing secret (``whsec_`` + 32 random bytes, base64)
 when it is created: the caller is shown it once; it is kept because every delivery is signed
-with it. A watch owned by an e-mail address (no archive user) sends nothing until the address
-confirms through a link carrying a random secret, of which only the SHA-256 is kept and which
-is compared in constant time.
+with it.
+
+Nothing is mailed to an address that did not agree. Every e-mail watch — anonymous, a user's,
+or the operator's CLI unless it says the address agreed (``confirmed_by_operator``) — starts
+unconfirmed: only its confirmation link is mailed, and the matcher, the deliverer and
+``queue_test`` ignore it until the link is opened. The link carries a random secret, of which
+only the SHA-256 is kept, compared in constant time on every click. Confirmation mail is
+bounded at the root, in the transaction that adds the watch:
+
+* one unopened link per address (lower-cased) at a time, whoever asked: the
+  ``confirmation_pending`` row keyed by the address; it outlives the deletion of its watch
+  until it expires, so delete-and-add again cannot mail the address twice;
+* unopened links expire after ``notify.confirm_hours``; expired watches are removed
+  (``purge_unconfirmed``: on every add and by the notifier);
+* at most ``notify.max_pending_anonymous`` unopened links asked for anonymously, and
+  ``notify.max_pending_per_user`` per signed-in user (an advisory lock makes count-then-add
+  atomic), so a flood of different addresses is bounded too.
+
+A refusal is ``TooManyPending`` (HTTP 429).
 
 Names are unique per owner (the user; for a watch without one, its e-mail address, without
 case), never across the archive: a global namespace told anyone which names others had taken.
@@ -30,18 +46,33 @@ import psycopg2.extras
 from meteorpi_model import ValidationError, as_uuid
 from meteorpi_model.watch import Watch
 
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, TooManyPending
 from .pool import retry_stale
 
 WATCH_COLUMNS = """watch_id, name, owner_user, owner_email, kind, webhook_url, email, filters,
     max_per_hour, muted_until, digest, confirmed_at IS NOT NULL, enabled, disabled_reason"""
 INSERT_WATCH = """
 INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, webhook_url, webhook_secret, email,
-                   filters, max_per_hour, muted_until, digest, confirm_hash, confirmed_at)
+                   filters, max_per_hour, muted_until, digest, confirm_hash, confirmed_at, confirm_expires)
 VALUES (%(watch_id)s, %(name)s, %(owner_user)s, %(owner_email)s, %(kind)s, %(webhook_url)s,
         %(webhook_secret)s, %(email)s, %(filters)s, %(max_per_hour)s, %(muted_until)s, %(digest)s,
-        %(confirm_hash)s, CASE WHEN %(confirm_hash)s::bytea IS NULL THEN now() END)
+        %(confirm_hash)s, CASE WHEN %(confirm_hash)s::bytea IS NULL THEN now() END,
+        CASE WHEN %(confirm_hash)s::bytea IS NOT NULL THEN now() + %(confirm_within)s END)
 """
+# Unopened links past their time: the watches go (with anything queued for them), then the
+# per-address rows, including those whose watch was deleted before.
+PURGE_UNCONFIRMED = "DELETE FROM watch WHERE confirmed_at IS NULL AND confirm_expires <= now()"
+PURGE_PENDING = "DELETE FROM confirmation_pending WHERE expires_at <= now()"
+# Serialises count-then-add per class of asker (anonymous, or one user) for the caps.
+LOCK_PENDING = "SELECT pg_advisory_xact_lock(hashtext('meteorpi.confirmation_pending'), hashtext(%(who)s))"
+COUNT_PENDING = "SELECT count(*) FROM confirmation_pending WHERE owner_user IS NOT DISTINCT FROM %(owner)s"
+INSERT_PENDING = """
+INSERT INTO confirmation_pending (address, watch_id, owner_user, expires_at)
+SELECT lower(email), watch_id, owner_user, confirm_expires FROM watch WHERE watch_id = %(watch_id)s
+ON CONFLICT (address) DO NOTHING
+RETURNING address
+"""
+RELEASE_PENDING = "DELETE FROM confirmation_pending WHERE watch_id = %(watch_id)s"
 SELECT_WATCHES = f"""SELECT {WATCH_COLUMNS} FROM watch WHERE (%(owner)s::text IS NULL OR owner_user = %(owner)s)
     ORDER BY name, coalesce(owner_user, owner_email)"""
 SELECT_WATCH = f"SELECT {WATCH_COLUMNS} FROM watch WHERE watch_id = %(watch_id)s"
@@ -54,7 +85,8 @@ SELECT_ACTIVE = f"""SELECT {WATCH_COLUMNS}, created_at,
         CASE WHEN owner_user IS NOT NULL THEN 'user:' || owner_user ELSE 'email:' || owner_email END
     FROM watch
     WHERE enabled AND confirmed_at IS NOT NULL AND kind = ANY(%(kinds)s) ORDER BY created_at"""
-SELECT_CONFIRM_HASH = "SELECT confirm_hash, confirmed_at FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"
+SELECT_CONFIRM_HASH = """SELECT confirm_hash, confirmed_at, confirm_expires <= now()
+    FROM watch WHERE watch_id = %(watch_id)s FOR UPDATE"""
 # The hash stays: every later click of the link is checked against it too.
 CONFIRM = "UPDATE watch SET confirmed_at = now() WHERE watch_id = %(watch_id)s"
 DELETE_WATCH = "DELETE FROM watch WHERE watch_id = %(watch_id)s"
@@ -101,17 +133,25 @@ class WatchStore:
     """Mixed into MeteorDatabase: creating, reading and removing watches."""
 
     @retry_stale
-    def create_watch(self, watch: Watch, owner_user: str | None) -> tuple[Watch, str | None, str | None]:
-        """Store ``watch`` for ``owner_user`` (None: owned by its e-mail address, unconfirmed).
+    def create_watch(self, watch: Watch, owner_user: str | None, *, confirmed_by_operator: bool = False,
+                     limit_pending: bool = True) -> tuple[Watch, str | None, str | None]:
+        """Store ``watch`` for ``owner_user`` (None: owned by its e-mail address).
+
+        An e-mail watch starts unconfirmed, whoever owns it, unless ``confirmed_by_operator``
+        (the CLI's ``--confirmed``: the operator vouches that the address agreed). One waiting
+        link per address is always enforced; ``limit_pending`` adds the caps on links asked for
+        anonymously or by one user (False for the operator's CLI). TooManyPending when refused.
 
         Returns (the stored watch, the webhook signing secret or None, the e-mail confirmation
-        secret or None): both secrets are for the caller to hand on once, never logged.
+        secret or None): both secrets are for the caller to hand on once, never logged. The
+        caller mails the link; if it cannot, ``withdraw_watch`` undoes this.
         """
         watch = Watch.from_dict(watch.as_dict(), "watch")  # the same rules as wire input
         if owner_user is None and watch.email is None:
             raise ValidationError("watch.email", "a watch without an archive user must be owned by an e-mail address")
         webhook_secret = new_webhook_secret() if watch.webhook else None
-        confirm_secret = secrets.token_urlsafe(32) if owner_user is None else None
+        confirm_secret = secrets.token_urlsafe(32) if watch.email and not confirmed_by_operator else None
+        notify = self.config.notify
         wire = watch.as_dict()
         params = {"watch_id": watch.watch_id, "name": watch.name, "owner_user": owner_user,
                   "owner_email": watch.email if owner_user is None else None, "kind": watch.kind,
@@ -119,10 +159,21 @@ class WatchStore:
                   "filters": psycopg2.extras.Json({k: wire[k] for k in FILTER_FIELDS if k in wire}),
                   "max_per_hour": watch.max_per_hour, "muted_until": watch.muted_until,
                   "digest": watch.digest,
-                  "confirm_hash": _confirm_hash(confirm_secret) if confirm_secret else None}
+                  "confirm_hash": _confirm_hash(confirm_secret) if confirm_secret else None,
+                  "confirm_within": _dt.timedelta(hours=notify.confirm_hours)}
         try:
             with self.transaction() as cur:
+                self._purge_unconfirmed(cur)
+                if confirm_secret and limit_pending:
+                    self._check_pending_cap(cur, owner_user)
                 cur.execute(INSERT_WATCH, params)
+                if confirm_secret:
+                    cur.execute(INSERT_PENDING, {"watch_id": watch.watch_id})
+                    if cur.fetchone() is None:
+                        raise TooManyPending(
+                            f"watch.email: a confirmation link mailed to {watch.email} is waiting to be opened; "
+                            f"one may wait per address: open it, or try again after it expires "
+                            f"(links last {notify.confirm_hours:g} hours)")
                 cur.execute(SELECT_WATCH, {"watch_id": watch.watch_id})
                 stored = watch_from_row(cur.fetchone())
         except psycopg2.errors.UniqueViolation as e:
@@ -133,6 +184,40 @@ class WatchStore:
         except psycopg2.errors.ForeignKeyViolation as e:
             raise NotFound(f"no user {owner_user!r}", e) from e
         return stored, webhook_secret, confirm_secret
+
+    def _check_pending_cap(self, cur, owner_user: str | None) -> None:
+        """Refuse one more waiting link for this asker (anonymous or one user) over its cap."""
+        notify = self.config.notify
+        cap = notify.max_pending_anonymous if owner_user is None else notify.max_pending_per_user
+        cur.execute(LOCK_PENDING, {"who": "user:" + owner_user if owner_user else "anonymous"})
+        cur.execute(COUNT_PENDING, {"owner": owner_user})
+        if cur.fetchone()[0] >= cap:
+            if owner_user is None:
+                raise TooManyPending(f"watch.email: {cap} confirmation links asked for without login are "
+                                     f"waiting to be opened, as many as this archive allows; try again later")
+            raise TooManyPending(f"watch.email: you have {cap} confirmation links waiting to be opened, as many "
+                                 f"as this archive allows; wait until they are opened or expire")
+
+    def _purge_unconfirmed(self, cur) -> int:
+        cur.execute(PURGE_UNCONFIRMED)
+        removed = cur.rowcount
+        cur.execute(PURGE_PENDING)
+        return removed
+
+    @retry_stale
+    def purge_unconfirmed(self) -> int:
+        """Remove watches whose link expired unopened (and the per-address holds past their
+        time); how many watches went. The notifier calls this now and then, every add too."""
+        with self.transaction() as cur:
+            return self._purge_unconfirmed(cur)
+
+    @retry_stale
+    def withdraw_watch(self, watch_id) -> None:
+        """Undo ``create_watch`` when its confirmation mail could not be sent: the watch and the
+        address's hold both go (nothing was mailed, so the address may be asked again)."""
+        with self.transaction() as cur:
+            cur.execute(RELEASE_PENDING, {"watch_id": as_uuid(watch_id)})
+            cur.execute(DELETE_WATCH, {"watch_id": as_uuid(watch_id)})
 
     @retry_stale
     def confirm_watch(self, watch_id, secret: str) -> bool:
@@ -151,7 +236,10 @@ class WatchStore:
             if row is None or row[0] is None or not matches:
                 return False
             if row[1] is None:
+                if row[2]:
+                    return False  # expired unopened: purge_unconfirmed removes it
                 cur.execute(CONFIRM, {"watch_id": as_uuid(watch_id)})
+                cur.execute(RELEASE_PENDING, {"watch_id": as_uuid(watch_id)})  # the address may be asked again
             return True
 
     @retry_stale

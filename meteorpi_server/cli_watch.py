@@ -59,14 +59,23 @@ def watch() -> None:
 @click.option("--max-per-hour", type=click.IntRange(1, 100_000), default=60, show_default=True,
               help="Then one digest for the rest.")
 @click.option("--digest", is_flag=True, help="One nightly digest instead of each notification.")
-@click.option("--user", help="The archive user who owns it; without one, --email owns it and must confirm.")
+@click.option("--user", help="The archive user who owns it; without one, --email owns it.")
+@click.option("--confirmed", is_flag=True,
+              help="E-mail: the operator vouches that the address agreed, so no confirmation link is mailed "
+                   "and the watch is active at once. Without it every e-mail watch waits for its link.")
 @pass_ctx
 @domain_errors
 def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, kind: str,
               event_types: tuple[str, ...], cameras: tuple[str, ...], metas: tuple[str, ...], near: str | None,
-              silent_hours: float | None, max_per_hour: int, digest: bool, user: str | None) -> None:
-    """Add watch NAME."""
+              silent_hours: float | None, max_per_hour: int, digest: bool, user: str | None, confirmed: bool) -> None:
+    """Add watch NAME.
+
+    An e-mail watch, whoever owns it, mails only its confirmation link until that is opened
+    (one link may wait per address), unless --confirmed: the operator's word that the address
+    agreed. The caps on waiting links do not count the operator's adds."""
     from .notify import check_target, confirm_link, send_confirmation
+    if confirmed and not email:
+        raise click.UsageError("--confirmed is for e-mail watches (a webhook needs no confirmation)")
     wire = {"name": name, "kind": kind, "webhook": webhook, "email": email, "event_types": list(event_types),
             "cameras": list(cameras), "silent_hours": silent_hours, "max_per_hour": max_per_hour, "digest": digest,
             "meta": [WatchMeta.parse(m, f"--meta[{i}]").as_dict() for i, m in enumerate(metas)],
@@ -74,18 +83,22 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
     new = Watch.from_dict({k: v for k, v in wire.items() if v is not None}, "watch")
     if new.webhook:
         check_target(new.webhook, ctx.config.notify.allow_private_targets)
-    stored, secret, confirm = ctx.db.create_watch(new, user)
-    click.echo(f"watch {stored.name} added ({stored.kind}, {stored.channel} {stored.target})")
-    if secret:
-        click.echo(f"signing secret (shown once, keep it to verify webhooks): {secret}")
+    stored, secret, confirm = ctx.db.create_watch(new, user, confirmed_by_operator=confirmed, limit_pending=False)
     if confirm:
         link = confirm_link(ctx.config.notify.base_url, stored, confirm)
         try:
             send_confirmation(ctx.config.notify, stored.email, stored.name, link)
         except OSError as e:
-            ctx.db.delete_watch(stored.watch_id)
+            ctx.db.withdraw_watch(stored.watch_id)
             raise click.ClickException(f"could not send the confirmation e-mail ({e}); watch not added") from None
-        click.echo(f"confirmation link sent to {stored.email}: nothing is sent until it is opened")
+    click.echo(f"watch {stored.name} added ({stored.kind}, {stored.channel} {stored.target})")
+    if secret:
+        click.echo(f"signing secret (shown once, keep it to verify webhooks): {secret}")
+    if confirm:
+        click.echo(f"confirmation link sent to {stored.email}: nothing is sent until it is opened "
+                   f"(within {ctx.config.notify.confirm_hours:g} hours, or the watch is removed)")
+    elif stored.email:
+        click.echo(f"marked confirmed by the operator: notifications go to {stored.email} at once")
 
 
 @watch.command("list")

@@ -104,6 +104,26 @@ def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):
     assert "\tactive" in meteorpi("watch", "list", env=env).stdout
 
 
+def test_a_users_email_watch_from_the_cli_waits_for_its_link_unless_the_operator_vouches(db, smtp):
+    """Finding 3 for the operator's CLI: `--user` no longer makes an address agree."""
+    box, port = smtp
+    db.create_or_update_user("alice", "alice-pw", ["user"])
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port))
+    added = meteorpi("watch", "add", "hers", "--email", "third-party@example.org", "--user", "alice", env=env)
+    assert added.returncode == 0 and "confirmation link sent to third-party@example.org" in added.stdout, added.stderr
+    assert [to for to, _ in box.messages] == [["third-party@example.org"]]
+    assert "\talice\tunconfirmed\t" in meteorpi("watch", "list", env=env).stdout
+    tested = meteorpi("watch", "test", "hers", env=env)
+    assert tested.returncode == 1 and "is not confirmed yet" in tested.stderr
+    again = meteorpi("watch", "add", "hers-2", "--email", "third-party@example.org", "--user", "alice", env=env)
+    assert again.returncode == 1 and "is waiting to be opened" in again.stderr and len(box.messages) == 1
+    vouched = meteorpi("watch", "add", "vouched", "--email", "agreed@example.org", "--user", "alice", "--confirmed",
+                       env=env)
+    assert vouched.returncode == 0 and "marked confirmed by the operator" in vouched.stdout, vouched.stderr
+    assert db.watch_named("vouched").confirmed and len(box.messages) == 1  # no link mailed
+    assert meteorpi("watch", "add", "x", "--webhook", "http://127.0.0.1:9/", "--confirmed", env=env).returncode == 2
+
+
 def test_an_unreachable_mail_server_adds_no_watch(db):
     env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT="9")
     added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
