@@ -124,6 +124,9 @@ def add_and_ask_confirmation(watch: Watch, user: User | None, path: str = "watch
     from .notify import TargetRefused, check_target, confirm_link, send_confirmation
     config = _meteor_app().config
     check_may_add(user)
+    if user is None and watch.webhook:  # refused before check_target resolves a stranger's host name
+        raise ValidationError(f"{path}.webhook", "a webhook watch needs a signed-in user; without login, "
+                                                 "only an e-mail watch (owned by its address) may be added")
     if watch.webhook:
         try:
             check_target(watch.webhook, config.notify.allow_private_targets)

@@ -231,6 +231,9 @@ def test_anonymous_posts_cannot_flood_an_address(srv, smtp):
         assert _post(srv, {"name": "again", "email": address}, auth=auth).status_code == 429
     assert [to for to, _ in box.messages] == [["victim@example.org"]]
     assert len(_get(srv, "/watches", auth=VIEWER).json()["watches"]) == 1
+    hook = _post(srv, {"name": "hook", "webhook": "http://127.0.0.1:9/hook"}, auth=None)
+    assert hook.status_code == 400 and hook.json()["message"].startswith("watch.webhook: a webhook watch needs a "
+                                                                         "signed-in user"), hook.text
 
 
 def test_pending_anonymous_confirmations_are_capped_archive_wide(srv, smtp):
