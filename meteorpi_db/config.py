@@ -88,6 +88,10 @@ class NotifyConfig:
     smtp_password: str | None = None
     smtp_from: str = "meteorpi@localhost"
     smtp_starttls: bool = False
+    # Nothing is mailed to an address that did not agree: every e-mail watch waits for its link.
+    confirm_hours: float = 24.0      # an unopened link expires (its watch is removed) after this
+    max_pending_anonymous: int = 100  # unopened links asked for without login, archive-wide
+    max_pending_per_user: int = 20   # unopened links one signed-in user may have asked for
 
 
 @dataclass

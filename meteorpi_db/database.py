@@ -49,7 +49,7 @@ log = logging.getLogger("meteorpi.db")
 DEFAULT_DATABASE = "meteorpi"
 # Truncated by clear_database(); schema_version stays.
 TABLES = ("delivery_attempt", "delivery", "notification", "coincidence_member", "coincidence_group",
-          "watch_cursor", "watch", "feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
+          "watch_cursor", "confirmation_pending", "watch", "feed_log", "feed_horizon", "upload_failure", "export_task", "export_config", "import_record", "event_file", "event_meta", "event",
           "file_meta", "file_record", "status_region", "camera_status", "app_user")
 
 

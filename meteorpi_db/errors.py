@@ -8,6 +8,7 @@
         ├── EmbeddedServerError       the embedded PostgreSQL would not start
         ├── NotFound                  the named entity / user / export does not exist
         ├── Conflict                  the write contradicts what is held (e.g. time outside status)
+        ├── TooManyPending            an e-mail watch over a limit on unopened confirmation links (HTTP 429)
         └── FileStoreError            bytes could not be stored or did not match their MD5
             ├── Md5Mismatch, FileTooLarge, TruncatedUpload   (file_store) what was sent is wrong
             └── StoreWriteFailed      (file_store) the store's disk refused a write: full, failing
@@ -45,6 +46,11 @@ class NotFound(DatabaseError):
 
 class Conflict(DatabaseError):
     """The write contradicts what is already held."""
+
+
+class TooManyPending(DatabaseError):
+    """An e-mail watch refused because confirmation links already wait: one for its address, or
+    as many as the archive allows (anonymously, or for one user). Retrying later may succeed."""
 
 
 class FileStoreError(DatabaseError):

@@ -24,7 +24,7 @@ import psycopg2.extras
 from meteorpi_model import as_uuid, instant_to_ms
 from meteorpi_model.watch import Watch
 
-from .errors import NotFound
+from .errors import Conflict, NotFound
 from .pool import retry_stale
 from .watches import ActiveWatch
 
@@ -57,7 +57,7 @@ FROM (SELECT delivery_id FROM delivery
       LIMIT %(limit)s) due, watch w
 WHERE d.delivery_id = due.delivery_id AND w.watch_id = d.watch_id
 RETURNING d.delivery_id, d.kind, d.attempts, d.notification_id, w.watch_id, w.name, w.kind,
-          w.webhook_url, w.webhook_secret, w.email, w.enabled
+          w.webhook_url, w.webhook_secret, w.email, w.enabled AND w.confirmed_at IS NOT NULL
 """
 SELECT_PAYLOAD = "SELECT payload, created_at FROM notification WHERE notification_id = %(notification_id)s"
 SELECT_HELD = """
@@ -128,7 +128,7 @@ class Claimed:
     webhook_url: str | None
     webhook_secret: str | None
     email: str | None
-    enabled: bool
+    enabled: bool  # and confirmed: a delivery for a disabled or unconfirmed watch is cancelled
     message_id: str = ""
     payload: dict = dataclasses.field(default_factory=dict)
     held_upto: int | None = None  # a digest: the held deliveries it covers
@@ -284,7 +284,11 @@ class NotificationStore:
 
     @retry_stale
     def queue_test(self, watch: Watch) -> int:
-        """A test notification for ``watch``, delivered like any other; the delivery's id."""
+        """A test notification for ``watch``, delivered like any other; the delivery's id.
+        Conflict for an unconfirmed watch: its address has not agreed to any mail but the link."""
+        if not watch.confirmed:
+            raise Conflict(f"watch {watch.name} is not confirmed yet: nothing is sent to {watch.target} "
+                           f"until the link mailed to it is opened")
         now = _dt.datetime.now(_dt.timezone.utc)
         notification_id = uuid.uuid4()
         payload = {"type": "meteorpi.test", "timestamp": now.isoformat(),

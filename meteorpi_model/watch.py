@@ -130,8 +130,9 @@ class Near(Model):
 class Watch(Model):
     """Who wants to hear of what, and how: a webhook (signed) or an e-mail address.
 
-    The owner is a user of the archive, or — with no user — the e-mail address itself, which
-    must confirm through a link first. ``secret`` is the webhook signing secret: it is sent
+    The owner is a user of the archive, or — with no user — the e-mail address itself. Every
+    e-mail watch, whoever owns it, is ``confirmed`` only once its address opened the link mailed
+    to it (or the operator vouched for it): nothing else is sent to an address that did not agree. ``secret`` is the webhook signing secret: it is sent
     back once, when the watch is created, and never again.
     """
     wire_name: ClassVar[str] = "watch"

@@ -128,6 +128,7 @@ class Notifier:
                 break
         if time.monotonic() >= self._next_absence:
             notified += self.db.match_absences(self.settings)
+            self.db.purge_unconfirmed()  # links that expired unopened: their watches go
             self._next_absence = time.monotonic() + self.config.absence_check_seconds
         delivered = 0
         while True:
@@ -146,7 +147,7 @@ class Notifier:
         """Send one claimed delivery and record the attempt."""
         started = time.monotonic()
         if not c.enabled:
-            self.db.finish_delivery(c, "cancelled", None, "the watch is disabled", 0)
+            self.db.finish_delivery(c, "cancelled", None, "the watch is disabled or not confirmed", 0)
             return
         if c.kind == "digest" and not c.payload["data"]["count"]:
             self.db.finish_delivery(c, "delivered", None, None, 0)
@@ -307,14 +308,19 @@ def confirm_link(base_url: str, watch, secret: str) -> str:
 
 
 def send_confirmation(config: NotifyConfig, address: str, watch_name: str, link: str) -> None:
-    """The e-mail that asks an address to confirm a watch (the link carries the secret)."""
+    """The e-mail that asks an address to confirm a watch (the link carries the secret).
+
+    It is the only mail an address gets before it agrees, whoever added the watch; the callers
+    go through ``MeteorDatabase.create_watch``, which allows one waiting link per address and
+    caps how many wait, so this cannot be used to flood anybody."""
     message = EmailMessage()
     message["From"] = config.smtp_from
     message["To"] = address
     message["Subject"] = f"[meteorpi] confirm your watch {watch_name}"
     message.set_content(f"Someone asked to be told of meteors at this address (watch {watch_name}).\n"
-                        f"To confirm, open:\n\n  {link}\n\nIf it was not you, ignore this message: "
-                        f"nothing is sent until the link is opened.\n")
+                        f"To confirm, open within {config.confirm_hours:g} hours:\n\n  {link}\n\n"
+                        f"If it was not you, ignore this message: nothing is sent until the link is "
+                        f"opened, and the watch is removed if it is not.\n")
     send_mail(config, message)
 
 

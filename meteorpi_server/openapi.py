@@ -135,8 +135,11 @@ def _json(schema: dict, description: str, jsonp: bool = False) -> dict:
 
 def _failures(*codes: int, jsonp: bool = False) -> dict:
     what = {400: "bad input: the message names the field", 401: "no or wrong credentials",
-            403: "the user lacks the role", 404: "not held here", 409: "the name is taken",
+            403: "the user lacks the role", 404: "not held here",
+            409: "the name is taken (a watch test: the watch is not confirmed yet)",
             413: "body or upload over the limit",
+            429: "an e-mail watch's confirmation link cannot be mailed now: one waits for the address "
+                 "already, or as many as allowed wait; the message says which",
             503: "the database is unreachable: retry after Retry-After seconds",
             507: "the archive's disk refused to store the bytes: retry after Retry-After seconds"}
     out = {}
@@ -312,7 +315,8 @@ def _watch_paths(security: list, read_security: list, jsonp: bool) -> dict:
     one = _json(_object({"watch": _ref("Watch")}), "the watch")
     created = _json(_object({"watch": _ref("Watch"), "secret": {"type": "string", "pattern": "^whsec_"},
                              "confirmation": {"type": "string"}}, ["watch"]),
-                    "the watch; a webhook's signing secret, shown this once")
+                    "the watch; a webhook's signing secret, shown this once; for an e-mail watch, where its "
+                    "confirmation link went (nothing else is sent until it is opened)")
     query = [{"name": name, "in": "query", "required": False, "description": text, "schema": _codec_schema(codec)}
              for name, codec, text in (("after", Instant(), "groups that began at or after this instant"),
                                        ("before", Instant(), "groups that began before this instant"),
@@ -324,7 +328,7 @@ def _watch_paths(security: list, read_security: list, jsonp: bool) -> dict:
         "/watches": {
             "post": {"operationId": "add_watch", "summary": "Add a watch of your own", "security": read_security,
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Watch")}}},
-                     "responses": {"201": created, **_failures(400, 401, 409, 413, 414, 503)}},
+                     "responses": {"201": created, **_failures(400, 401, 403, 409, 413, 414, 429, 503)}},
             "get": {"operationId": "watches", "summary": "Your watches (camera_admin: every watch)",
                     "security": security, "responses": {
                         "200": _json(_object({"watches": {"type": "array", "items": _ref("Watch")}}), "watches"),
@@ -340,13 +344,13 @@ def _watch_paths(security: list, read_security: list, jsonp: bool) -> dict:
             "post": {"operationId": "test_watch", "summary": "Queue a test notification", "security": security,
                      "parameters": [watch_id], "responses": {
                          "202": _json(_object({"delivery_id": {"type": "integer"}}), "queued"),
-                         **_failures(400, 401, 404, 414, 503)}}},
+                         **_failures(400, 401, 404, 409, 414, 503)}}},
         "/watches/{watch_id}/confirm": {
             "get": {"operationId": "confirm_watch", "summary": "Confirm an e-mail watch (the mailed link)",
                     "security": [], "parameters": [watch_id, {"name": "secret", "in": "query", "required": True,
                                                              "schema": {"type": "string", "maxLength": 200}}],
                     "responses": {"200": _json(_object({"confirmed": {"type": "string"}}), "confirmed"),
-                                  **_failures(400, 404, 414, 503)}}},
+                                  **_failures(404, 414, 503)}}},
         "/coincidences": _get("coincidences", "Coincidence groups, newest first", _json(
             _object({"count": {"type": "integer", "minimum": 0}, "coincidences": groups}), "groups, a page"),
             read_security, query, jsonp=jsonp),

@@ -3,8 +3,16 @@
 * ``POST /watches`` (a user: the watch is theirs), ``GET /watches``, ``GET/DELETE
   /watches/<id>``, ``POST /watches/<id>/test``: a user sees and changes only their own watches;
   ``camera_admin`` sees all. With ``server.public_read``, anyone may ``POST`` an e-mail watch
-  without logging in: it is owned by the address and sends nothing until the link mailed to it
-  (``GET /watches/<id>/confirm?secret=...``) is opened.
+  without logging in: it is owned by the address.
+* Adding needs the role ``user`` or ``camera_admin`` (``WATCH_ROLES``) when signed in: the
+  ``import`` role is the cameras' and adds nothing but what they record (403).
+* Nothing is mailed to an address that did not agree: every e-mail watch, a signed-in user's
+  too, sends only its confirmation link (``GET /watches/<id>/confirm?secret=...``) until that
+  is opened, and is removed if it is not within ``notify.confirm_hours``. One link may wait per
+  address; at most ``notify.max_pending_anonymous`` may wait for anonymous askers and
+  ``notify.max_pending_per_user`` for one user: past those, 429 with the reason
+  (meteorpi_db.watches enforces them in the adding transaction). ``/test`` on an unconfirmed
+  watch is 409.
 * ``GET /coincidences`` and ``GET /coincidences/<id>``: coincidence groups, with the read API's
   access rules.
 
@@ -19,7 +27,8 @@ from typing import Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from meteorpi_db import Conflict, MeteorDatabase
+from meteorpi_db import Conflict, MeteorDatabase, TooManyPending
+from meteorpi_model import User
 from meteorpi_model import ValidationError, fields
 from meteorpi_model.fields import Instant, Int, UUIDCodec
 from meteorpi_model.entities import CAMERA_ID
@@ -36,10 +45,26 @@ ADMIN_ROLE = "camera_admin"
 SERVER_FIELDS = ("watch_id", "owner", "confirmed", "enabled", "disabled_reason")
 MAX_WATCH_BODY = 64 * 1024
 COINCIDENCE_PARAMETERS = {"after", "before", "camera", "limit", "skip", "callback", "_"}
+# Who may add watches when signed in: people. The import role is the cameras' (and an importing
+# node's), which have no business subscribing anyone to anything.
+WATCH_ROLES = ("user", ADMIN_ROLE)
 
 
 class NameTaken(ApiError):
     status = 409
+
+
+class NotConfirmed(ApiError):
+    status = 409
+
+
+class MayNotAddWatches(ApiError):
+    status = 403
+
+
+class TooManyConfirmations(ApiError):
+    """Confirmation links wait already (for the address, or as many as allowed): HTTP 429."""
+    status = 429
 
 
 class MailUnavailable(ApiError):
@@ -82,10 +107,51 @@ def watches() -> Response:
     return add_watch() if request.method == "POST" else list_watches()
 
 
-def add_watch() -> Response:
+def check_may_add(user: User | None) -> None:
+    """Refuse a signed-in user without a role that adds watches (anonymous callers got here
+    only through ``server.public_read`` and may add e-mail watches, which must confirm)."""
+    if user is not None and not any(user.has_role(role) for role in WATCH_ROLES):
+        raise MayNotAddWatches(f"{user.user_id} does not hold a role that may add watches "
+                               f"({' or '.join(WATCH_ROLES)}; the import role is for cameras)")
+
+
+def add_and_ask_confirmation(watch: Watch, user: User | None, path: str = "watch") -> tuple[Watch, str | None, str | None]:
+    """Store ``watch`` for ``user`` (None: its address) and mail its confirmation link when it
+    is an e-mail watch: (stored, webhook secret or None, what to tell the caller about the link
+    or None). The JSON API and the watches page both add through here, so they share the rules:
+    roles, one waiting link per address and the caps (429), name clashes (409), and no watch
+    left behind when the mail cannot be sent (503). ``path`` prefixes field names in errors."""
     from .notify import TargetRefused, check_target, confirm_link, send_confirmation
     config = _meteor_app().config
+    check_may_add(user)
+    if user is None and watch.webhook:  # refused before check_target resolves a stranger's host name
+        raise ValidationError(f"{path}.webhook", "a webhook watch needs a signed-in user; without login, "
+                                                 "only an e-mail watch (owned by its address) may be added")
+    if watch.webhook:
+        try:
+            check_target(watch.webhook, config.notify.allow_private_targets)
+        except TargetRefused as e:
+            raise ValidationError(f"{path}.webhook", str(e).removeprefix("webhook: ")) from None
+    try:
+        stored, secret, confirm = _db().create_watch(watch, user.user_id if user else None)
+    except Conflict as e:
+        raise NameTaken(str(e)) from None
+    except TooManyPending as e:
+        raise TooManyConfirmations(str(e).replace("watch.", f"{path}.", 1)) from None
+    if not confirm:
+        return stored, secret, None
+    try:
+        send_confirmation(config.notify, stored.email, stored.name, confirm_link(config.notify.base_url, stored, confirm))
+    except OSError:
+        _db().withdraw_watch(stored.watch_id)
+        raise MailUnavailable("could not send the confirmation e-mail; the watch was not added") from None
+    return stored, secret, (f"a link was sent to {stored.email}; nothing is sent to it until the link is opened "
+                            f"(within {config.notify.confirm_hours:g} hours, or the watch is removed)")
+
+
+def add_watch() -> Response:
     user = current_user()
+    check_may_add(user)
     body = parse_json_object(read_body(MAX_WATCH_BODY))
     for name in SERVER_FIELDS:
         if name in body:
@@ -93,27 +159,12 @@ def add_watch() -> Response:
     unknown = sorted(set(body) - {f.name for f in fields(Watch)})
     if unknown:
         raise ValidationError(f"watch.{unknown[0]}", "unknown field")
-    watch = Watch.from_dict(body, "watch")
-    if watch.webhook:
-        try:
-            check_target(watch.webhook, config.notify.allow_private_targets)
-        except TargetRefused as e:
-            raise ValidationError("watch.webhook", str(e).removeprefix("webhook: ")) from None
-    try:
-        stored, secret, confirm = _db().create_watch(watch, user.user_id if user else None)
-    except Conflict as e:
-        raise NameTaken(str(e)) from None
+    stored, secret, confirmation = add_and_ask_confirmation(Watch.from_dict(body, "watch"), user)
     answer = {"watch": stored.as_dict()}
     if secret:
         answer["secret"] = secret  # shown this once
-    if confirm:
-        try:
-            send_confirmation(config.notify, stored.email, stored.name,
-                              confirm_link(config.notify.base_url, stored, confirm))
-        except OSError:
-            _db().delete_watch(stored.watch_id)
-            raise MailUnavailable("could not send the confirmation e-mail; the watch was not added") from None
-        answer["confirmation"] = f"a link was sent to {stored.email}; nothing is sent until it is opened"
+    if confirmation:
+        answer["confirmation"] = confirmation
     response = jsonify(answer)
     response.status_code = 201
     return response
@@ -138,19 +189,32 @@ def watch(watch_id: str) -> Response:
 @watch_api.route("/watches/<watch_id>/test", methods=["POST"])
 @_signed_in()
 def test_watch(watch_id: str) -> Response:
-    delivery_id = _db().queue_test(own_watch(watch_id))
+    try:
+        delivery_id = _db().queue_test(own_watch(watch_id))
+    except Conflict as e:  # unconfirmed: the address has agreed to nothing but the link
+        raise NotConfirmed(str(e)) from None
     response = jsonify({"delivery_id": delivery_id})
     response.status_code = 202
     return response
 
 
+NO_SUCH_LINK = "no such confirmation link"
+
+
 @watch_api.route("/watches/<watch_id>/confirm", methods=["GET"])
 @json_errors
 def confirm_watch(watch_id: str) -> Response:
+    """Open the mailed link. The secret is the only credential and is checked every time, so a
+    malformed id, an unknown id, a wrong secret and a confirmed watch with a wrong secret all
+    answer the same 404 (nobody learns which ids exist); the right secret again is a harmless 200."""
     secret = request.args.get("secret", "")
-    if not secret or len(secret) > 200 or not _db().confirm_watch(UUIDCodec().decode(watch_id, "watch_id"), secret):
-        raise ResourceNotFound("no such confirmation link (wrong or used secret)")
-    return jsonify({"confirmed": watch_id})
+    try:
+        uuid = UUIDCodec().decode(watch_id, "watch_id")
+    except ValidationError:
+        raise ResourceNotFound(NO_SUCH_LINK) from None
+    if not secret or len(secret) > 200 or not _db().confirm_watch(uuid, secret):
+        raise ResourceNotFound(NO_SUCH_LINK)
+    return jsonify({"confirmed": uuid.hex})
 
 
 def _ms_param(name: str):

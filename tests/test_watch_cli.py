@@ -2,11 +2,13 @@
 one-line errors for bad input."""
 from __future__ import annotations
 
-import pytest
-
-from .export_fixtures import cli_env, meteorpi, wait_for
 import re
 
+import pytest
+
+from meteorpi_model.watch import Watch
+
+from .export_fixtures import cli_env, meteorpi, wait_for
 from .watch_fixtures import NotifierThread, Receiver, notify_config
 
 
@@ -64,6 +66,28 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(db, args, message):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_a_name_several_owners_use_needs_an_owner_or_an_id(db):
+    """Names are unique per owner, so the CLI must not guess whose watch NAME is."""
+    for user in ("alice", "bob"):
+        db.create_or_update_user(user, f"{user}-pw", ["user"])
+        db.create_watch(Watch(name="shared", webhook="http://127.0.0.1:9/hook"), user)
+    env = cli_env(db)
+    for command in ("delete", "test", "log"):
+        refused = meteorpi("watch", command, "shared", env=env)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "2 watches are named 'shared' (owners: alice, bob)" in refused.stderr and "--owner" in refused.stderr
+    bobs = db.watch_named("shared", owner="bob")
+    assert f"\t{bobs.watch_id.hex}" in meteorpi("watch", "list", env=env).stdout  # the id to give
+    tested = meteorpi("watch", "test", bobs.watch_id.hex, env=env)
+    assert tested.returncode == 0 and [e.kind for e in db.delivery_log(bobs.watch_id)] == ["test"], tested.stderr
+    deleted = meteorpi("watch", "delete", "shared", "--owner", "alice", env=env)
+    assert deleted.returncode == 0 and "watch shared of alice deleted" in deleted.stdout, deleted.stderr
+    assert [w.owner for w in db.get_watches()] == ["bob"]
+    assert meteorpi("watch", "delete", "shared", env=env).returncode == 0  # one left: the name is enough
+    assert db.get_watches() == []
+
+
 def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):
     box, port = smtp
     env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port),
@@ -78,6 +102,26 @@ def test_an_email_owned_watch_is_added_unconfirmed_and_mails_its_link(db, smtp):
     assert not db.confirm_watch(link.group(1), "a-guess")
     assert db.confirm_watch(link.group(1), link.group(2))
     assert "\tactive" in meteorpi("watch", "list", env=env).stdout
+
+
+def test_a_users_email_watch_from_the_cli_waits_for_its_link_unless_the_operator_vouches(db, smtp):
+    """Finding 3 for the operator's CLI: `--user` no longer makes an address agree."""
+    box, port = smtp
+    db.create_or_update_user("alice", "alice-pw", ["user"])
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port))
+    added = meteorpi("watch", "add", "hers", "--email", "third-party@example.org", "--user", "alice", env=env)
+    assert added.returncode == 0 and "confirmation link sent to third-party@example.org" in added.stdout, added.stderr
+    assert [to for to, _ in box.messages] == [["third-party@example.org"]]
+    assert "\talice\tunconfirmed\t" in meteorpi("watch", "list", env=env).stdout
+    tested = meteorpi("watch", "test", "hers", env=env)
+    assert tested.returncode == 1 and "is not confirmed yet" in tested.stderr
+    again = meteorpi("watch", "add", "hers-2", "--email", "third-party@example.org", "--user", "alice", env=env)
+    assert again.returncode == 1 and "is waiting to be opened" in again.stderr and len(box.messages) == 1
+    vouched = meteorpi("watch", "add", "vouched", "--email", "agreed@example.org", "--user", "alice", "--confirmed",
+                       env=env)
+    assert vouched.returncode == 0 and "marked confirmed by the operator" in vouched.stdout, vouched.stderr
+    assert db.watch_named("vouched").confirmed and len(box.messages) == 1  # no link mailed
+    assert meteorpi("watch", "add", "x", "--webhook", "http://127.0.0.1:9/", "--confirmed", env=env).returncode == 2
 
 
 def test_an_unreachable_mail_server_adds_no_watch(db):

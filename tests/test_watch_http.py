@@ -13,13 +13,27 @@ from .watch_fixtures import (CAMBRIDGE, NotifierThread, Receiver, add_event, dra
                              notify_config)
 
 
+NOTIFY_KEYS = ("allow_private_targets", "smtp_host", "smtp_port", "confirm_hours", "max_pending_anonymous",
+               "max_pending_per_user")
+
+
 @pytest.fixture
 def srv(clean_server):
     config = clean_server.db.config
-    saved = (config.notify.allow_private_targets, config.server.public_read, config.notify.smtp_port)
+    saved = ({k: getattr(config.notify, k) for k in NOTIFY_KEYS}, config.server.public_read)
     config.notify.allow_private_targets = True
     yield clean_server
-    config.notify.allow_private_targets, config.server.public_read, config.notify.smtp_port = saved
+    for key, value in saved[0].items():
+        setattr(config.notify, key, value)
+    config.server.public_read = saved[1]
+
+
+def _mailing(srv, smtp, public_read: bool = True):
+    """Confirmation mail goes to the test's SMTP sink; the mailbox."""
+    box, port = smtp
+    srv.db.config.server.public_read = public_read
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    return box
 
 
 def _post(srv, body, auth=READER):
@@ -71,15 +85,36 @@ def test_bad_watches_are_refused_naming_the_field(srv, body, field):
     assert _get(srv, "/watches").json()["watches"] == []
 
 
-def test_private_targets_are_refused_unless_allowed_and_names_are_unique(srv):
+def test_private_targets_are_refused_unless_allowed_and_names_are_unique_per_owner(srv):
     srv.db.config.notify.allow_private_targets = False
     r = _post(srv, {"name": "inside", "webhook": "http://10.1.2.3/hook"})
     assert r.status_code == 400 and r.json()["message"].startswith("watch.webhook"), r.text
     assert "non-public" in r.json()["message"]
     srv.db.config.notify.allow_private_targets = True
-    assert _post(srv, {"name": "twice", "email": "a@example.org"}).status_code == 201
-    r = _post(srv, {"name": "twice", "email": "b@example.org"}, auth=IMPORTER)
-    assert r.status_code == 409 and "twice" in r.json()["message"]
+    assert _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/a"}).status_code == 201
+    r = _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/b"})
+    assert r.status_code == 409 and r.json()["message"] == "watch.name: you have a watch named 'twice' already"
+    assert _post(srv, {"name": "twice", "webhook": "http://127.0.0.1:9/c"}, auth=VIEWER).status_code == 201
+
+
+def test_another_owners_watch_name_is_neither_revealed_nor_taken(srv, smtp):
+    """Finding 2: names were one global namespace, so an anonymous POST learnt (409) that a
+    private watch 'w40' existed, and anyone could take a name first."""
+    box, port = smtp
+    srv.db.config.server.public_read = True
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    assert _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/hook"}).status_code == 201  # reader's
+    anonymous = _post(srv, {"name": "w40", "kind": "event", "email": "someone@example.org"}, auth=None)
+    assert anonymous.status_code == 201, anonymous.text  # its own namespace: the address's
+    assert anonymous.json()["watch"]["owner"] == "someone@example.org"
+    other = _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/hook"}, auth=VIEWER)
+    assert other.status_code == 201, other.text
+    again = _post(srv, {"name": "w40", "webhook": "http://127.0.0.1:9/other"})
+    assert again.status_code == 409 and "you have" in again.json()["message"]
+    assert "someone@example.org" not in again.text and "viewer" not in again.text
+    assert sorted(w["owner"] for w in _get(srv, "/watches", auth=VIEWER).json()["watches"]) == [
+        "reader", "someone@example.org", "viewer"]
+    assert [w["owner"] for w in _get(srv, "/watches").json()["watches"]] == ["reader"]
 
 
 def test_a_test_notification_and_coincidences_over_http(srv, vectors):
@@ -141,3 +176,152 @@ def test_an_email_watch_confirms_through_its_link_then_mails_events(srv, vectors
         notifier.close()
     to, text = box.messages[1]
     assert to == ["sky@example.org"] and "meteorpi.event" in text and "/events/" in text
+
+
+def _link(text: str) -> str:
+    return re.search(r"(/watches/[0-9a-f]{32}/confirm\?secret=\S+)", text).group(1)
+
+
+def test_a_confirmation_link_checks_its_secret_every_time(srv, smtp):
+    """Finding 4: once confirmed, any secret answered 200 (and an unknown id 404), which was a
+    wrong success and told an anonymous caller the id existed."""
+    box, port = smtp
+    srv.db.config.server.public_read = True
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    r = _post(srv, {"name": "clicked", "email": "sky@example.org"}, auth=None)
+    assert r.status_code == 201, r.text
+    watch_id = r.json()["watch"]["watch_id"]
+    link = _link(box.messages[0][1])
+
+    def opened(path):
+        return requests.get(srv.url + path, timeout=TIMEOUT)
+
+    refusals = [opened(f"/watches/{watch_id}/confirm?secret=x"), opened(f"/watches/{'0' * 32}/confirm?secret=x"),
+                opened("/watches/not-an-id/confirm?secret=x"), opened(f"/watches/{watch_id}/confirm")]
+    first = opened(link)
+    assert first.status_code == 200 and first.json() == {"confirmed": watch_id}
+    refusals += [opened(f"/watches/{watch_id}/confirm?secret=x"),  # confirmed, wrong secret
+                 opened(link[:-1] + ("A" if link[-1] != "A" else "B"))]
+    assert [r.status_code for r in refusals] == [404] * len(refusals), [(r.url, r.text) for r in refusals]
+    for refused in refusals:  # one answer for every wrong link: nothing tells an id exists
+        assert refused.json() == {"state": "failed", "message": "no such confirmation link"}, refused.url
+    again = opened(link)  # a second click with the right secret stays harmless
+    assert again.status_code == 200 and again.json() == {"confirmed": watch_id}
+    assert _get(srv, f"/watches/{watch_id}", auth=VIEWER).json()["watch"]["confirmed"] is True
+    assert len(box.messages) == 1
+
+
+def _expire_links(srv) -> None:
+    """Move every unopened link's expiry into the past (as if confirm_hours had gone by)."""
+    with srv.db.transaction() as cur:
+        cur.execute("UPDATE watch SET confirm_expires = now() - interval '1 second' WHERE confirmed_at IS NULL")
+        cur.execute("UPDATE confirmation_pending SET expires_at = now() - interval '1 second'")
+
+
+def test_anonymous_posts_cannot_flood_an_address(srv, smtp):
+    """Finding 1: 30 anonymous POSTs for one address answered 30 x 201 and mailed it 30 times."""
+    box = _mailing(srv, smtp)
+    answers = [_post(srv, {"name": f"spam{i}", "kind": "event", "email": "victim@example.org"}, auth=None)
+               for i in range(30)]
+    assert [a.status_code for a in answers] == [201] + [429] * 29, [a.text for a in answers[:2]]
+    refused = answers[1].json()
+    assert refused["state"] == "failed" and refused["message"].startswith("watch.email: a confirmation link mailed to "
+                                                                          "victim@example.org is waiting"), refused
+    for address, auth in (("VICTIM@example.ORG", None), ("victim@example.org", READER)):  # any case, any asker
+        assert _post(srv, {"name": "again", "email": address}, auth=auth).status_code == 429
+    assert [to for to, _ in box.messages] == [["victim@example.org"]]
+    assert len(_get(srv, "/watches", auth=VIEWER).json()["watches"]) == 1
+    hook = _post(srv, {"name": "hook", "webhook": "http://127.0.0.1:9/hook"}, auth=None)
+    assert hook.status_code == 400 and hook.json()["message"].startswith("watch.webhook: a webhook watch needs a "
+                                                                         "signed-in user"), hook.text
+
+
+def test_pending_anonymous_confirmations_are_capped_archive_wide(srv, smtp):
+    """Finding 1: a flood of different addresses is bounded by notify.max_pending_anonymous."""
+    box = _mailing(srv, smtp)
+    srv.db.config.notify.max_pending_anonymous = 3
+    answers = [_post(srv, {"name": "w", "email": f"victim{i}@example.org"}, auth=None) for i in range(5)]
+    assert [a.status_code for a in answers] == [201, 201, 201, 429, 429]
+    assert "confirmation links asked for without login are waiting" in answers[3].json()["message"]
+    assert len(box.messages) == 3
+    assert _post(srv, {"name": "w", "email": "mine@example.org"}).status_code == 201  # a user's are counted apart
+    _expire_links(srv)  # expired links no longer count, and their watches are removed
+    assert _post(srv, {"name": "w", "email": "victim9@example.org"}, auth=None).status_code == 201
+    assert [w["email"] for w in _get(srv, "/watches", auth=VIEWER).json()["watches"]] == ["victim9@example.org"]
+
+
+def test_an_unopened_link_expires_and_its_watch_is_removed(srv, smtp):
+    """Finding 1: each unconfirmed watch used to stay stored forever."""
+    box = _mailing(srv, smtp)
+    r = _post(srv, {"name": "late", "email": "sky@example.org"}, auth=None)
+    watch_id = r.json()["watch"]["watch_id"]
+    assert "within 24 hours" in r.json()["confirmation"] and "within 24 hours" in box.messages[0][1]
+    link = _link(box.messages[0][1])
+    _expire_links(srv)
+    assert requests.get(srv.url + link, timeout=TIMEOUT).status_code == 404  # too late
+    assert srv.db.purge_unconfirmed() == 1
+    assert _get(srv, f"/watches/{watch_id}", auth=VIEWER).status_code == 404
+    assert _post(srv, {"name": "late", "email": "sky@example.org"}, auth=None).status_code == 201  # may ask again
+    assert len(box.messages) == 2
+
+
+def test_opening_the_link_frees_the_address_and_deleting_the_watch_does_not(srv, smtp):
+    box = _mailing(srv, smtp)
+    first = _post(srv, {"name": "one", "email": "sky@example.org"})
+    assert requests.get(srv.url + _link(box.messages[0][1]), timeout=TIMEOUT).status_code == 200
+    second = _post(srv, {"name": "two", "email": "sky@example.org"})
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    deleted = requests.delete(f"{srv.url}/watches/{second.json()['watch']['watch_id']}", auth=READER, timeout=TIMEOUT)
+    assert deleted.status_code == 200
+    again = _post(srv, {"name": "two", "email": "sky@example.org"})  # delete-and-add must not mail it again
+    assert again.status_code == 429, again.text
+    assert len(box.messages) == 2
+
+
+def test_a_users_email_watch_mails_only_its_link_until_it_is_opened(srv, vectors, smtp):
+    """Finding 3: a signed-in user's e-mail watch was confirmed at once for any address."""
+    box = _mailing(srv, smtp, public_read=False)
+    r = _post(srv, {"name": "theirs", "kind": "event", "email": "third-party@example.org", "max_per_hour": 100_000})
+    assert r.status_code == 201, r.text
+    watch_id = r.json()["watch"]["watch_id"]
+    assert r.json()["watch"]["confirmed"] is False and r.json()["watch"]["owner"] == "reader"
+    assert r.json()["confirmation"].startswith("a link was sent to third-party@example.org")
+    (to, text), = box.messages
+    assert to == ["third-party@example.org"] and "confirm" in text
+    tested = requests.post(f"{srv.url}/watches/{watch_id}/test", auth=READER, timeout=TIMEOUT)
+    assert tested.status_code == 409 and "not confirmed" in tested.json()["message"]
+    a = make_camera(srv.db, vectors, "cam-a", CAMBRIDGE)
+    notifier = NotifierThread(srv.db, notify_config(smtp_host="127.0.0.1", smtp_port=smtp[1]))
+    try:
+        add_event(srv.db, a, 0.0)
+        drain(srv.db)
+        assert srv.db.delivery_log(watch_id) == [] and len(box.messages) == 1  # the link only
+        assert requests.get(srv.url + _link(text), timeout=TIMEOUT).status_code == 200
+        add_event(srv.db, a, 100.0)
+        wait_for(lambda: len(box.messages) == 2, 20, "the notification once the address agreed")
+    finally:
+        notifier.close()
+    assert box.messages[1][0] == ["third-party@example.org"] and "meteorpi.event" in box.messages[1][1]
+
+
+def test_one_user_cannot_flood_many_addresses(srv, smtp):
+    box = _mailing(srv, smtp, public_read=False)
+    srv.db.config.notify.max_pending_per_user = 2
+    answers = [_post(srv, {"name": f"w{i}", "email": f"someone{i}@example.org"}) for i in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert answers[2].json()["message"] == ("watch.email: you have 2 confirmation links waiting to be opened, as many "
+                                            "as this archive allows; wait until they are opened or expire")
+    assert len(box.messages) == 2
+
+
+def test_the_import_role_may_not_add_watches(srv, smtp):
+    """Finding 3: any account (the cameras' import role too) could add watches."""
+    box = _mailing(srv, smtp)
+    for body in ({"name": "cam", "email": "third-party@example.org"},
+                 {"name": "cam", "webhook": "http://127.0.0.1:9/hook"}):
+        r = _post(srv, body, auth=IMPORTER)
+        assert r.status_code == 403, r.text
+        assert r.json() == {"state": "failed", "message": "importer does not hold a role that may add watches "
+                                                          "(user or camera_admin; the import role is for cameras)"}
+    assert box.messages == [] and _get(srv, "/watches", auth=VIEWER).json()["watches"] == []
+    assert _post(srv, {"name": "adm", "webhook": "http://127.0.0.1:9/hook"}, auth=VIEWER).status_code == 201

@@ -11,7 +11,7 @@ import requests
 
 from meteorpi_model.watch import Watch
 
-from .server_fixtures import READER, TIMEOUT, VIEWER
+from .server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"}
 SAME_ORIGIN = {**BROWSER, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}
@@ -24,11 +24,13 @@ FORM = {"name": "fireballs", "kind": "coincidence", "webhook": "http://127.0.0.1
 @pytest.fixture
 def srv(clean_server):
     config = clean_server.db.config
-    saved = (config.notify.allow_private_targets, config.server.public_read)
+    saved = (config.notify.allow_private_targets, config.server.public_read, config.notify.smtp_host,
+             config.notify.smtp_port)
     config.notify.allow_private_targets = True
     config.server.public_read = True  # the watches page asks for a login all the same
     yield clean_server
-    config.notify.allow_private_targets, config.server.public_read = saved
+    (config.notify.allow_private_targets, config.server.public_read, config.notify.smtp_host,
+     config.notify.smtp_port) = saved
 
 
 def _get(srv, path: str, auth=READER, headers=BROWSER) -> requests.Response:
@@ -128,12 +130,43 @@ def test_bad_input_comes_back_as_the_form_naming_the_field(srv, changes, named):
 
 
 def test_a_name_taken_and_a_private_webhook_are_named_too(srv):
-    _watch(srv, name="fireballs", owner="importer")
+    _watch(srv, name="fireballs", owner="importer")  # another owner's name is not the user's business
+    assert _post(srv, "/watches", FORM).status_code == 201
     taken = _post(srv, "/watches", FORM)
-    assert taken.status_code == 409 and "form.name: a watch named &#39;fireballs&#39; exists already" in taken.text
+    assert taken.status_code == 409 and "form.name: you have a watch named &#39;fireballs&#39; already" in taken.text
+    assert "importer" not in taken.text
     srv.db.config.notify.allow_private_targets = False
     private = _post(srv, "/watches", {**FORM, "name": "mine"})
     assert private.status_code == 400 and "form.webhook: 127.0.0.1 is a non-public address" in private.text
+
+
+def test_an_email_watch_from_the_page_waits_for_its_link_and_one_link_waits_per_address(srv, smtp):
+    """The page adds with the API's rules: a user's e-mail watch mails only its link (finding
+    3), and a second one for an address whose link waits is refused with why (finding 1)."""
+    box, port = smtp
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    mail = {**FORM, "name": "by-mail", "webhook": "", "email": "someone@example.org"}
+    added = _post(srv, "/watches", mail)
+    assert added.status_code == 201, _text(added.text)
+    assert "Confirmation: a link was sent to someone@example.org; nothing is sent to it until the link is opened" \
+        in _text(added.text)
+    [stored] = srv.db.get_watches("reader")
+    assert not stored.confirmed and "waiting for the e-mail link to be opened" in _text(_get(srv, "/watches").text)
+    assert [to for to, _ in box.messages] == [["someone@example.org"]]
+    tested = _post(srv, f"/watches/{stored.watch_id.hex}/test")
+    assert tested.status_code == 409 and "is not confirmed yet" in _text(tested.text)
+    again = _post(srv, "/watches", {**mail, "name": "by-mail-2"})
+    assert again.status_code == 429, _text(again.text)
+    problem = re.search(r'<p class="problem" role="alert">(.*?)</p>', again.text, re.S).group(1)
+    assert problem.startswith("form.email: a confirmation link mailed to someone@example.org is waiting"), problem
+    assert 'value="by-mail-2"' in again.text and len(box.messages) == 1
+    assert [w.name for w in srv.db.get_watches()] == ["by-mail"] and srv.db.delivery_log(stored.watch_id) == []
+
+
+def test_the_import_role_cannot_add_from_the_page(srv):
+    refused = _post(srv, "/watches", FORM, auth=IMPORTER)
+    assert refused.status_code == 403 and "importer does not hold a role that may add watches" in refused.text
+    assert srv.db.get_watches() == []
 
 
 def test_an_oversized_form_is_refused_with_a_page(srv):

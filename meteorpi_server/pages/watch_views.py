@@ -5,13 +5,18 @@ back where a script gets JSON:
 
 * ``GET /watches`` — the list (camera_admin: everyone's) with each watch's newest delivery, and
   the form to add one;
-* ``POST /watches`` — add; the page again with the webhook's signing secret, shown this once
-  (201), or with the form as typed and the problem naming its field (400);
+* ``POST /watches`` — add; the page again with the webhook's signing secret, shown this once,
+  or for an e-mail watch the notice that its confirmation link was mailed (201); or with the
+  form as typed and the problem naming its field (400), the user's own name clash (409), a
+  confirmation link already waiting for that address or too many waiting (429), a role that
+  may not add watches (403), or the mail server unreachable (503);
 * ``POST /watches/<id>/test`` — queue a test notification, then back to the list (303);
 * ``POST /watches/<id>/delete`` — HTML forms cannot send DELETE; then back to the list (303).
 
-Access is the watches API's: a signed-in user (HTTP Basic), their own watches only. A page on
-another site cannot make a signed-in browser post these forms: cross_site.py refuses it.
+Access is the watches API's: a signed-in user (HTTP Basic), their own watches only; adding
+goes through the API's ``add_and_ask_confirmation``, so the page has exactly its rules (roles,
+e-mail confirmation and its limits). A page on another site cannot make a signed-in browser
+post these forms: cross_site.py refuses it.
 """
 from __future__ import annotations
 
@@ -23,9 +28,10 @@ from meteorpi_model import ValidationError
 from meteorpi_model.watch import WATCH_NAME
 
 from ..auth import current_user
-from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, own_watch
+from ..errors import ApiError
+from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, NameTaken, add_and_ask_confirmation, check_may_add, own_watch
 from . import watch_form
-from .views import archive_db, meteor_app, pages, signed_in_page
+from .views import archive_db, pages, signed_in_page
 
 
 def _render(status: int = 200, values: dict | None = None, error: str | None = None, **shown):
@@ -54,8 +60,7 @@ def watches_page():
 
 
 def add_watch_page():
-    """Add the watch the form describes, owned by the signed-in user."""
-    from ..notify import TargetRefused, check_target
+    """Add the watch the form describes, owned by the signed-in user (the API's rules)."""
     request.max_content_length = MAX_WATCH_BODY
     try:
         form = request.form
@@ -63,24 +68,25 @@ def add_watch_page():
         return _render(413, error=f"form: more than {MAX_WATCH_BODY // 1024} KiB was sent; nothing was added")
     values = watch_form.as_sent(form)
     try:
-        watch = watch_form.parse(form)
-        if watch.webhook:
-            try:
-                check_target(watch.webhook, meteor_app().config.notify.allow_private_targets)
-            except TargetRefused as e:
-                raise ValidationError("form.webhook", str(e).removeprefix("webhook: ")) from None
-        stored, secret, _ = archive_db().create_watch(watch, current_user().user_id)
+        check_may_add(current_user())
+        stored, secret, confirmation = add_and_ask_confirmation(watch_form.parse(form), current_user(), "form")
     except ValidationError as e:
         return _render(400, values, str(e))
-    except Conflict:
-        return _render(409, values, f"form.name: a watch named {values['name']!r} exists already; choose another name")
-    return _render(201, added=stored, secret=secret)
+    except NameTaken:
+        # Names are unique per owner: only the user's own watches can clash, so this names none of anybody else's.
+        return _render(409, values, f"form.name: you have a watch named {values['name']!r} already; choose another name")
+    except ApiError as e:  # 403 role, 429 confirmations waiting, 503 no mail server
+        return _render(e.status, values, e.message)
+    return _render(201, added=stored, secret=secret, confirmation=confirmation)
 
 
 def test_watch_page(watch_id: str):
     """Queue a test notification; the list then shows its delivery."""
     watch = own_watch(watch_id)
-    archive_db().queue_test(watch)
+    try:
+        archive_db().queue_test(watch)
+    except Conflict as e:  # unconfirmed: its address has agreed to nothing but the link
+        return _render(409, error=str(e))
     return redirect(f"/watches?tested={watch.watch_id.hex}", 303)
 
 

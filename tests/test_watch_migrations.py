@@ -1,0 +1,73 @@
+"""Migrations 005-007 on an archive that already holds watches: what the fixes do to the rows
+made under the old rules (global names, hashes cleared on confirmation, users' e-mail watches
+confirmed at once, unconfirmed watches kept forever)."""
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+
+from meteorpi_db.migrations import RECORD_VERSION, available, migrate
+from meteorpi_db.pool import ConnectionPool
+from meteorpi_db.watches import PURGE_PENDING, PURGE_UNCONFIRMED
+
+LEGACY = """
+INSERT INTO app_user (user_id, password_hash) VALUES ('alice', 'x');
+INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, email, webhook_url, webhook_secret, filters,
+                   max_per_hour, confirm_hash, created_at) VALUES
+  ('00000000000000000000000000000001', 'users-mail', 'alice', NULL, 'event', 'third@example.org', NULL, NULL,
+   '{}', 60, NULL, now()),
+  ('00000000000000000000000000000002', 'users-hook', 'alice', NULL, 'event', NULL, 'https://example.org/h',
+   'whsec_x', '{}', 60, NULL, now()),
+  ('00000000000000000000000000000003', 'old', NULL, 'Old@example.org', 'event', 'Old@example.org', NULL, NULL,
+   '{}', 60, '\\x00', now() - interval '3 days'),
+  ('00000000000000000000000000000004', 'recent', NULL, 'new@example.org', 'event', 'new@example.org', NULL, NULL,
+   '{}', 60, '\\x00', now() - interval '1 hour'),
+  ('00000000000000000000000000000005', 'agreed', NULL, 'yes@example.org', 'event', 'yes@example.org', NULL, NULL,
+   '{}', 60, NULL, now());
+"""
+
+
+def test_old_watches_are_brought_under_the_new_rules(pg_server):
+    from tests.conftest import database_url
+    admin_url, _ = pg_server
+    name = f"watch_migration_{uuid.uuid4().hex[:8]}"
+    pool = ConnectionPool(database_url(admin_url, name))
+    try:
+        with pool.transaction() as cur:
+            cur.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            for number, migration, sql in available():
+                if number <= 4:
+                    cur.execute(sql)
+                    cur.execute(RECORD_VERSION, {"version": number, "name": migration})
+            cur.execute(LEGACY)
+        assert migrate(pool) >= 7
+        with pool.transaction() as cur:
+            cur.execute("SELECT name, enabled, disabled_reason IS NOT NULL, confirmed_at IS NOT NULL, "
+                        "confirm_expires IS NOT NULL FROM watch ORDER BY watch_id")
+            assert cur.fetchall() == [
+                ("users-mail", False, True, True, False),  # never asked its address: stopped
+                ("users-hook", True, False, True, False),
+                ("old", True, False, False, True),
+                ("recent", True, False, False, True),
+                ("agreed", True, False, True, False)]
+            cur.execute("SELECT address, watch_id::text FROM confirmation_pending ORDER BY address")
+            assert cur.fetchall() == [("new@example.org", "00000000-0000-0000-0000-000000000004"),
+                                      ("old@example.org", "00000000-0000-0000-0000-000000000003")]
+            cur.execute(PURGE_UNCONFIRMED)  # the 3-day-old link had expired
+            cur.execute(PURGE_PENDING)
+            cur.execute("SELECT name FROM watch WHERE confirmed_at IS NULL")
+            assert cur.fetchall() == [("recent",)]
+            cur.execute("SELECT address FROM confirmation_pending")
+            assert cur.fetchall() == [("new@example.org",)]
+            # Names are per owner now: alice may reuse another owner's name, not her own.
+            cur.execute("INSERT INTO watch (watch_id, name, owner_user, kind, webhook_url, webhook_secret, filters, "
+                        "max_per_hour, confirmed_at) VALUES (gen_random_uuid(), 'agreed', 'alice', 'event', "
+                        "'https://example.org/h', 'whsec_x', '{}', 60, now())")
+    finally:
+        pool.close()
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        conn.cursor().execute(f'DROP DATABASE "{name}"')
+        conn.close()
