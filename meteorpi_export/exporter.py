@@ -33,7 +33,6 @@ from typing import Callable
 import requests
 
 from meteorpi_model import now, wire
-from meteorpi_model.admin import public_plain_http
 from meteorpi_model.urls import redact_url
 
 from meteorpi_db import ConfigError, MeteorDatabase, StorageUnavailable
@@ -43,6 +42,7 @@ from meteorpi_db.export_queue import ExportTask
 from .link import ExportState, Link, TaskEnded
 from .protocol_v1 import TaskExchange
 from .protocol_v2 import BATCH_TASKS, BatchExchange, probe_protocol
+from .targets import BadTarget, parse_target
 
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
@@ -314,7 +314,13 @@ class MeteorExporter:
         """A warning, every run, for each enabled target that gets its password in clear over
         a public network (accepted with ``export add --insecure-http``)."""
         for config in self.db.get_export_configurations():
-            if config.enabled and public_plain_http(config.target_url):
+            try:
+                target = parse_target(config.target_url)
+            except BadTarget as e:
+                if e.target is None:
+                    continue  # its tasks fail with the reason (link.Conversation): nothing is sent there
+                target = e.target
+            if config.enabled and target.plain_http_to_public:
                 log.warning("export %s sends the password of %s in clear over plain HTTP to %s, which is "
                             "not a loopback or private address: anyone on the way can read and reuse it; "
                             "use an https:// target", config.name, config.user_id, redact_url(config.target_url))

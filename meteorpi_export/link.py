@@ -25,6 +25,8 @@ import requests
 from meteorpi_model import CameraStatus, ExportConfiguration
 from meteorpi_model.urls import redact_url
 
+from .targets import BadTarget, parse_target
+
 if TYPE_CHECKING:
     from meteorpi_db import FileStore
     from meteorpi_db.config import ExportConfig
@@ -149,6 +151,16 @@ class Conversation:
         self.max_repeats = max(1, link.settings.max_repeats)
         self.max_requests = max_requests
         self._count_lock = threading.Lock()
+        # A target stored before `export add` read it as requests does (or written to the
+        # database by other means) may send the password to another host than it seems to name:
+        # never used. One refused only by later rules (user-info, a query) names its host for
+        # certain and goes on working as it did.
+        self.bad_target: str | None = None
+        try:
+            parse_target(config.target_url)
+        except BadTarget as e:
+            if e.target is None:
+                self.bad_target = f"{e}; set it again with `meteorpi export add {config.name} --replace ...`"
 
     def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
         """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
@@ -156,6 +168,8 @@ class Conversation:
             if self.requests >= self.max_requests:
                 raise failed(f"no progress after {self.requests} requests")
             self.requests += 1
+        if self.bad_target:
+            raise failed(self.bad_target)
         link = self.link
         timeout = link.timeout
         where = redact_url(self.base)

@@ -14,9 +14,12 @@ import threading
 import click
 
 from meteorpi_export import ExportTotals, MeteorExporter, exporter_lock
-from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
-from meteorpi_model.admin import public_plain_http
+from meteorpi_export.targets import BadTarget, parse_target
+from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError, ValidationError
+from meteorpi_model.admin import EXPORT_DESCRIPTION
+from meteorpi_model.fields import NS
 from meteorpi_model.urls import redact_url
+from meteorpi_model.watch import EVENT_TYPE_PATTERN
 
 from .cli import Context, read_password, domain_errors, pass_ctx
 from .progress import ProgressDisplay, parse_size, summary_line
@@ -33,6 +36,40 @@ def _instant(ctx, param, text: str | None) -> _dt.datetime | None:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2015-06-30T02:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def type_option(text: str, option: str) -> str:
+    """An event or semantic type given on the command line, checked as the model checks types
+    (``NS``: printable ASCII, a namespace before the first ':') and as type filters are
+    (``EVENT_TYPE_PATTERN``: no spaces), so a typo is refused instead of stored as a filter that
+    never matches. A one-line ClickException naming ``option`` otherwise."""
+    try:
+        EVENT_TYPE_PATTERN.decode(text, option)
+        return str(NS().decode(text, option))
+    except ValidationError as e:
+        if text and not text.isspace() and any(c.isspace() for c in text if c.isprintable()):
+            raise click.ClickException(f"{option}: {ascii(text)} contains a space; types are identifiers "
+                                   f"such as meteorpi:meteor") from None
+        raise click.ClickException(_printable(str(e))) from None
+
+
+def description_option(text: str | None) -> str | None:
+    """``--description`` as the model takes it for display on one line: no control characters."""
+    if text is None:
+        return None
+    try:
+        return EXPORT_DESCRIPTION.decode(text, "--description")
+    except ValidationError as e:
+        bad = next((c for c in text if ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f), None)
+        if bad is not None:
+            raise click.ClickException(f"--description contains a control character ({ascii(bad)[1:-1]}): "
+                                   f"give one line of text") from None
+        raise click.ClickException(_printable(str(e))) from None
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything that would drive a terminal escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 @click.group("export")
@@ -64,15 +101,17 @@ def export_add(ctx: Context, name: str, target: str, user_id: str, password_stdi
                cameras: tuple[str, ...], after, before, event_type: str | None, semantic_type: str | None,
                exclude_imported: bool, description: str | None, replace: bool, insecure_http: bool) -> None:
     """Export to TARGET as USER everything matching the search options, from now on."""
-    if public_plain_http(target) and not insecure_http:
-        raise click.ClickException(
-            f"{redact_url(target)} is plain HTTP to a host that is not loopback or a private address "
-            f"(a host name other than localhost counts as public), so the password would travel in clear: "
-            f"use https://, or give --insecure-http to accept that")
-    if event_type and export_type != "event":
+    try:
+        parse_target(target, "--target", allow_plain_http_to_public=insecure_http)
+    except BadTarget as e:
+        raise click.ClickException(str(e)) from None
+    if event_type is not None and export_type != "event":
         raise click.UsageError("--event-type applies to --type event only")
-    if semantic_type and export_type != "file":
+    if semantic_type is not None and export_type != "file":
         raise click.UsageError("--semantic-type applies to --type file only")
+    event_type = type_option(event_type, "--event-type") if event_type is not None else None
+    semantic_type = type_option(semantic_type, "--semantic-type") if semantic_type is not None else None
+    description = description_option(description)
     common = {"camera_ids": list(cameras) or None, "after": after, "before": before,
               "exclude_imported": exclude_imported or None}
     try:
@@ -116,6 +155,9 @@ def export_list(ctx: Context) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for p in rows:
+        if p.config.description:  # escaped: one stored before control characters were refused
+            click.echo(f"{p.config.name}: {_printable(p.config.description)}")
     for p in rows:
         if p.last_error:
             click.echo(f"{p.config.name}: last failure: {p.last_error}")
