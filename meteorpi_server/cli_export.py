@@ -17,11 +17,10 @@ from meteorpi_export import ExportTotals, MeteorExporter, exporter_lock
 from meteorpi_export.targets import BadTarget, parse_target
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError, ValidationError
 from meteorpi_model.admin import EXPORT_DESCRIPTION
-from meteorpi_model.fields import NS
 from meteorpi_model.urls import redact_url
-from meteorpi_model.watch import EVENT_TYPE_PATTERN
 
 from .cli import Context, read_password, domain_errors, pass_ctx
+from .cli_checks import check_type, printable
 from .progress import ProgressDisplay, parse_size, summary_line
 
 log = logging.getLogger("meteorpi.export")
@@ -39,18 +38,12 @@ def _instant(ctx, param, text: str | None) -> _dt.datetime | None:
 
 
 def type_option(text: str, option: str) -> str:
-    """An event or semantic type given on the command line, checked as the model checks types
-    (``NS``: printable ASCII, a namespace before the first ':') and as type filters are
-    (``EVENT_TYPE_PATTERN``: no spaces), so a typo is refused instead of stored as a filter that
-    never matches. A one-line ClickException naming ``option`` otherwise."""
+    """An event or semantic type, checked as the model checks types (cli_checks.check_type):
+    a typo is refused in one line instead of stored as a filter that never matches."""
     try:
-        EVENT_TYPE_PATTERN.decode(text, option)
-        return str(NS().decode(text, option))
+        return check_type(text, option)
     except ValidationError as e:
-        if text and not text.isspace() and any(c.isspace() for c in text if c.isprintable()):
-            raise click.ClickException(f"{option}: {ascii(text)} contains a space; types are identifiers "
-                                   f"such as meteorpi:meteor") from None
-        raise click.ClickException(_printable(str(e))) from None
+        raise click.ClickException(printable(str(e))) from None
 
 
 def description_option(text: str | None) -> str | None:
@@ -64,12 +57,8 @@ def description_option(text: str | None) -> str | None:
         if bad is not None:
             raise click.ClickException(f"--description contains a control character ({ascii(bad)[1:-1]}): "
                                    f"give one line of text") from None
-        raise click.ClickException(_printable(str(e))) from None
+        raise click.ClickException(printable(str(e))) from None
 
-
-def _printable(text: str) -> str:
-    """``text`` with anything that would drive a terminal escaped."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 @click.group("export")
@@ -157,7 +146,7 @@ def export_list(ctx: Context) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for p in rows:
         if p.config.description:  # escaped: one stored before control characters were refused
-            click.echo(f"{p.config.name}: {_printable(p.config.description)}")
+            click.echo(f"{p.config.name}: {printable(p.config.description)}")
     for p in rows:
         if p.last_error:
             click.echo(f"{p.config.name}: last failure: {p.last_error}")
