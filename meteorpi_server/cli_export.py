@@ -189,7 +189,8 @@ def export_delete(ctx: Context, name: str) -> None:
 @pass_ctx
 @domain_errors
 def export_run(ctx: Context, once: bool, limit_rate: int | None) -> None:
-    """Export every `export.interval_seconds` until SIGTERM (which finishes the current task).
+    """Export every `export.interval_seconds` until SIGTERM or SIGINT (uploads in flight end at once;
+    what the target did not receive whole stays due).
 
     One exporter per node: `--once` refuses to start while another is sending; the long-running
     form waits for it to finish.
@@ -228,15 +229,22 @@ def _export(db, once: bool, limit_rate: int | None, stop: threading.Event) -> No
 
 
 def _exit_status(totals: ExportTotals, stop: threading.Event, exporter: MeteorExporter) -> None:
+    """Non-zero, with one line saying why, unless everything due was exported. A stop that
+    came after the last task finished says so and exits zero: the message must be true."""
     if not totals.ok:
         first = totals.failures[0]
         raise click.ClickException(f"{totals.failed + totals.confused} export(s) failed; first: {first}")
     if stop.is_set():
-        raise click.ClickException(f"stopped by a signal with {exporter.due_count()} export(s) still due")
+        due = exporter.due_count()
+        if due:
+            raise click.ClickException(f"stopped by a signal with {due} export(s) still due "
+                                       f"(the next run sends them; what the target received whole it keeps)")
+        click.echo("stopped by a signal after everything due was exported", err=True)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT end the run after the task in progress."""
+    """SIGTERM and SIGINT end the run: uploads in flight end at their next piece (the target
+    keeps the files it received whole; the rest stays due), then the run reports and exits."""
     def handler(signum, frame):
         stop.set()  # only this: logging from a signal handler can deadlock on the handler's lock
     signal.signal(signal.SIGTERM, handler)
