@@ -19,7 +19,8 @@ from meteorpi_model import ValidationError, instant_to_ms
 
 from .pool import retry_stale
 
-_CURSOR_RE = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)
+# Any number of digits: a cursor too big to be one is "out of range", not "not digits-digits".
+_CURSOR_RE = re.compile(r"(\d+)-(\d+)", re.ASCII)
 KINDS = ("status", "event", "file", "coincidence")  # coincidence: written by the matcher (004_watches.sql)
 
 # ``committed_at``: when the row's transaction committed, from PostgreSQL's commit timestamps
@@ -83,9 +84,10 @@ class Cursor:
         m = _CURSOR_RE.fullmatch(text) if isinstance(text, str) else None
         if m is None:
             raise ValidationError(path, "expected a cursor from this feed (digits-digits, e.g. 742-17)")
+        # Length first: int() of thousands of digits is slow, and refused past 4300 of them.
+        if any(len(part.lstrip("0")) > 19 or int(part.lstrip("0") or "0") >= 2 ** 63 for part in m.groups()):
+            raise ValidationError(path, "cursor out of range (each part is below 2**63)")
         xid, seq = int(m.group(1)), int(m.group(2))
-        if xid >= 2 ** 63 or seq >= 2 ** 63:
-            raise ValidationError(path, "cursor out of range")
         return cls(xid, seq)
 
 

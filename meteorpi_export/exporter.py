@@ -33,16 +33,16 @@ from typing import Callable
 import requests
 
 from meteorpi_model import now, wire
-from meteorpi_model.admin import public_plain_http
 from meteorpi_model.urls import redact_url
 
 from meteorpi_db import ConfigError, MeteorDatabase, StorageUnavailable
 from meteorpi_db.config import ExportConfig
 from meteorpi_db.export_queue import ExportTask
 
-from .link import ExportState, Link, TaskEnded
+from .link import ExportState, Link, Pacer, Stopped, TaskEnded
 from .protocol_v1 import TaskExchange
 from .protocol_v2 import BATCH_TASKS, BatchExchange, probe_protocol
+from .targets import BadTarget, parse_target
 
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
@@ -124,6 +124,9 @@ class MeteorExporter:
         self.verify: bool | str = ca_bundle_path(self.settings.ca_bundle) if self.settings.ca_bundle else True
         self.on_task, self.on_bytes = on_task, on_bytes
         self.rate_limit = rate_limit
+        # One bucket for the exporter's life: concurrent uploads, batches and rounds share it.
+        self.pacer = Pacer(rate_limit) if rate_limit else None
+        self._stop: threading.Event | None = None  # export_due's: ends uploads in flight
         self.last_report: TaskReport | None = None
         self._protocols: dict[str, int] = {}  # target URL -> protocol version it speaks
 
@@ -141,7 +144,7 @@ class MeteorExporter:
         """What an exchange may use of this exporter, as it is set now (callbacks included)."""
         return Link(session=self.session, settings=self.settings, verify=self.verify, store=self.db.file_store,
                     status_of=self.db.get_camera_status_by_id, on_bytes=self.on_bytes, on_try=self.on_try,
-                    rate_limit=self.rate_limit, windows=self._windows)
+                    pacer=self.pacer, windows=self._windows, stop=self._stop)
 
     def mark_all(self) -> int:
         """Mark new entities of every enabled configuration; returns the tasks added."""
@@ -169,6 +172,8 @@ class MeteorExporter:
                 state, message = ExportState.COMPLETE, None
             except TaskEnded as ended:
                 state, message, wait = ended.state, ended.message, ended.retry_after
+            except Stopped:
+                raise  # not the target's failure: the task stays due, nothing is deferred
             except OSError as e:  # reading the file store
                 state, message = ExportState.FAILED, f"cannot read a file of this node: {e}"
             self._record(task, state, message, wait)
@@ -231,6 +236,15 @@ class MeteorExporter:
         exchange = BatchExchange(self.link(), configs[0], tasks, entities)
         try:
             outcomes = [(o.task, o.state, o.message) for o in exchange.run()]
+        except Stopped as stopped:
+            # Imports the target answered before the stop are recorded; the rest stays due.
+            done = getattr(stopped, "outcomes", [])
+            for config in configs:
+                ids = [o.task.entity_id for o in done
+                       if o.state == ExportState.COMPLETE and o.task.config.config_id == config.config_id]
+                if ids:
+                    self.db.mark_tasks_complete(config.config_id, ids)
+            raise
         except (TaskEnded, OSError) as e:  # the batch as a whole: one failure per configuration
             state = e.state if isinstance(e, TaskEnded) else ExportState.FAILED
             message = e.message if isinstance(e, TaskEnded) else f"cannot read a file of this node: {e}"
@@ -298,15 +312,21 @@ class MeteorExporter:
         totals, failed_configs, started = ExportTotals(), set(), time.monotonic()
         drained_or_v1: set = set()
         self.warn_plain_http()
-        while not (stop is not None and stop.is_set()):
-            if self._export_batches(drained_or_v1, totals, failed_configs):
-                continue
-            state = self.handle_next_export(list(failed_configs))
-            if state is None:
-                break
-            totals.add(self.last_report)
-            if state in (ExportState.FAILED, ExportState.CONFUSED):
-                failed_configs.add(self.last_report.task.config.config_id)
+        self._stop = stop
+        try:
+            while not (stop is not None and stop.is_set()):
+                if self._export_batches(drained_or_v1, totals, failed_configs):
+                    continue
+                state = self.handle_next_export(list(failed_configs))
+                if state is None:
+                    break
+                totals.add(self.last_report)
+                if state in (ExportState.FAILED, ExportState.CONFUSED):
+                    failed_configs.add(self.last_report.task.config.config_id)
+        except Stopped:
+            log.info("stopped: uploads in flight ended; what is not recorded complete stays due")
+        finally:
+            self._stop = None
         totals.seconds = time.monotonic() - started
         return totals
 
@@ -314,7 +334,13 @@ class MeteorExporter:
         """A warning, every run, for each enabled target that gets its password in clear over
         a public network (accepted with ``export add --insecure-http``)."""
         for config in self.db.get_export_configurations():
-            if config.enabled and public_plain_http(config.target_url):
+            try:
+                target = parse_target(config.target_url)
+            except BadTarget as e:
+                if e.target is None:
+                    continue  # its tasks fail with the reason (link.Conversation): nothing is sent there
+                target = e.target
+            if config.enabled and target.plain_http_to_public:
                 log.warning("export %s sends the password of %s in clear over plain HTTP to %s, which is "
                             "not a loopback or private address: anyone on the way can read and reuse it; "
                             "use an https:// target", config.name, config.user_id, redact_url(config.target_url))

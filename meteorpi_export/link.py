@@ -25,6 +25,8 @@ import requests
 from meteorpi_model import CameraStatus, ExportConfiguration
 from meteorpi_model.urls import redact_url
 
+from .targets import BadTarget, parse_target
+
 if TYPE_CHECKING:
     from meteorpi_db import FileStore
     from meteorpi_db.config import ExportConfig
@@ -34,6 +36,48 @@ MAX_ANSWER_CHARS = 64 * 1024
 # The longest wait a server's Retry-After may impose on a node (a typo there must not park
 # a camera's exports for days).
 MAX_RETRY_AFTER_SECONDS = 3600
+
+
+class Stopped(Exception):
+    """The exporter was told to stop (SIGINT, SIGTERM): raised from inside an upload body so the
+    upload ends now rather than after the whole batch. What the target received whole it keeps;
+    tasks not recorded complete stay due. Not a failure of the target: nothing is deferred."""
+
+
+class Pacer:
+    """One token bucket for every upload of an exporter, whichever thread or batch sends it.
+
+    Uploads run UPLOADS_IN_FLIGHT at a time (protocol_v2): pacing each by itself gave each the
+    whole ``--limit-rate``, three times the cap. Here each piece reserves its share of the link
+    time in turn (a virtual clock advanced by ``bytes / rate``), so the sum holds the cap; a
+    link idle for a while may send up to ``burst`` bytes at once, no more. Sleeps are cut into
+    slices that look at ``stop``, so a stop never waits on the pace."""
+
+    SLICE_SECONDS = 0.1
+
+    def __init__(self, rate: float, burst: float | None = None):
+        if rate <= 0:
+            raise ValueError("the rate limit must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else min(rate, 1024 * 1024))
+        self._free_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, count: int, stop: threading.Event | None = None) -> None:
+        """``count`` more bytes went out: sleep until they fit within the rate (Stopped on ``stop``)."""
+        if count <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(self._free_at, now - self.burst / self.rate) + count / self.rate
+            until = self._free_at
+        while True:
+            if stop is not None and stop.is_set():
+                raise Stopped("stopped")
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, self.SLICE_SECONDS))
 
 
 class ExportState(str, enum.Enum):
@@ -99,8 +143,9 @@ class Link:
 
     ``status_of(status_id)`` is the camera status held on this node (None if not held);
     ``on_bytes(n)`` is told as upload bytes leave, ``on_try(line)`` what the target kept of each
-    upload the link cut; ``rate_limit`` (bytes per second) paces uploads. ``windows`` is the
-    exporter's, kept between batches (protocol_v2's upload sizes per configuration).
+    upload the link cut; ``pacer`` (the exporter's one token bucket) paces every upload to the
+    rate limit. ``windows`` is the exporter's, kept between batches (protocol_v2's upload sizes
+    per configuration). ``stop`` set ends uploads in flight (``Stopped``) between pieces.
     """
     session: requests.Session
     settings: "ExportConfig"
@@ -109,8 +154,9 @@ class Link:
     status_of: Callable[[uuid.UUID | str], CameraStatus | None]
     on_bytes: Callable[[int], None] | None = None
     on_try: Callable[[str], None] | None = None
-    rate_limit: float | None = None
+    pacer: Pacer | None = None
     windows: dict = field(default_factory=dict)
+    stop: threading.Event | None = None
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -122,13 +168,13 @@ class Link:
         if self.on_bytes and count > 0:
             self.on_bytes(count)
 
-    def pace(self, sent: int, started: float) -> None:
-        """Sleep as long as ``sent`` bytes since ``started`` (monotonic) are ahead of the rate
-        limit (a second at most at a time, so a stop is never held up long)."""
-        if self.rate_limit:
-            ahead = sent / self.rate_limit - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(min(ahead, 1.0))
+    def pace(self, count: int) -> None:
+        """``count`` more upload bytes left: wait for the shared rate limit, and raise Stopped
+        if the exporter was told to stop (checked after every piece, paced or not)."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped("stopped")
+        if self.pacer is not None:
+            self.pacer.take(count, self.stop)
 
     def told(self, line: str) -> None:
         """A line about a cut upload, for whoever watches (the CLI prints it)."""
@@ -149,6 +195,16 @@ class Conversation:
         self.max_repeats = max(1, link.settings.max_repeats)
         self.max_requests = max_requests
         self._count_lock = threading.Lock()
+        # A target stored before `export add` read it as requests does (or written to the
+        # database by other means) may send the password to another host than it seems to name:
+        # never used. One refused only by later rules (user-info, a query) names its host for
+        # certain and goes on working as it did.
+        self.bad_target: str | None = None
+        try:
+            parse_target(config.target_url)
+        except BadTarget as e:
+            if e.target is None:
+                self.bad_target = f"{e}; set it again with `meteorpi export add {config.name} --replace ...`"
 
     def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
         """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
@@ -156,6 +212,8 @@ class Conversation:
             if self.requests >= self.max_requests:
                 raise failed(f"no progress after {self.requests} requests")
             self.requests += 1
+        if self.bad_target:
+            raise failed(self.bad_target)
         link = self.link
         timeout = link.timeout
         where = redact_url(self.base)

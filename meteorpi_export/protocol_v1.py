@@ -10,7 +10,6 @@ the target answers, the conversation ends: the same request answered the same wa
 """
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Callable
 
 from meteorpi_model import Event, FileRecord, wire
@@ -105,12 +104,13 @@ class TaskExchange(Conversation):
 
 def upload_progress(link: Link, file_size: int) -> Callable[["MultipartEncoderMonitor"], None]:
     """Monitor callback of one multipart upload: tells ``link`` of file bytes as they leave
-    and keeps to its rate limit."""
-    state = {"reported": 0, "started": time.monotonic()}
+    and keeps to its shared rate limit (which may raise Stopped: the upload ends there)."""
+    state = {"reported": 0, "read": 0}
 
     def callback(monitor: "MultipartEncoderMonitor") -> None:
         done = min(monitor.bytes_read, file_size)
         link.sent(done - state["reported"])
         state["reported"] = max(done, state["reported"])
-        link.pace(monitor.bytes_read, state["started"])
+        fresh, state["read"] = monitor.bytes_read - state["read"], max(monitor.bytes_read, state["read"])
+        link.pace(fresh)
     return callback

@@ -36,7 +36,7 @@ from meteorpi_model import Event, ExportConfiguration, FileRecord, wire
 
 from meteorpi_db.export_queue import ExportTask
 
-from .link import Conversation, ExportState, Link, TaskEnded, confused, failed, message_of
+from .link import Conversation, ExportState, Link, Stopped, TaskEnded, confused, failed, message_of
 from .uploads import FilesBody, take_upload, upload_window
 
 log = logging.getLogger("meteorpi.exporter")
@@ -65,6 +65,7 @@ class BatchExchange(Conversation):
         self.tasks, self.entities = tasks, entities
         self._lock = threading.Lock()
         self._cuts = 0
+        self._imports: list[Future] = []  # _send's, for what a stop leaves answered
 
     def run(self) -> list[BatchOutcome]:
         """Every task's outcome; raises TaskEnded when the batch as a whole could not be sent."""
@@ -98,7 +99,15 @@ class BatchExchange(Conversation):
                 continue
             to_send.append(task)
         statuses = {uuid.UUID(i) for i in _ids(check, "statuses")}
-        outcomes.update(self._send(to_send, files_of, missing_data, statuses))
+        try:
+            outcomes.update(self._send(to_send, files_of, missing_data, statuses))
+        except Stopped as stopped:
+            # _send's threads have all ended by now: the imports the target answered count
+            # (the exporter records them); everything else stays due.
+            stopped.outcomes = [o for done in self._imports
+                                if done.done() and not done.cancelled() and done.exception() is None
+                                for o in done.result().values()]
+            raise
         return [outcomes[t.entity_id] for t in self.tasks]
 
     def _send(self, tasks: list[ExportTask], files_of: dict, missing_data: set[uuid.UUID],
@@ -113,7 +122,7 @@ class BatchExchange(Conversation):
         problems = self._missing_on_node(records.values())
         finished = set(problems)
         waiting, ready, outcomes = list(tasks), [], {}
-        imports: list[Future] = []
+        imports: list[Future] = self._imports
         unsent_statuses = set(statuses)
 
         def release(final: bool = False) -> None:

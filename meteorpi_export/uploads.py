@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections import deque
 
@@ -43,12 +42,10 @@ class FilesBody:
         return self.length
 
     def __iter__(self):
-        started, sent = time.monotonic(), 0
         for piece in self._pieces():
             yield piece
-            sent += len(piece)
             self.link.sent(len(piece))
-            self.link.pace(sent, started)
+            self.link.pace(len(piece))  # the shared rate limit; Stopped ends the upload here
 
     def _pieces(self):
         yield self.head

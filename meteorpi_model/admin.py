@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -13,6 +12,11 @@ from .search import EventSearch, FileRecordSearch
 ROLES = ("user", "camera_admin", "import")
 USER_ID = Str(64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 EXPORT_NAME = Str(64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A note for people, shown on one line of `meteorpi export list`: any text but control
+# characters (a newline would break the listing, an escape sequence would drive the terminal).
+# Checked where a description is given (`export add`); the stored field keeps the older, looser
+# rule so configurations written before still read.
+EXPORT_DESCRIPTION = Str(1024, min_length=0, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
 
 
 @dataclass(eq=True)
@@ -55,14 +59,13 @@ LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "fe80::/10", "fc00::/7"))
 
 
-def public_plain_http(url: str) -> bool:
-    """Whether ``url`` is plain HTTP to a host not known to be local, so the password of every
-    request would cross networks nobody vouches for in clear. Only ``localhost`` and IP literals
-    in LOCAL_NETWORKS count as local: any other host name may resolve anywhere, today or later."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() != "http":
-        return False
-    host = (parts.hostname or "").rstrip(".")
+def public_host(host: str) -> bool:
+    """Whether ``host`` (as the HTTP client connects to it: a name, or an IP literal without
+    brackets) is not known to be local, so a password sent there in clear crosses networks nobody
+    vouches for. Only ``localhost`` and IP literals in LOCAL_NETWORKS count as local: any other
+    host name may resolve anywhere, today or later. The URL is parsed by the caller with the
+    sender's own parser (meteorpi_export.targets): a second parse here could read another host."""
+    host = host.rstrip(".").lower()
     if host == "localhost":
         return False
     try:

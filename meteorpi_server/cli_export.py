@@ -14,11 +14,13 @@ import threading
 import click
 
 from meteorpi_export import ExportTotals, MeteorExporter, exporter_lock
-from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError
-from meteorpi_model.admin import public_plain_http
+from meteorpi_export.targets import BadTarget, parse_target
+from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch, MeteorpiError, ValidationError
+from meteorpi_model.admin import EXPORT_DESCRIPTION
 from meteorpi_model.urls import redact_url
 
 from .cli import Context, read_password, domain_errors, pass_ctx
+from .cli_checks import check_type, printable
 from .progress import ProgressDisplay, parse_size, summary_line
 
 log = logging.getLogger("meteorpi.export")
@@ -33,6 +35,30 @@ def _instant(ctx, param, text: str | None) -> _dt.datetime | None:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2015-06-30T02:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def type_option(text: str, option: str) -> str:
+    """An event or semantic type, checked as the model checks types (cli_checks.check_type):
+    a typo is refused in one line instead of stored as a filter that never matches."""
+    try:
+        return check_type(text, option)
+    except ValidationError as e:
+        raise click.ClickException(printable(str(e))) from None
+
+
+def description_option(text: str | None) -> str | None:
+    """``--description`` as the model takes it for display on one line: no control characters."""
+    if text is None:
+        return None
+    try:
+        return EXPORT_DESCRIPTION.decode(text, "--description")
+    except ValidationError as e:
+        bad = next((c for c in text if ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f), None)
+        if bad is not None:
+            raise click.ClickException(f"--description contains a control character ({ascii(bad)[1:-1]}): "
+                                   f"give one line of text") from None
+        raise click.ClickException(printable(str(e))) from None
+
 
 
 @click.group("export")
@@ -64,15 +90,17 @@ def export_add(ctx: Context, name: str, target: str, user_id: str, password_stdi
                cameras: tuple[str, ...], after, before, event_type: str | None, semantic_type: str | None,
                exclude_imported: bool, description: str | None, replace: bool, insecure_http: bool) -> None:
     """Export to TARGET as USER everything matching the search options, from now on."""
-    if public_plain_http(target) and not insecure_http:
-        raise click.ClickException(
-            f"{redact_url(target)} is plain HTTP to a host that is not loopback or a private address "
-            f"(a host name other than localhost counts as public), so the password would travel in clear: "
-            f"use https://, or give --insecure-http to accept that")
-    if event_type and export_type != "event":
+    try:
+        parse_target(target, "--target", allow_plain_http_to_public=insecure_http)
+    except BadTarget as e:
+        raise click.ClickException(str(e)) from None
+    if event_type is not None and export_type != "event":
         raise click.UsageError("--event-type applies to --type event only")
-    if semantic_type and export_type != "file":
+    if semantic_type is not None and export_type != "file":
         raise click.UsageError("--semantic-type applies to --type file only")
+    event_type = type_option(event_type, "--event-type") if event_type is not None else None
+    semantic_type = type_option(semantic_type, "--semantic-type") if semantic_type is not None else None
+    description = description_option(description)
     common = {"camera_ids": list(cameras) or None, "after": after, "before": before,
               "exclude_imported": exclude_imported or None}
     try:
@@ -117,6 +145,9 @@ def export_list(ctx: Context) -> None:
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for p in rows:
+        if p.config.description:  # escaped: one stored before control characters were refused
+            click.echo(f"{p.config.name}: {printable(p.config.description)}")
+    for p in rows:
         if p.last_error:
             click.echo(f"{p.config.name}: last failure: {p.last_error}")
 
@@ -158,7 +189,8 @@ def export_delete(ctx: Context, name: str) -> None:
 @pass_ctx
 @domain_errors
 def export_run(ctx: Context, once: bool, limit_rate: int | None) -> None:
-    """Export every `export.interval_seconds` until SIGTERM (which finishes the current task).
+    """Export every `export.interval_seconds` until SIGTERM or SIGINT (uploads in flight end at once;
+    what the target did not receive whole stays due).
 
     One exporter per node: `--once` refuses to start while another is sending; the long-running
     form waits for it to finish.
@@ -197,15 +229,22 @@ def _export(db, once: bool, limit_rate: int | None, stop: threading.Event) -> No
 
 
 def _exit_status(totals: ExportTotals, stop: threading.Event, exporter: MeteorExporter) -> None:
+    """Non-zero, with one line saying why, unless everything due was exported. A stop that
+    came after the last task finished says so and exits zero: the message must be true."""
     if not totals.ok:
         first = totals.failures[0]
         raise click.ClickException(f"{totals.failed + totals.confused} export(s) failed; first: {first}")
     if stop.is_set():
-        raise click.ClickException(f"stopped by a signal with {exporter.due_count()} export(s) still due")
+        due = exporter.due_count()
+        if due:
+            raise click.ClickException(f"stopped by a signal with {due} export(s) still due "
+                                       f"(the next run sends them; what the target received whole it keeps)")
+        click.echo("stopped by a signal after everything due was exported", err=True)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT end the run after the task in progress."""
+    """SIGTERM and SIGINT end the run: uploads in flight end at their next piece (the target
+    keeps the files it received whole; the rest stays due), then the run reports and exits."""
     def handler(signum, frame):
         stop.set()  # only this: logging from a signal handler can deadlock on the handler's lock
     signal.signal(signal.SIGTERM, handler)

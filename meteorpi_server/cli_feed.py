@@ -10,17 +10,26 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
+import time
 from typing import Iterator
 
 import click
 
 from meteorpi_db.feed import START, Cursor, FeedFilter
 from meteorpi_model import ValidationError
+from meteorpi_model.urls import redact_url
 
 from .cli import Context, domain_errors, pass_ctx
+from .cli_checks import check_camera, check_type, printable
 
 WAIT_SECONDS = 30
 CONNECT_TIMEOUT = 10.0
+# Without --follow: answers in a row whose cursor does not advance before the remote feed is
+# given up on (a server that repeats itself would otherwise be printed, or polled, for ever).
+MAX_STALLED_ANSWERS = 3
+# With --follow: the wait after an answer that brought nothing new doubles up to this.
+MAX_BACKOFF_SECONDS = 30.0
+FIRST_BACKOFF_SECONDS = 0.5
 
 
 @click.command("feed")
@@ -35,19 +44,25 @@ CONNECT_TIMEOUT = 10.0
 @click.option("--url", metavar="URL", help="A remote archive (e.g. https://archive.example.org) instead of the local database.")
 @click.option("--user", "user_id", metavar="U", help="User to read the remote archive as (a reader).")
 @click.option("--password-stdin", is_flag=True, help="Read the remote user's password from the first line of stdin.")
+@click.option("--insecure-http", is_flag=True,
+              help="With --user, accept a plain http:// --url beyond loopback and private addresses "
+                   "(the password then crosses the network in clear; a warning says so).")
 @pass_ctx
 @domain_errors
 def feed(ctx: Context, follow: bool, after_text: str | None, cameras: tuple[str, ...], event_types: tuple[str, ...],
-         kinds: tuple[str, ...], as_json: bool, url: str | None, user_id: str | None, password_stdin: bool) -> None:
+         kinds: tuple[str, ...], as_json: bool, url: str | None, user_id: str | None, password_stdin: bool,
+         insecure_http: bool) -> None:
     """Print the archive's changes (statuses, files, events) as they were imported."""
     try:
         after = Cursor.parse(after_text, "--after") if after_text is not None else None
+        cameras = tuple(check_camera(c) for c in cameras)
+        event_types = tuple(check_type(t, "--event-type") for t in event_types)
         wanted = FeedFilter.of(cameras, event_types, kinds)
     except ValidationError as e:
-        raise click.UsageError(str(e)) from None
-    if url is None and (user_id or password_stdin):
-        raise click.UsageError("--user and --password-stdin go with --url")
-    items = (_remote(url, user_id, password_stdin, after, cameras, event_types, kinds, follow) if url
+        raise click.UsageError(printable(str(e))) from None
+    if url is None and (user_id or password_stdin or insecure_http):
+        raise click.UsageError("--user, --password-stdin and --insecure-http go with --url")
+    items = (_remote(url, user_id, password_stdin, after, cameras, event_types, kinds, follow, insecure_http) if url
              else _local(ctx, after, wanted, follow))
     try:
         for item in items:
@@ -70,6 +85,7 @@ def _local(ctx: Context, after: Cursor | None, wanted: FeedFilter, follow: bool)
     from meteorpi_db.feed_hub import FeedHub
     db = ctx.db
     if not follow:
+        _not_ahead(after, db.feed_end())
         cursor = after or START
         while True:
             page = db.feed_read(cursor)
@@ -82,6 +98,7 @@ def _local(ctx: Context, after: Cursor | None, wanted: FeedFilter, follow: bool)
         if not hub.ready():
             raise click.ClickException("the feed cannot reach the database")
         hub.sync()
+        _not_ahead(after, hub.cursor)
         cursor = after or hub.cursor
         # On stderr (``--json`` output stays clean): from here on nothing committed is missed,
         # which a script starting the follower and then importing must be able to wait for.
@@ -102,38 +119,86 @@ _TOO_OLD = ("the cursor is older than the feed keeps (feed.retention_days): "
             "read what you need afresh, then follow without --after")
 
 
+def _not_ahead(after: Cursor | None, end: Cursor | None) -> None:
+    """A cursor past the feed's newest item did not come from this feed: said, not waited on
+    in silence (it would print nothing until the feed caught up, perhaps never)."""
+    if after is not None and end is not None and after > end:
+        raise click.UsageError(f"--after: cursor {after} is ahead of this feed's newest item ({end}): "
+                               f"it did not come from this feed")
+
+
 def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor | None, cameras, event_types,
-            kinds, follow: bool) -> Iterator[dict]:
+            kinds, follow: bool, insecure_http: bool) -> Iterator[dict]:
+    """Items of a remote archive's ``GET /feed``.
+
+    The URL is judged as requests will send it (meteorpi_export.targets), as `export add`
+    judges a target: a password goes in clear to a public host only with --insecure-http, and
+    messages show the URL redacted. Without --follow it ends once caught up; a server whose
+    cursor does not advance is given up on after MAX_STALLED_ANSWERS answers (without --follow)
+    or asked again after a growing pause (with it), never polled in a tight loop."""
     import requests
+    from meteorpi_export.targets import BadTarget, parse_target
+    try:
+        target = parse_target(url, "--url", allow_plain_http_to_public=insecure_http or not user_id)
+    except BadTarget as e:
+        raise click.UsageError(str(e)) from None
     session = requests.Session()
     if user_id:
+        if target.plain_http_to_public:
+            click.echo(f"Warning: the password of {user_id} goes in clear over plain HTTP to "
+                       f"{redact_url(url)}, which is not a loopback or private address", err=True)
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
             password = click.prompt(f"Password for {user_id}", hide_input=True)
         session.auth = (user_id, password)
     endpoint = url.rstrip("/") + "/feed"
+    shown = redact_url(endpoint)
     params: dict = {"camera": list(cameras), "event_type": list(event_types), "kind": list(kinds)}
     if after is not None:
         params["after"] = str(after)
     elif not follow:
         params["after"] = str(START)
+    stalled, backoff = 0, FIRST_BACKOFF_SECONDS
     while True:
         params["wait"] = WAIT_SECONDS if follow else 0
         try:
             response = session.get(endpoint, params=params, timeout=(CONNECT_TIMEOUT, WAIT_SECONDS + 30))
         except requests.RequestException as e:
-            raise click.ClickException(f"{endpoint}: {type(e).__name__}: the archive could not be reached") from None
-        body = _answer(endpoint, response)
+            raise click.ClickException(f"{shown}: {type(e).__name__}: the archive could not be reached") from None
+        body = _answer(shown, response)
         if body.get("must_refetch"):
             raise click.ClickException(_TOO_OLD)
+        sent = Cursor.parse(params["after"]) if "after" in params else None
+        cursor = _cursor_of(shown, body)
+        if sent is not None and cursor < sent:
+            raise click.ClickException(f"{shown} answered cursor {cursor}, before the {sent} asked after: "
+                                       f"the cursor did not come from that feed")
         yield from body["items"]
-        params["after"] = body["cursor"]
-        if body["up_to_date"] and not follow and not body["items"]:
-            return
+        params["after"] = str(cursor)
+        if not follow and body["up_to_date"]:
+            return  # caught up
+        if sent is None or cursor > sent:
+            stalled, backoff = 0, FIRST_BACKOFF_SECONDS
+            continue
+        stalled += 1
+        if not follow and stalled >= MAX_STALLED_ANSWERS:
+            raise click.ClickException(f"{shown}: the server's cursor does not advance (still {cursor} after "
+                                       f"{stalled} answers that were not up to date): giving up")
+        if follow:  # a server that answers at once with nothing new: ask again later, not at once
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _cursor_of(shown: str, body: dict) -> Cursor:
+    try:
+        return Cursor.parse(body["cursor"])
+    except ValidationError:
+        raise click.ClickException(f"{shown} did not answer as a meteorpi feed (its cursor is not one)") from None
 
 
 def _answer(endpoint: str, response) -> dict:
+    """The JSON body of a feed answer; ``endpoint`` is the URL as shown (redacted)."""
     try:
         body = response.json()
     except ValueError:
@@ -141,7 +206,8 @@ def _answer(endpoint: str, response) -> dict:
     if response.status_code != 200 or not isinstance(body, dict):
         message = body.get("message") if isinstance(body, dict) else None
         raise click.ClickException(f"{endpoint} answered HTTP {response.status_code}"
-                                   + (f": {message}" if isinstance(message, str) else ""))
-    if not body.get("must_refetch") and not (isinstance(body.get("items"), list) and isinstance(body.get("cursor"), str)):
+                                   + (f": {printable(message[:500])}" if isinstance(message, str) else ""))
+    if not body.get("must_refetch") and not (isinstance(body.get("items"), list) and isinstance(body.get("cursor"), str)
+                                             and isinstance(body.get("up_to_date"), bool)):
         raise click.ClickException(f"{endpoint} did not answer as a meteorpi feed")
     return body

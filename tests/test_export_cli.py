@@ -47,7 +47,7 @@ def test_add_list_enable_disable_delete(node):
     (["export", "enable", "nope"], "no export configuration 'nope'"),
     (["export", "delete", "nope"], "no export configuration 'nope'"),
     (["export", "add", "x", "--target", "ftp://x/import", "--user", "u", "--type", "event", "--password-stdin"],
-     "target_url"),
+     "--target ftp://x/import is not an http:// or https:// URL"),
     (["export", "add", "x", "--target", "https://x/import", "--user", "u", "--type", "file",
       "--event-type", "meteor", "--password-stdin"], "--event-type applies to --type event only"),
     (["export", "add", "x", "--target", "https://x/import", "--user", "u", "--type", "event",
