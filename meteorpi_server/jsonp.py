@@ -14,12 +14,13 @@ checked. POST answers (the import protocol) are never padded.
 """
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import flask
 import flask_jsonpify
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 CALLBACK_PARAMETER = "callback"
 MAX_CALLBACK_LENGTH = 64
@@ -27,6 +28,7 @@ _CALLBACK_RE = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*", re.ASCII)
 # Query parameters that belong to JSONP itself (jQuery adds "_" to defeat caches), not to a search.
 JSONP_PARAMETERS = (CALLBACK_PARAMETER, "_")
 _PADDED_METHODS = ("GET", "HEAD")
+F = TypeVar("F", bound=Callable)
 
 
 PRIVATE_READS_PROBLEM = (f"{CALLBACK_PARAMETER}: JSONP is offered only when reads are public "
@@ -54,9 +56,22 @@ def callback_problem(name: str | None, public: bool) -> str | None:
     return None
 
 
+def never_padded(view: F) -> F:
+    """``view`` answers plain JSON, its errors included, whatever ``callback`` says: the event
+    stream (an EventSource cannot read JSONP, and a padded error would be script another page
+    could run) and the private watches. Put it outside the decorator that answers errors
+    (``readable``, ``json_errors``), so the mark is set before any error is answered."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.meteorpi_never_padded = True
+        return view(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def wants_padding() -> bool:
-    """Whether this request's answer should be JSONP: a GET with a safe callback, reads public."""
-    if request.method not in _PADDED_METHODS:
+    """Whether this request's answer should be JSONP: a GET with a safe callback, reads public,
+    to a view that may be padded (see ``never_padded``)."""
+    if request.method not in _PADDED_METHODS or g.get("meteorpi_never_padded"):
         return False
     name = request.args.get(CALLBACK_PARAMETER)
     return bool(name) and callback_problem(name, reads_are_public()) is None

@@ -21,14 +21,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from meteorpi_db import Conflict, MeteorDatabase
 from meteorpi_model import ValidationError, fields
-from meteorpi_model.fields import Instant, Int, UUIDCodec
+from meteorpi_model.fields import Instant, Int, Str, UUIDCodec
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.watch import Watch
 
 from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .errors import ApiError, ResourceNotFound, json_errors
-from .jsonp import jsonify as jsonp_or_json
+from .jsonp import jsonify as jsonp_or_json, never_padded
+from .params import one
 from .read_routes import readable
 
 watch_api = Blueprint("meteorpi_watches", __name__)
@@ -36,6 +37,7 @@ ADMIN_ROLE = "camera_admin"
 SERVER_FIELDS = ("watch_id", "owner", "confirmed", "enabled", "disabled_reason")
 MAX_WATCH_BODY = 64 * 1024
 COINCIDENCE_PARAMETERS = {"after", "before", "camera", "limit", "skip", "callback", "_"}
+MAX_SECRET_CHARS = 200
 
 
 class NameTaken(ApiError):
@@ -63,7 +65,7 @@ def _signed_in(public: tuple[str, ...] = ()) -> Callable:
             meteor_app = _meteor_app()
             optional = request.method in public and meteor_app.config.server.public_read
             return meteor_app.auth.http.login_required(optional=optional)(view)(*args, **kwargs)
-        return json_errors(wrapper)
+        return never_padded(json_errors(wrapper))
     return decorate
 
 
@@ -145,34 +147,13 @@ def test_watch(watch_id: str) -> Response:
 
 
 @watch_api.route("/watches/<watch_id>/confirm", methods=["GET"])
+@never_padded
 @json_errors
 def confirm_watch(watch_id: str) -> Response:
-    secret = request.args.get("secret", "")
-    if not secret or len(secret) > 200 or not _db().confirm_watch(UUIDCodec().decode(watch_id, "watch_id"), secret):
+    secret = one(request.args, "secret", Str(MAX_SECRET_CHARS, min_length=0), default="")
+    if not secret or not _db().confirm_watch(UUIDCodec().decode(watch_id, "watch_id"), secret):
         raise ResourceNotFound("no such confirmation link (wrong or used secret)")
     return jsonify({"confirmed": watch_id})
-
-
-def _ms_param(name: str):
-    text = request.args.get(name)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationError(name, f"expected integer milliseconds since 1970, got {text[:40]!r}") from None
-    return Instant().decode(value, name)
-
-
-def _int_param(name: str, default: int, low: int, high: int) -> int:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationError(name, f"expected an integer, got {text[:40]!r}") from None
-    return Int(low, high).decode(value, name)
 
 
 @watch_api.route("/coincidences")
@@ -181,11 +162,10 @@ def coincidences() -> Response:
     unknown = sorted(set(request.args) - COINCIDENCE_PARAMETERS)
     if unknown:
         raise ValidationError(unknown[0], "unknown parameter (known: after, before, camera, limit, skip)")
-    camera = request.args.get("camera")
-    if camera is not None:
-        CAMERA_ID.decode(camera, "camera")
-    found = _db().get_coincidences(_ms_param("after"), _ms_param("before"), camera,
-                                   _int_param("limit", 100, 1, 1000), _int_param("skip", 0, 0, 10**9))
+    args = request.args
+    found = _db().get_coincidences(one(args, "after", Instant()), one(args, "before", Instant()),
+                                   one(args, "camera", CAMERA_ID), one(args, "limit", Int(1, 1000), default=100),
+                                   one(args, "skip", Int(0, 10**9), default=0))
     return jsonp_or_json({"count": found["count"], "coincidences": [c.as_dict() for c in found["coincidences"]]})
 
 
