@@ -55,6 +55,12 @@ def _parse_json(text: str) -> Any:
         raise ValueError(f"not valid JSON ({e.msg} at character {e.pos})") from None
 
 
+def is_integer_text(text: str) -> bool:
+    """Whether ``text`` is an integer as a query writes one (ASCII digits, an optional sign): for
+    fields that take either an integer or another form (a date), to tell which was meant."""
+    return isinstance(text, str) and _INTEGER.fullmatch(text) is not None
+
+
 def _parse(codec: Codec, text: str) -> Any:
     """One parameter value -> its wire value; ValueError says what is wrong."""
     if isinstance(codec, (Int, Instant)):

@@ -18,6 +18,7 @@ from typing import ClassVar, Iterable
 from .entities import CAMERA_ID, Meta
 from .errors import ValidationError
 from .fields import Bool, Choice, Float, Instant, Int, ListOf, Model, NS, Nested, Scalar, Str, UUIDCodec, field
+from .query import query_parameter
 from .values import NSString
 
 WATCH_KINDS = ("event", "coincidence", "absence")
@@ -66,14 +67,13 @@ class WatchMeta(Model):
             at, _, op = min(found)
             key, value = text[:at].strip(), text[at + len(op):].strip()
             if key:
-                try:
-                    if op == "~":  # "contains" is about text, even text of digits (rms:night~2026)
-                        raise ValueError
-                    number: str | float = float(value)
-                    if not math.isfinite(number):
-                        raise ValueError
-                except ValueError:
-                    number = value
+                # A number only as a query writes one (ASCII digits, no "_"): "١٠" stays text.
+                number: str | float = value
+                if op != "~":  # "contains" is about text, even text of digits (rms:night~2026)
+                    try:
+                        number = query_parameter(Float(), [value], path)
+                    except ValidationError:
+                        number = value
                 return cls.from_dict({"key": key, "op": op, "value": number}, path)
         raise ValidationError(path, f"expected key<op>value with op one of {' '.join(META_OPS)}, got {text[:60]!r}")
 
@@ -117,7 +117,9 @@ class Near(Model):
         try:
             if len(parts) != 3:
                 raise ValueError
-            lat, long, km = (float(p) for p in parts)
+            # Spaces after the commas are the documented form ("52.2, 0.12, 100"); each number
+            # is then one as a query writes it (ASCII digits, no "_"), never int()'s "٣".
+            lat, long, km = (query_parameter(Float(), [p.strip()], path) for p in parts)
         except ValueError:
             raise ValidationError(path, f"expected LAT,LON,KM, got {str(text)[:60]!r}") from None
         return cls.from_dict({"lat": lat, "long": long, "km": km}, path)

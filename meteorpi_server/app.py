@@ -25,7 +25,7 @@ from .entity_cache import EntityCache
 from .errors import CallbackRefused, error_response
 from .feed_routes import feed_api
 from .import_routes import add_routes
-from .jsonp import CALLBACK_PARAMETER, callback_problem, jsonify, reads_are_public
+from .jsonp import jsonify, request_callback_problem
 from .openapi import openapi_document
 from .read_routes import read_api
 from .watch_routes import watch_api
@@ -109,7 +109,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
 
 def _refuse_unsafe_callback() -> None:
     if request.method in ("GET", "HEAD"):
-        problem = callback_problem(request.args.get(CALLBACK_PARAMETER), reads_are_public())
+        problem = request_callback_problem()
         if problem:
             raise CallbackRefused(problem)
 

@@ -15,11 +15,14 @@ from typing import Iterator
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from meteorpi_db.feed import Cursor, FeedFilter
+from meteorpi_db.feed import KINDS, Cursor, FeedFilter
 from meteorpi_db.feed_hub import FeedHub, FeedResult
 from meteorpi_model import ValidationError
+from meteorpi_model.entities import CAMERA_ID
+from meteorpi_model.fields import NS, Choice, Float, Int
 
 from .jsonp import jsonify, unpadded
+from .params import each, one, single
 from .read_routes import readable
 
 feed_api = Blueprint("meteorpi_feed", __name__)
@@ -37,36 +40,25 @@ def _feed_config():
 
 
 def _parameters(stream: bool) -> tuple[Cursor | None, FeedFilter, float, int]:
-    unknown = sorted(set(request.args) - PARAMETERS - ({"callback", "_"} if not stream else set()))
+    """What the query asks for, read through params (ASCII digits, one value each, ids by their
+    codec): ``camera``, ``event_type`` and ``kind`` are lists (repeat them), the rest single."""
+    args = request.args
+    unknown = sorted(set(args) - PARAMETERS - ({"callback", "_"} if not stream else set()))
     if unknown:
         raise ValidationError(unknown[0], f"unknown parameter (known: {', '.join(sorted(PARAMETERS))})")
     after = None
     last_event_id = request.headers.get("Last-Event-ID") if stream else None
-    if "after" in request.args:
-        after = Cursor.parse(request.args["after"], "after")
+    sent_after = single(args, "after")
+    if sent_after is not None:
+        after = Cursor.parse(sent_after, "after")
     elif last_event_id is not None:
         after = Cursor.parse(last_event_id, "Last-Event-ID")
-    wanted = FeedFilter.of(cameras=request.args.getlist("camera"),
-                           event_types=request.args.getlist("event_type"),
-                           kinds=request.args.getlist("kind"))
-    wait = _number("wait", 0.0, float(_feed_config().max_wait_seconds), 0.0)
-    limit = int(_number("limit", 1, MAX_LIMIT, 500, integer=True))
+    wanted = FeedFilter.of(cameras=each(args, "camera", CAMERA_ID),
+                           event_types=[str(t) for t in each(args, "event_type", NS())],
+                           kinds=each(args, "kind", Choice(*KINDS)))
+    wait = one(args, "wait", Float(0, _feed_config().max_wait_seconds), default=0.0)
+    limit = one(args, "limit", Int(1, MAX_LIMIT), default=500)
     return after, wanted, wait, limit
-
-
-def _number(name: str, low: float, high: float, default: float, integer: bool = False) -> float:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    try:
-        if not text.isascii() or not text.strip() == text:
-            raise ValueError
-        value = int(text) if integer else float(text)
-    except ValueError:
-        raise ValidationError(name, f"expected {'an integer' if integer else 'a number'} from {low:g} to {high:g}") from None
-    if not low <= value <= high:  # also refuses nan
-        raise ValidationError(name, f"{text} is out of range ({low:g} to {high:g})")
-    return value
 
 
 def _start(hub: FeedHub, after: Cursor | None) -> Cursor:

@@ -57,6 +57,16 @@ def callback_problem(name: str | None, public: bool) -> str | None:
     return None
 
 
+def request_callback_problem() -> str | None:
+    """Why this request's ``callback`` may not be used, or None: ``callback_problem`` for its one
+    value. Given twice it is refused too, rather than the first value silently winning (what
+    is checked and what is padded must be the same one)."""
+    names = request.args.getlist(CALLBACK_PARAMETER)
+    if len(names) > 1:
+        return f"{CALLBACK_PARAMETER}: given {len(names)} times; give it once"
+    return callback_problem(names[0] if names else None, reads_are_public())
+
+
 def padded(view: Callable) -> Callable:
     """Mark ``view`` as one whose answers (and errors) may be JSONP: the public read API's."""
     @functools.wraps(view)
@@ -81,8 +91,7 @@ def wants_padding() -> bool:
     import account: padding is for what anyone may read, and only there."""
     if request.method not in _PADDED_METHODS or not g.get("meteorpi_padded", False):
         return False
-    name = request.args.get(CALLBACK_PARAMETER)
-    return bool(name) and callback_problem(name, reads_are_public()) is None
+    return bool(request.args.get(CALLBACK_PARAMETER)) and request_callback_problem() is None
 
 
 def jsonify(payload: Any) -> Response:

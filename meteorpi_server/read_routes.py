@@ -21,7 +21,7 @@ from meteorpi_model.fields import Instant, UUIDCodec
 from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
-from .jsonp import CALLBACK_PARAMETER, JSONP_PARAMETERS, callback_problem, jsonify, padded, reads_are_public
+from .jsonp import JSONP_PARAMETERS, jsonify, padded, request_callback_problem
 
 READ_ROLES = ["user", "import"]
 read_api = Blueprint("meteorpi_read", __name__)
@@ -50,7 +50,7 @@ def readable(view: Callable) -> Callable:
 @read_api.before_request
 def _refuse_unsafe_callback() -> None:
     # Also here, not only in create_app: the blueprint may be registered on another app.
-    problem = callback_problem(request.args.get(CALLBACK_PARAMETER), reads_are_public())
+    problem = request_callback_problem()
     if problem:
         raise CallbackRefused(problem)
 

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from meteorpi_db import Conflict, MeteorDatabase, TooManyPending
 from meteorpi_model import User
 from meteorpi_model import ValidationError, fields
-from meteorpi_model.fields import Instant, Int, UUIDCodec
+from meteorpi_model.fields import Instant, Int, Str, UUIDCodec
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.watch import Watch
 
@@ -38,6 +38,7 @@ from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .errors import ApiError, ResourceNotFound, json_errors
 from .jsonp import jsonify as jsonp_or_json
+from .params import one
 from .read_routes import readable
 
 watch_api = Blueprint("meteorpi_watches", __name__)
@@ -48,6 +49,7 @@ COINCIDENCE_PARAMETERS = {"after", "before", "camera", "limit", "skip", "callbac
 # Who may add watches when signed in: people. The import role is the cameras' (and an importing
 # node's), which have no business subscribing anyone to anything.
 WATCH_ROLES = ("user", ADMIN_ROLE)
+MAX_SECRET_CHARS = 200
 
 
 class NameTaken(ApiError):
@@ -205,38 +207,16 @@ NO_SUCH_LINK = "no such confirmation link"
 @json_errors
 def confirm_watch(watch_id: str) -> Response:
     """Open the mailed link. The secret is the only credential and is checked every time, so a
-    malformed id, an unknown id, a wrong secret and a confirmed watch with a wrong secret all
-    answer the same 404 (nobody learns which ids exist); the right secret again is a harmless 200."""
-    secret = request.args.get("secret", "")
+    malformed id or secret, an unknown id, a wrong secret and a confirmed watch with a wrong secret
+    all answer the same 404 (nobody learns which ids exist); the right secret again is a harmless 200."""
     try:
         uuid = UUIDCodec().decode(watch_id, "watch_id")
+        secret = one(request.args, "secret", Str(MAX_SECRET_CHARS, min_length=0), default="")
     except ValidationError:
         raise ResourceNotFound(NO_SUCH_LINK) from None
-    if not secret or len(secret) > 200 or not _db().confirm_watch(uuid, secret):
+    if not secret or not _db().confirm_watch(uuid, secret):
         raise ResourceNotFound(NO_SUCH_LINK)
     return jsonify({"confirmed": uuid.hex})
-
-
-def _ms_param(name: str):
-    text = request.args.get(name)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationError(name, f"expected integer milliseconds since 1970, got {text[:40]!r}") from None
-    return Instant().decode(value, name)
-
-
-def _int_param(name: str, default: int, low: int, high: int) -> int:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationError(name, f"expected an integer, got {text[:40]!r}") from None
-    return Int(low, high).decode(value, name)
 
 
 @watch_api.route("/coincidences")
@@ -245,11 +225,10 @@ def coincidences() -> Response:
     unknown = sorted(set(request.args) - COINCIDENCE_PARAMETERS)
     if unknown:
         raise ValidationError(unknown[0], "unknown parameter (known: after, before, camera, limit, skip)")
-    camera = request.args.get("camera")
-    if camera is not None:
-        CAMERA_ID.decode(camera, "camera")
-    found = _db().get_coincidences(_ms_param("after"), _ms_param("before"), camera,
-                                   _int_param("limit", 100, 1, 1000), _int_param("skip", 0, 0, 10**9))
+    args = request.args
+    found = _db().get_coincidences(one(args, "after", Instant()), one(args, "before", Instant()),
+                                   one(args, "camera", CAMERA_ID), one(args, "limit", Int(1, 1000), default=100),
+                                   one(args, "skip", Int(0, 10**9), default=0))
     return jsonp_or_json({"count": found["count"], "coincidences": [c.as_dict() for c in found["coincidences"]]})
 
 

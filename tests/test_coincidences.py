@@ -113,7 +113,9 @@ def test_filters_near_and_meta_and_event_type(db, vectors, alice):
 
 
 def test_event_watches_notify_each_matching_event_once(db, vectors, alice):
-    db.create_watch(Watch(name="home", kind="event", email="alice@example.org", cameras=["cam-a"]), alice)
+    # the address agreed (the operator vouches): consent itself is tested in test_watch_http.py
+    db.create_watch(Watch(name="home", kind="event", email="alice@example.org", cameras=["cam-a"]), alice,
+                    confirmed_by_operator=True)
     a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
     b = make_camera(db, vectors, "cam-b", north_of(10))
     add_event(db, a, 0.0)
@@ -137,7 +139,7 @@ def test_a_muted_watch_writes_nothing_until_the_mute_ends(db, vectors, alice):
 
 def test_an_absence_watch_is_told_once_per_silence(db, vectors, alice):
     db.create_watch(Watch(name="quiet", kind="absence", silent_hours=2, cameras=["cam-a"],
-                          email="alice@example.org"), alice)
+                          email="alice@example.org"), alice, confirmed_by_operator=True)
     a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
     make_camera(db, vectors, "cam-b", north_of(10))
     assert db.match_absences(MatchSettings()) == 0  # cam-a was just heard of

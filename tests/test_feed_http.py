@@ -225,3 +225,66 @@ def test_commits_a_stream_does_not_want_never_wake_it(server, api, records, monk
     finally:
         for r in idle:
             r.close()
+
+
+# What a review sent to the feed: numbers int()/float() take but a query parameter must not
+# (other scripts' digits, digit separators, spaces), control characters in a camera id, and a
+# single-valued parameter given twice (the first value silently won).
+LOOSE_NUMBERS = {"superscript": "²", "arabic_indic": "٣", "fullwidth": "１０", "underscore": "1_0",
+                 "spaces": " 3 ", "newline": "3\n", "nul": "3\x00", "repeated": ["3", "3"]}
+
+
+@pytest.mark.parametrize("value", LOOSE_NUMBERS.values(), ids=LOOSE_NUMBERS.keys())
+@pytest.mark.parametrize("name", ["wait", "limit"])
+@pytest.mark.parametrize("path", ["/feed", "/feed/stream"])
+def test_a_loose_number_is_a_400_naming_the_parameter(server, path, name, value):
+    started = time.monotonic()
+    with requests.get(server.url + path, params={name: value}, auth=READER, timeout=TIMEOUT, stream=True) as r:
+        assert r.status_code == 400, r.headers
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json()["message"].startswith(f"{name}:"), r.json()
+    assert time.monotonic() - started < 5  # it did not wait for what 1_0 or ٣ might have meant
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"after": ["0-0", "1-1"]}, "after: given 2 times"),
+    ({"after": " 0-0 "}, "after:"),
+    ({"after": "٠-٠"}, "after:"),
+    ({"camera": "a\n"}, "camera"),
+    ({"camera": "\x00"}, "camera"),
+    ({"camera": ["north-1", "a\x00"]}, "camera"),
+    ({"camera": " north-1 "}, "camera"),
+    ({"camera": "cam²"}, "camera"),
+    ({"event_type": "meteorpi:meteor\n"}, "event_type"),
+    ({"kind": ["event", "event\n"]}, "kind"),
+])
+@pytest.mark.parametrize("path", ["/feed", "/feed/stream"])
+def test_a_repeated_cursor_or_a_control_character_is_a_400_naming_the_parameter(server, path, params, named):
+    with requests.get(server.url + path, params=params, auth=READER, timeout=TIMEOUT, stream=True) as r:
+        assert r.status_code == 400, r.headers
+        assert r.json()["message"].startswith(named), r.json()
+
+
+def test_cameras_and_kinds_may_still_be_repeated(server, api, records):
+    cursor = _poll(server)["cursor"]
+    _night(api, records, events=1)
+    wait_for(lambda: _poll(server, after=cursor, camera=["no-such-camera", records.camera_id],
+                           kind=["event", "status"])["items"], 5, "the import in the feed")
+    kinds = {i["kind"] for i in _poll(server, after=cursor, camera=["no-such-camera", records.camera_id],
+                                      kind=["event", "status"], wait="0.5", limit="1000")["items"]}
+    assert kinds == {"event", "status"}
+
+
+def test_a_callback_on_the_stream_is_a_json_400_never_padded(server):
+    """The stream is never JSONP; its errors are JSON even when reads are public and the
+    callback would be safe elsewhere (a padded error is script another page could run)."""
+    config = server.meteor_app.config
+    saved, config.server.public_read = config.server.public_read, True
+    try:
+        with requests.get(server.url + "/feed/stream", params={"callback": "cb"}, timeout=TIMEOUT,
+                          stream=True) as r:
+            assert r.status_code == 400
+            assert r.headers["Content-Type"].startswith("application/json"), r.headers["Content-Type"]
+            assert r.text.startswith("{") and r.json()["message"].startswith("callback:")
+    finally:
+        config.server.public_read = saved

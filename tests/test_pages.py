@@ -276,3 +276,42 @@ def test_a_camera_url_becomes_a_link_only_to_a_web_address(db, inst_url, linked)
     finally:
         server.shutdown()
         db.config.server.public_read = False
+
+
+# What a review sent to the search form: digits Python's int() and str.isdigit() take but a
+# query parameter must not (superscript, Arabic-Indic, fullwidth), digit separators, spaces
+# around the value, control characters, and a field given twice (a 500 or a silent rewrite).
+LOOSE_NUMBERS = {"superscript": "²", "arabic_indic": "٣", "fullwidth": "１", "underscore": "1_0",
+                 "spaces": " 3 ", "newline": "3\n", "nul": "3\x00", "repeated": ["3", "3"]}
+
+
+def _problem(html: str) -> str:
+    found = re.search(r'<p class="problem" role="alert">(.*?)</p>', html, re.S)
+    assert found, "no problem shown on the page"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("value", LOOSE_NUMBERS.values(), ids=LOOSE_NUMBERS.keys())
+@pytest.mark.parametrize("field", ["page", "after", "before", "meta_value_0"])
+def test_a_loose_number_in_the_search_form_is_a_400_page_naming_the_field(page_server, field, value):
+    params = {field: value}
+    if field == "meta_value_0":
+        params.update(meta_key_0="meteorpi:when", meta_op_0="before")
+    page = _page(page_server, "/events", **params)
+    assert page.status_code == 400 and page.headers["Content-Type"].startswith("text/html")
+    assert _problem(page.text).startswith(f"form.{field}:"), _problem(page.text)
+    assert "Traceback" not in page.text
+
+
+@pytest.mark.parametrize("field", ["camera_ids", "event_type", "lat_min", "meta_key_0"])
+def test_a_search_field_given_twice_is_a_400_page_naming_it(page_server, field):
+    page = _page(page_server, "/events", **{field: ["north-1", "north-1"]})
+    assert page.status_code == 400 and _problem(page.text).startswith(f"form.{field}: given 2 times")
+
+
+def test_the_search_form_still_takes_milliseconds_and_a_page_number(page_server):
+    first = page_server.sample.pair[0]
+    ms = int(first.event_time.timestamp() * 1000)
+    page = _page(page_server, "/events", camera_ids="north-1", after=str(ms), before=str(ms + 1000), page="1")
+    assert page.status_code == 200 and f"/events/{first.event_id.hex}" in page.text
+    assert _page(page_server, "/events", page="2").status_code == 200

@@ -194,3 +194,12 @@ def test_the_document_offers_jsonp_only_with_public_reads(server, public_url):
         events = requests.get(url + "/openapi.json", timeout=TIMEOUT).json()["paths"]["/events"]["get"]
         assert ("callback" in {p["name"] for p in events["parameters"]}) is offered
         assert ("application/javascript" in events["responses"]["200"]["content"]) is offered
+
+
+@pytest.mark.parametrize("path", ["/cameras", "/events", "/coincidences", "/feed"])
+def test_a_callback_given_twice_is_refused_naming_it(public_url, path):
+    """The callback checked must be the one padded: given twice, neither is taken."""
+    r = requests.get(public_url + path, params={"callback": ["cb", "alert(1)//"]}, timeout=TIMEOUT)
+    assert r.status_code == 400
+    assert r.headers["Content-Type"].startswith("application/json") and r.text.startswith("{")
+    assert r.json()["message"].startswith("callback: given 2 times")

@@ -325,3 +325,45 @@ def test_the_import_role_may_not_add_watches(srv, smtp):
                                                           "(user or camera_admin; the import role is for cameras)"}
     assert box.messages == [] and _get(srv, "/watches", auth=VIEWER).json()["watches"] == []
     assert _post(srv, {"name": "adm", "webhook": "http://127.0.0.1:9/hook"}, auth=VIEWER).status_code == 201
+
+
+# Numbers int() takes but a query parameter must not, control characters in the camera id, and
+# a single-valued parameter given twice (the first value silently won).
+LOOSE_NUMBERS = {"superscript": "²", "arabic_indic": "٣", "fullwidth": "１０", "underscore": "1_0",
+                 "spaces": " 3 ", "newline": "3\n", "nul": "3\x00", "repeated": ["3", "3"]}
+
+
+@pytest.mark.parametrize("value", LOOSE_NUMBERS.values(), ids=LOOSE_NUMBERS.keys())
+@pytest.mark.parametrize("name", ["limit", "skip", "after", "before"])
+def test_a_loose_number_for_coincidences_is_a_400_naming_the_parameter(srv, name, value):
+    r = requests.get(srv.url + "/coincidences", params={name: value}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["message"].startswith(f"{name}:"), r.json()
+
+
+@pytest.mark.parametrize("value", ["a\n", "\x00", " cam-a ", "cam²", ["cam-a", "cam-b"]],
+                         ids=["newline", "nul", "spaces", "superscript", "repeated"])
+def test_a_bad_camera_for_coincidences_is_a_400_naming_it(srv, value):
+    r = requests.get(srv.url + "/coincidences", params={"camera": value}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"].startswith("camera:"), r.json()
+
+
+def test_coincidences_out_of_range_say_the_range(srv):
+    r = requests.get(srv.url + "/coincidences", params={"limit": "1001"}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400 and r.json()["message"].startswith("limit:")
+    assert "1000" in r.json()["message"] and "1001" in r.json()["message"]
+    ok = requests.get(srv.url + "/coincidences", params={"limit": "10", "skip": "0", "after": "0",
+                                                         "before": "4102444800000", "camera": "cam-a"},
+                      auth=READER, timeout=TIMEOUT)
+    assert ok.status_code == 200 and ok.json() == {"count": 0, "coincidences": []}
+
+
+@pytest.mark.parametrize("path", ["/watches", "/watches/" + "0" * 32, "/watches/not-an-id"])
+def test_watch_answers_are_never_padded_even_their_errors(srv, path):
+    """Watches are private: no answer of theirs, an error included, is JSONP, even with
+    public reads and a callback that is safe on the read API."""
+    srv.db.config.server.public_read = True
+    r = requests.get(srv.url + path, params={"callback": "cb"}, auth=READER, timeout=TIMEOUT)
+    assert r.headers["Content-Type"].startswith("application/json") and r.text.startswith("{"), r.text

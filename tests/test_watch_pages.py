@@ -234,3 +234,48 @@ def test_a_meta_line_splits_at_its_first_operator(line, key, op, value):
     from meteorpi_model.watch import WatchMeta
     meta = WatchMeta.parse(line)
     assert (str(meta.key), meta.op, meta.value) == (key, op, value)
+
+
+LOOSE_NUMBERS = {"superscript": "²", "arabic_indic": "٣", "fullwidth": "１０", "underscore": "1_0",
+                 "spaces": " 3 ", "newline": "3\n", "nul": "3\x00", "repeated": ["3", "3"]}
+
+
+@pytest.mark.parametrize("value", LOOSE_NUMBERS.values(), ids=LOOSE_NUMBERS.keys())
+@pytest.mark.parametrize("field", ["max_per_hour", "silent_hours"])
+def test_a_loose_number_in_the_watch_form_is_refused_naming_the_field(srv, field, value):
+    """``int('١٠')`` and ``int('1_0')`` are 10 to Python; to the form they are not numbers,
+    and nothing is stored."""
+    answer = _post(srv, "/watches", {**FORM, field: value})
+    assert answer.status_code == 400 and answer.headers["Content-Type"].startswith("text/html")
+    problem = re.search(r'<p class="problem" role="alert">(.*?)</p>', answer.text, re.S).group(1)
+    assert problem.startswith(f"form.{field}:"), problem
+    assert srv.db.get_watches() == []
+
+
+def test_a_watch_form_field_given_twice_is_refused_naming_it(srv):
+    answer = _post(srv, "/watches", {**FORM, "name": ["one", "two"]})
+    assert answer.status_code == 400
+    problem = re.search(r'<p class="problem" role="alert">(.*?)</p>', answer.text, re.S).group(1)
+    assert problem.startswith("form.name: given 2 times"), problem
+    assert srv.db.get_watches() == []
+
+
+def test_the_watch_form_still_takes_plain_numbers(srv):
+    answer = _post(srv, "/watches", {**FORM, "max_per_hour": "20", "silent_hours": "1.5"})
+    assert answer.status_code == 201, answer.text
+    [stored] = srv.db.get_watches()
+    assert stored.max_per_hour == 20 and stored.silent_hours == 1.5
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"near": "٥٢, 0.12, 300"}, "form.near"),
+    ({"near": "52.2, 0.12, 3_00"}, "form.near"),
+    ({"meta": "meteorpi:peak_magnitude<=١٠"}, "form.meta line 1.value"),
+    ({"meta": "meteorpi:peak_magnitude<=-1_0"}, "form.meta line 1.value"),
+])
+def test_numbers_inside_the_near_and_meta_fields_are_ascii_too(srv, changes, named):
+    answer = _post(srv, "/watches", {**FORM, **changes})
+    assert answer.status_code == 400
+    problem = re.search(r'<p class="problem" role="alert">(.*?)</p>', answer.text, re.S).group(1)
+    assert problem.startswith(named + ":"), problem
+    assert srv.db.get_watches() == []

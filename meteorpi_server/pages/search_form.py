@@ -5,7 +5,8 @@ the value as the API expects it (``camera_ids``, ``event_type``, ``lat_min``...)
 ``datetime-local`` values read as UTC (integer milliseconds are accepted too, so an API query
 pasted into the address bar works), offsets are hours after local noon, meta constraints are
 rows ``meta_key_N``/``meta_op_N``/``meta_value_N``. The form's query string is the bookmark.
-Problems are ValidationErrors naming the form field.
+Every field is read through ``meteorpi_server.params`` (one value, no control characters or
+spaces around it, numbers in ASCII digits); problems are ValidationErrors naming the form field.
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from meteorpi_model import EventSearch, ValidationError
+from meteorpi_model.fields import Float, Int
+from meteorpi_model.query import is_integer_text
 from meteorpi_model.search import CONSTRAINT_TYPES
+from meteorpi_model.values import INSTANT_MAX_MS, INSTANT_MIN_MS, instant_to_ms
+
+from .. import params
 
 PAGE_SIZE = 50
 META_ROWS = 3
@@ -24,7 +30,7 @@ OFFSET_FIELDS = {"after_offset_hours": "after_offset", "before_offset_hours": "b
 DATE_OPS, NUMBER_OPS = ("before", "after"), ("less", "greater", "number_equals")
 OP_LABELS = {"string_equals": "text is", "contains": "text contains", "less": "number <", "greater": "number >",
              "number_equals": "number =", "before": "date before", "after": "date after"}
-_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$")
+_LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,3})?)?", re.ASCII)
 MAX_PAGE = 1_000_000
 
 
@@ -37,29 +43,26 @@ class SearchForm:
 
 
 def _text(args: Mapping, name: str) -> str:
-    return (args.get(name) or "").strip()
+    """The one value of field ``name`` as sent ('' when absent or empty: a browser sends every
+    input of the form, the empty ones as nothing)."""
+    return params.one(args, name, params.Text(), default="", path=f"form.{name}")
 
 
 def _number(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValidationError(f"form.{name}", f"expected a number, got {text[:40]!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValidationError(f"form.{name}", "expected a finite number")
-    return value
+    return params.value(Float(), text, f"form.{name}")
 
 
 def _instant_ms(text: str, name: str) -> int:
-    if text.isdigit():
-        return int(text)
-    if not _LOCAL_TIME.match(text):
-        raise ValidationError(f"form.{name}", f"expected a date and time like 2026-11-30T21:00, got {text[:40]!r}")
+    if is_integer_text(text):
+        return params.value(Int(INSTANT_MIN_MS, INSTANT_MAX_MS), text, f"form.{name}")
+    if not _LOCAL_TIME.fullmatch(text):
+        raise ValidationError(f"form.{name}", f"expected a date and time like 2026-11-30T21:00 (or integer "
+                                              f"milliseconds since 1970), got {text[:40]!r}")
     try:
         moment = _dt.datetime.fromisoformat(text).replace(tzinfo=_dt.timezone.utc)
     except ValueError as e:
         raise ValidationError(f"form.{name}", str(e)) from None
-    return int(moment.timestamp() * 1000)
+    return instant_to_ms(moment)  # exact: no float on the way
 
 
 def _meta_constraints(args: Mapping, values: dict) -> list[dict]:
@@ -111,10 +114,8 @@ def parse(args: Mapping) -> SearchForm:
     values["exclude_imported"] = "true" if _text(args, "exclude_imported") in ("true", "1", "on") else ""
     if values["exclude_imported"]:
         wire["exclude_imported"] = True
-    page_text = _text(args, "page") or "1"
-    if not page_text.isdigit() or not 1 <= int(page_text) <= MAX_PAGE:
-        raise ValidationError("form.page", f"expected a page number from 1 to {MAX_PAGE}, got {page_text[:20]!r}")
-    page = int(page_text)
+    page_text = _text(args, "page")
+    page = params.value(Int(1, MAX_PAGE), page_text, "form.page") if page_text else 1
     wire.update(limit=PAGE_SIZE, skip=(page - 1) * PAGE_SIZE)
     return SearchForm(values=values, search=EventSearch.from_dict(wire, "form"), page=page)
 
@@ -127,7 +128,7 @@ MAX_SHOWN_CHARS = 500
 def as_sent(args: Mapping) -> SearchForm:
     """The form with what was sent in it (shown as text), for a search that could not be made:
     the person corrects the field the error names instead of typing everything again."""
-    values = {name: _text(args, name)[:MAX_SHOWN_CHARS] for name in FIELD_NAMES}
+    values = {name: (args.get(name) or "")[:MAX_SHOWN_CHARS] for name in FIELD_NAMES}  # as typed, to correct
     return SearchForm(values=values, search=EventSearch(), page=1)
 
 

@@ -20,13 +20,17 @@ post these forms: cross_site.py refuses it.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from flask import redirect, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from meteorpi_db import Conflict
 from meteorpi_model import ValidationError
+from meteorpi_model.fields import Codec, UUIDCodec
 from meteorpi_model.watch import WATCH_NAME
 
+from .. import params
 from ..auth import current_user
 from ..errors import ApiError
 from ..watch_routes import ADMIN_ROLE, MAX_WATCH_BODY, NameTaken, add_and_ask_confirmation, check_may_add, own_watch
@@ -45,18 +49,20 @@ def _render(status: int = 200, values: dict | None = None, error: str | None = N
         kind_labels=watch_form.KIND_LABELS, **shown), status
 
 
-def _valid_name(text: str | None) -> str | None:
-    """``text`` if it is a watch name (what a redirect says is shown only then)."""
+def _notice(name: str, codec: Codec) -> Any:
+    """What the redirect after a test or a delete says (``?tested=<id>``, ``?deleted=<name>``),
+    read by the strict reader and ``codec``; anything else is not shown: a notice is no reason
+    for a 400, and a hand-made URL must not put its text on the page."""
     try:
-        return WATCH_NAME.decode(text, "name") if text else None
+        return params.one(request.args, name, codec)
     except ValidationError:
         return None
 
 
 def watches_page():
     """The list and the add form; after a test or a delete, what was done."""
-    tested = request.args.get("tested", "")
-    return _render(deleted=_valid_name(request.args.get("deleted")), tested=tested[:32])
+    tested = _notice("tested", UUIDCodec())
+    return _render(deleted=_notice("deleted", WATCH_NAME), tested=tested.hex if tested else "")
 
 
 def add_watch_page():
