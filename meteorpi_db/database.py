@@ -23,8 +23,8 @@ import psycopg2.errors
 from meteorpi_model.urls import redact_url
 
 from .batches import BatchStore
-from .config import Config, load_config
-from .errors import StorageUnavailable
+from .config import Config, load_config, prepare_data_dir
+from .errors import ConfigError, StorageUnavailable
 from .export_configs import ExportConfigStore
 from .export_marking import ExportMarkingStore
 from .export_queue import ExportQueueStore
@@ -68,6 +68,8 @@ def ensure_database(admin_url: str, database: str) -> None:
         conn = psycopg2.connect(admin_url, connect_timeout=10)
     except psycopg2.OperationalError as e:
         raise StorageUnavailable(f"database unreachable: {str(e).strip()}", e) from e
+    except psycopg2.ProgrammingError:  # unparseable DSN: libpq's message quotes its password
+        raise ConfigError("database URL: not a PostgreSQL URL or key=value connection string") from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -91,6 +93,8 @@ class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchSt
                  config: Config | None = None):
         self.config = config or load_config()
         data_dir = self.config.data_path
+        if file_store_path is None:
+            prepare_data_dir(data_dir)  # before the embedded server or the file store write there
         if url is None:
             url = self.config.database.url or embedded_url(data_dir)
         self.url = url

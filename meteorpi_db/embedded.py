@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from .config import prepare_data_dir
 from .errors import EmbeddedServerError
 
 log = logging.getLogger("meteorpi.db.embedded")
@@ -68,12 +69,16 @@ class EmbeddedPostgres:
     # -- public -------------------------------------------------------------------------------
     def attach(self) -> str:
         """Start the server if needed, count this process as a client; return the base URI."""
-        with self._locked():
-            self._init_cluster()
-            if not self._running():
-                self._start()
-            self.clients.mkdir(exist_ok=True)
-            (self.clients / str(os.getpid())).touch()
+        prepare_data_dir(self.data_dir)  # a file, /proc, no permission: one line, nothing written
+        try:
+            with self._locked():
+                self._init_cluster()
+                if not self._running():
+                    self._start()
+                self.clients.mkdir(exist_ok=True)
+                (self.clients / str(os.getpid())).touch()
+        except OSError as e:  # e.g. postgres/ is a file: the disk said no, not PostgreSQL
+            raise EmbeddedServerError(f"cannot use {e.filename or self.data_dir}: {e.strerror or e}", e) from e
         if self._pid != os.getpid():
             self._pid = os.getpid()
             atexit.register(self.detach)

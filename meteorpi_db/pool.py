@@ -21,7 +21,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from . import green
-from .errors import StorageUnavailable
+from .errors import ConfigError, StorageUnavailable
 
 log = logging.getLogger("meteorpi.db")
 CONNECT_TIMEOUT_SECONDS = 10
@@ -55,6 +55,10 @@ class ConnectionPool:
                                         application_name="meteorpi")
         except psycopg2.OperationalError as e:
             raise StorageUnavailable(f"database unreachable: {str(e).strip().splitlines()[0]}", e) from e
+        except psycopg2.ProgrammingError:
+            # libpq could not parse the DSN; its message quotes it, password and all, so it is
+            # neither shown nor chained (a URL from the configuration was checked at load).
+            raise ConfigError("database URL: not a PostgreSQL URL or key=value connection string") from None
         except green.Expired as e:
             raise StorageUnavailable(f"database unreachable: no answer within {CONNECT_TIMEOUT_SECONDS}s", e) from e
         return conn

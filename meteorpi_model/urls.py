@@ -8,19 +8,23 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-# user:password@ after the scheme, for URLs urlsplit refuses (``http://u:p@[::1/x``): those are
-# shown in the very messages that say they are wrong, so they must be redacted too.
-_USERINFO = re.compile(r"(?P<head>//[^/?#@:]*:)[^/?#]*@")
+# The password of a URL ``urlsplit`` refuses (``postgresql://u:pw@[::1``) or misreads (a '/' in
+# it ends the host part): from the userinfo's first ':' to the next '@'.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*:)[^@]*?@")
+# libpq's key=value form: password=secret, password = 'a b c'.
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced (``u:***@``), fit for logs and error messages."""
+    """The URL with any password replaced, fit for logs and error messages. Never raises: a
+    malformed URL is exactly the kind an error message shows, and it may hold a password too."""
+    url = _KEYWORD_PASSWORD.sub(r"\1***", url)
     try:
         parts = urllib.parse.urlsplit(url)
         password = parts.password
-    except ValueError:  # unparsable: redact by pattern, never show it raw
-        return _USERINFO.sub(r"\g<head>***@", url, count=1)
+    except ValueError:
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
     if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

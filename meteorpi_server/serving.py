@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from typing import Any
@@ -26,6 +27,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from meteorpi_db import Config, ConfigError, embedded_url
+from meteorpi_db.config import check_config
 
 from .allocator import return_large_blocks
 from .app import create_app
@@ -98,11 +100,8 @@ def _end_streams_on_stop(worker) -> None:
 
 def gunicorn_options(config: Config, host: str, port: int, workers: int) -> dict[str, Any]:
     """gunicorn settings from the configuration (and the command line's overrides)."""
+    check_config(config)  # ranges, again: a Config built in code has not been through load_config
     server = config.server
-    for name in ("threads", "worker_connections", "header_timeout_seconds", "body_timeout_seconds",
-                 "body_min_rate"):
-        if getattr(server, name) <= 0:
-            raise ConfigError(f"server.{name}: must be more than 0, got {getattr(server, name)!r}")
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -138,22 +137,49 @@ def tls_options(config: Config) -> dict[str, Any]:
     if cert is None or key is None:
         raise ConfigError("server.tls_cert and server.tls_key go together: set both to serve HTTPS, or neither")
     for name, path in (("server.tls_cert", cert), ("server.tls_key", key)):
+        if os.path.isdir(os.path.expanduser(path)):
+            raise ConfigError(f"{name}: {path} is a directory, not a PEM file")
         if not os.access(os.path.expanduser(path), os.R_OK):
             raise ConfigError(f"{name}: cannot read {path}")
+    check_certificate_pair(cert, key)
     from .worker import deferred_handshake_context
     return {"certfile": os.path.expanduser(cert), "keyfile": os.path.expanduser(key),
             "ssl_context": deferred_handshake_context}
 
 
+def check_certificate_pair(cert: str, key: str) -> None:
+    """Load the pair as each worker will, here in the master and once: gunicorn loads it only
+    in workers, so a pair that does not load kills every worker at boot and gunicorn restarts
+    them for ever. The message names the file at fault."""
+    cert_path, key_path = os.path.expanduser(cert), os.path.expanduser(key)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert_path)
+    except (ssl.SSLError, OSError, ValueError):
+        raise ConfigError(f"server.tls_cert: {cert} holds no PEM certificate") from None
+
+    def encrypted() -> bytes:
+        # gunicorn cannot ask for a passphrase; ssl would prompt on the terminal instead.
+        raise ConfigError(f"server.tls_key: {key} is encrypted; give it unencrypted (readable by meteorpi only)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path, password=encrypted)
+    except ssl.SSLError as e:
+        if getattr(e, "reason", None) == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"server.tls_key: {key} is not the private key of the certificate in {cert}") from None
+        raise ConfigError(f"server.tls_key: {key} holds no PEM private key") from None
+    except OSError as e:
+        raise ConfigError(f"server.tls_key: cannot load {key}: {e.strerror or e}") from None
+
+
 def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT; returns normally on a clean stop."""
     config = copy.deepcopy(config)  # the caller's object keeps its own database.url
-    if config.database.url is None:
-        # Attach here, in the master, and give the workers the URL (see the module docstring).
-        config.database.url = embedded_url(config.data_path)
+    # Settings (TLS files included) first: a wrong one is refused before anything starts.
     options = gunicorn_options(config, host or config.server.host,
                                config.server.port if port is None else port,
                                workers or config.server.workers)
+    if config.database.url is None:
+        # Attach here, in the master, and give the workers the URL (see the module docstring).
+        config.database.url = embedded_url(config.data_path)
     log.info("serving meteorpi on %s%s with %d worker(s)", "https://" if "certfile" in options else "http://",
              options["bind"], options["workers"])
     notifier = start_notifier(config) if config.notify.enabled else None
