@@ -140,9 +140,9 @@ class NotifyConfig:
     smtp_from: str = "meteorpi@localhost"
     smtp_starttls: bool = False
     # Nothing is mailed to an address that did not agree: every e-mail watch waits for its link.
-    confirm_hours: float = 24.0      # an unopened link expires (its watch is removed) after this
-    max_pending_anonymous: int = 100  # unopened links asked for without login, archive-wide
-    max_pending_per_user: int = 20   # unopened links one signed-in user may have asked for
+    confirm_hours: float = setting(24.0, 0, 24 * 365, above=True)  # an unopened link expires (its watch is removed)
+    max_pending_anonymous: int = setting(100, 0, 1_000_000)  # unopened links asked for without login, archive-wide
+    max_pending_per_user: int = setting(20, 0, 1_000_000)    # unopened links one signed-in user may have asked for
 
 
 @dataclass
