@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FormatError
+from .files import read_night_file
 
 PLATEPAR_NAME = "platepar_cmn2010.cal"
 RECALIBRATED_NAME = "platepars_all_recalibrated.json"
@@ -65,9 +66,9 @@ def read_config(path: Path) -> StationConfig:
     """Parse ``.config``; a FormatError names the key that is missing or wrong."""
     parser = configparser.ConfigParser(delimiters=(":", "="), inline_comment_prefixes=(";",),
                                        interpolation=None, strict=False)
+    text = read_night_file(path).decode("utf-8", errors="replace")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            parser.read_file(f)
+        parser.read_string(text, str(path))
     except configparser.Error as e:
         line = getattr(e, "lineno", None)
         raise FormatError(path, line, f"not an RMS .config: {e.message.splitlines()[0]}") from None
@@ -107,9 +108,9 @@ def _platepar(path: Path, data, where: str = "") -> Platepar:
 
 
 def _load_json(path: Path):
+    data = read_night_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise FormatError(path, e.lineno, f"not JSON: {e.msg}") from None
     except UnicodeDecodeError:

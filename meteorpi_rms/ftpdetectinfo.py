@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FormatError
+from .files import read_night_file
 from .names import parse_ff_name
 
 HEADER_LINES = 11
@@ -108,8 +109,7 @@ class _Lines:
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_night_file(path)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:

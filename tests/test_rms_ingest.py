@@ -327,6 +327,158 @@ def test_full_disk_is_a_clear_error_and_registers_nothing(node, tmp_path):
     assert not list((node.file_store.root / "tmp").iterdir())
 
 
+# -- files that are not regular files ------------------------------------------------------------
+
+def _bounded(call, seconds: float = 30.0):
+    """Run ``call`` in a thread; (result, exception), failing the test if it still runs after
+    ``seconds`` (a FIFO hung the ingest, a link to /dev/zero never ended it)."""
+    import threading
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except BaseException as e:  # handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still ingesting after {seconds:g} s"
+    return outcome.get("result"), outcome.get("error")
+
+
+# If a refusal under test were missing, reading /dev/zero would fill the disk (into the store)
+# or the memory (a product read whole, to parse it): writes past 64 MiB fail (EFBIG) and the
+# address space stops at 4 GiB (MemoryError), so such a test fails instead of harming the machine.
+FILE_SIZE_LIMIT, ADDRESS_SPACE_LIMIT = 64 * 1024 ** 2, 4 * 1024 ** 3
+
+
+def _limit_resources():
+    """For a ``meteorpi`` child: the limits above."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, resource.RLIM_INFINITY))
+
+
+@pytest.fixture
+def file_size_limit():
+    """The limits above, in this process for the test's duration."""
+    limits = {which: resource.getrlimit(which) for which in (resource.RLIMIT_FSIZE, resource.RLIMIT_AS)}
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, limits[resource.RLIMIT_FSIZE][1]))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, limits[resource.RLIMIT_AS][1]))
+    yield
+    for which, (soft, hard) in limits.items():
+        resource.setrlimit(which, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def _make_irregular(path: Path, kind: str, tmp_path: Path) -> str:
+    """Replace ``path`` by something that is not a regular file; how the refusal calls it."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+        return "a symbolic link"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "a FIFO"
+    if kind == "link to another file":
+        secret = tmp_path / "shadow"
+        secret.write_text("root:$6$secret:19000:0:99999:7:::\n")
+        path.symlink_to(secret)
+        return "a symbolic link"
+    if kind == "dangling link":
+        path.symlink_to(tmp_path / "gone")
+        return "a dangling symbolic link"
+    path.mkdir()
+    return "a folder"
+
+
+IRREGULAR = ["link to /dev/zero", "fifo", "link to another file", "dangling link", "folder"]
+
+
+@pytest.mark.parametrize("which", ["FF", ".config", "FTPdetectinfo", "platepar"])
+@pytest.mark.parametrize("kind", IRREGULAR)
+def test_night_file_that_is_not_a_regular_file_refuses_the_night_naming_it(node, tmp_path, file_size_limit,
+                                                                           which, kind):
+    """RMS writes only regular files. A link (to /dev/zero: copied at 400 MB/s for ever; to
+    /etc/shadow: ingested as the product; dangling: retried for ever as RMS housekeeping), a
+    FIFO (hung for ever) or a folder named like a product refuses the night in one line
+    naming the file, promptly; nothing is registered, no temp file is left."""
+    folder = write_night(tmp_path / "night")
+    path = {"FF": folder / ff_name("XX0001", ff_start(NightSpec(), 3)), ".config": folder / ".config",
+            "FTPdetectinfo": folder / f"FTPdetectinfo_{night_name()}.txt",
+            "platepar": folder / "platepar_cmn2010.cal"}[which]
+    described = _make_irregular(path, kind, tmp_path)
+    try:
+        results, error = _bounded(lambda: list(ingest_paths(node, [folder])))
+    finally:
+        if kind == "fifo":  # a reader stuck in open (the refusal missing) gets an end
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    assert error is None, repr(error)
+    assert [(r.state, r.message) for r in results] == [("failed", (
+        f"{folder.name}: {path.name}: not a regular file ({described}): RMS writes only regular files, "
+        "so the night is refused"))]
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to another file"])
+def test_file_swapped_after_the_listing_is_refused_where_it_is_opened(node, tmp_path, file_size_limit, kind):
+    """The listing saw regular files; an FF is swapped before its copy (and a product before it
+    is parsed): the open itself refuses it (O_NOFOLLOW, fstat), so the swap is caught too."""
+    from meteorpi_rms import NotRegularFile
+    from meteorpi_rms.config import read_config, read_platepar
+    folder = write_night(tmp_path / "night")
+    ff = folder / ff_name("XX0001", ff_start(NightSpec(), 12))
+    described = "a FIFO" if kind == "fifo" else "a symbolic link"
+
+    def swap(plan):
+        _make_irregular(ff, kind, tmp_path)
+
+    try:
+        _, error = _bounded(lambda: ingest_night(node, folder, on_plan=swap))
+        assert isinstance(error, NotRegularFile), repr(error)
+        assert str(error) == (f"{ff.name}: not a regular file ({described}): RMS writes only regular files, "
+                              "so the night is refused")
+        for reader, name in [(parse, f"FTPdetectinfo_{night_name()}.txt"), (read_config, ".config"),
+                             (read_platepar, "platepar_cmn2010.cal")]:
+            _make_irregular(folder / name, kind, tmp_path)
+            _, error = _bounded(lambda: reader(folder / name))
+            assert isinstance(error, NotRegularFile) and error.path.name == name, repr(error)
+    finally:
+        for fifo in [p for p in folder.iterdir() if p.is_fifo()]:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "dangling link"])
+def test_cli_ff_that_is_a_link_is_one_error_line_and_status_1(node, tmp_path, kind):
+    """`meteorpi ingest rms <night>` with an FF linked to /dev/zero ended never, filling the
+    store's tmp; with a dangling FF link it said "will retry" with status 0 for ever. Both are
+    one Error line naming the file, status 1, and the store's tmp stays empty."""
+    folder = write_night(tmp_path / "night")
+    ff = folder / ff_name("XX0001", ff_start(NightSpec(), 3))
+    described = _make_irregular(ff, kind, tmp_path)
+    proc = meteorpi("ingest", "rms", str(folder), env=cli_env(node), timeout=60, preexec_fn=_limit_resources)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: {folder.name}: {ff.name}: not a regular file ({described}): RMS writes only regular files, "
+        "so the night is refused"], proc.stderr
+    tmp = node.file_store.root / "tmp"
+    assert sum(p.stat().st_size for p in tmp.iterdir()) == 0
+    assert counts(node) == (0, 0, 0)
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 def _data_folder(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
