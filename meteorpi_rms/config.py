@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import FormatError
 from .files import read_night_file
+from .numbers import ascii_number
 
 PLATEPAR_NAME = "platepar_cmn2010.cal"
 RECALIBRATED_NAME = "platepars_all_recalibrated.json"
@@ -52,10 +53,10 @@ class Platepar:
 def _number(path: Path, section: str, key: str, value: str | None, kind=float, low=None, high=None):
     if value is None:
         raise FormatError(path, None, f"[{section}] {key} is missing")
-    try:
-        number = kind(float(value)) if kind is int else kind(value)
-    except ValueError:
-        raise FormatError(path, None, f"[{section}] {key}: {value!r} is not a number") from None
+    parsed = ascii_number(value.strip())  # ASCII as RMS writes it: never 1_0 (10) or other scripts' digits
+    if parsed is None or (kind is int and math.isfinite(parsed) and not parsed.is_integer()):
+        raise FormatError(path, None, f"[{section}] {key}: {value!r} is not a{' whole' if kind is int else ''} number")
+    number = kind(parsed) if math.isfinite(parsed) else parsed
     if isinstance(number, float) and not math.isfinite(number) or \
             (low is not None and number < low) or (high is not None and number > high):
         raise FormatError(path, None, f"[{section}] {key}: {value!r} is out of range [{low}, {high}]")
@@ -75,7 +76,7 @@ def read_config(path: Path) -> StationConfig:
     system = parser["System"] if parser.has_section("System") else {}
     capture = parser["Capture"] if parser.has_section("Capture") else {}
     station = (system.get("stationID") or "").strip()
-    if not station or not station.isalnum():
+    if not station or not (station.isascii() and station.isalnum()):
         raise FormatError(path, None, f"[System] stationID: {station!r} is not a station id (letters and digits)")
     fov_w, fov_h = capture.get("fov_w"), capture.get("fov_h")
     return StationConfig(

@@ -112,6 +112,124 @@ def test_garbled_ftpdetectinfo_names_file_and_line(tmp_path, how, line, phrase):
     assert phrase in str(e.value)
 
 
+def _replace_field(text: str, line: int, field: int, value: str) -> str:
+    """``text`` with field ``field`` (0-based) of line ``line`` (1-based) replaced by ``value``."""
+    lines = text.splitlines(keepends=True)
+    fields = lines[line - 1].split()
+    fields[field] = value
+    lines[line - 1] = " ".join(fields) + "\n"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("line, field, value, phrase", [
+    (16, 1, "06_40.00", "row: '06_40.00' is not a number"),              # float() read it as 640
+    (16, 0, "3_0", "row: '3_0' is not a number"),
+    (16, 1, "\u0666\u0664\u0660.00", "row: '\u0666\u0664\u0660.00' is not a number"),  # Arabic-Indic 640
+    (16, 8, "\uff0b1.50", "is not a number"),                             # a full-width plus
+    (16, 3, "Infinity", "row: 'Infinity' is not a number"),
+    (16, 4, "NaN", "row: 'NaN' is not a number"),                         # RMS writes nan, lower case
+    (16, 2, "0x14", "row: '0x14' is not a number"),
+    (15, 1, "0\u0661", "parameter line: '0\u0661' is not a number"),
+    (15, 3, "25_0", "parameter line: '25_0' is not a number"),
+    (15, 7, "00nan", "parameter line: every value must be a finite number"),
+    (15, 1, "-0001", "the meteor number not negative"),
+    (16, 0, "-0", "frame '-0' is negative"),
+    (16, 0, "-0.0000", "frame '-0.0000' is negative"),
+    (17, 0, "0029.0000", "frame 0029.0000 comes before the previous row's 30"),
+    (16, 0, "1e300", "frame 1e300 at 25 fps is more than a day after the FF file's start"),
+])
+def test_numbers_are_ascii_as_rms_writes_them(tmp_path, line, field, value, phrase):
+    """Python's float() took 1_0 as 10 and other scripts' digits as digits, so a garbled file
+    registered garbled detections. Numbers are ASCII as RMS formats them; a frame is never
+    negative (RMS formats frames unsigned: -0 is damage) nor earlier than the row before, nor so
+    large the event time overflows: each a FormatError naming file and line."""
+    path = write_detectinfo(tmp_path, NightSpec())
+    path.write_text(_replace_field(path.read_text(), line, field, value), encoding="utf-8")
+    with pytest.raises(FormatError) as e:
+        parse(path)
+    assert str(e.value).startswith(f"{path.name} line {line}: "), str(e.value)
+    assert phrase in str(e.value), str(e.value)
+
+
+def test_count_header_with_other_digits_is_not_a_count(tmp_path):
+    path = write_detectinfo(tmp_path, NightSpec())
+    path.write_text(path.read_text().replace("Meteor Count = 000003", "Meteor Count = \u0660\u0660\u0663"),
+                    encoding="utf-8")
+    with pytest.raises(FormatError, match="line 1: not an FTPdetectinfo file"):
+        parse(path)
+
+
+def test_rows_rms_writes_are_read_nan_padded_equal_frames_and_exponents(tmp_path):
+    """What RMS does write still reads: a NaN it could not compute, zero-padded (000nan,
+    +0000nan: the row is skipped, as RMS's reader does), a frame repeated, an exponent."""
+    path = write_detectinfo(tmp_path, NightSpec())
+    text = _replace_field(path.read_text(), 17, 3, "00000nan")
+    text = _replace_field(text, 18, 4, "+0000nan")
+    text = _replace_field(text, 20, 0, "0033.0000")  # the same frame as the row before
+    text = _replace_field(text, 21, 1, "6.1e2")
+    path.write_text(text)
+    first = parse(path).detections[0]
+    assert len(first.rows) == 10
+    assert [r.frame for r in first.rows[:4]] == [30.0, 33.0, 33.0, 35.0] and first.rows[3].x == 610.0
+
+
+def test_random_non_ascii_damage_in_numbers_is_always_refused(tmp_path):
+    """150 seeded mutations, each putting into one number of a detection a character that is
+    no part of an ASCII number (49 of 150 such were ingested before): every one refused,
+    naming the line it is on."""
+    import random
+    rng = random.Random(20260812)
+    clean = detectinfo_text(NightSpec()).splitlines(keepends=True)
+    path = tmp_path / f"FTPdetectinfo_{night_name()}.txt"
+    damage = ["_", "\u0661", "\u06f5", "\u0967", "\uff15", "\u00b2", "\u00a0", "x", ",", "\u2212"]
+    number_lines = [i for i, l in enumerate(clean) if i >= 14 and not l.startswith(("-", "FF_", "Recal"))]
+    parameter_lines = {i + 1 for i, l in enumerate(clean) if l.startswith("Recal")}
+    for _ in range(150):
+        i = rng.choice(number_lines)
+        fields = clean[i].split()
+        f = rng.randrange(1 if i in parameter_lines else 0, len(fields))  # the camera code is no number
+        at = rng.randrange(1, len(fields[f])) if len(fields[f]) > 1 else rng.choice([0, 1])
+        fields[f] = fields[f][:at] + rng.choice(damage) + fields[f][at:]
+        lines = list(clean)
+        lines[i] = " ".join(fields) + "\n"
+        path.write_text("".join(lines), encoding="utf-8")
+        with pytest.raises(FormatError) as e:
+            parse(path)
+        assert str(e.value).startswith(f"{path.name} line {i + 1}: "), (lines[i], str(e.value))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("latitude", "4_5.125", ".config: [System] latitude: '4_5.125' is not a number"),
+    ("latitude", "\u0664\u0665.125", ".config: [System] latitude: '\u0664\u0665.125' is not a number"),
+    ("width", "1280.5", ".config: [Capture] width: '1280.5' is not a whole number"),
+    ("stationID", "XX\u0661\u0661", ".config: [System] stationID: 'XX\u0661\u0661' is not a station id"),
+])
+def test_config_numbers_and_station_are_ascii(tmp_path, key, value, message):
+    folder = write_night(tmp_path)
+    config = folder / ".config"
+    lines = [f"{key}: {value}" if l.startswith(f"{key}:") else l for l in config.read_text().splitlines()]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(FormatError) as e:
+        read_config(config)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_ff_name_with_other_digits_is_no_ff_name():
+    from meteorpi_rms.names import parse_ff_name
+    assert parse_ff_name("FF_XX0001_20260812_190211_123_0000000.fits") is not None
+    assert parse_ff_name("FF_XX0001_20260812_190211_\u0661\u0662\u0663_0000000.fits") is None
+
+
+def test_ingest_of_a_number_with_an_underscore_registers_nothing(node, tmp_path):
+    folder = write_night(tmp_path)
+    ftp = folder / f"FTPdetectinfo_{night_name()}.txt"
+    ftp.write_text(_replace_field(ftp.read_text(), 16, 7, "000_001000"))
+    [result] = ingest_paths(node, [folder])
+    assert (result.state, result.message) == ("failed", f"{folder.name}: {ftp.name} line 16: row: '000_001000' "
+                                                        "is not a number")
+    assert counts(node) == (0, 0, 0)
+
+
 def test_config_reads_rms_syntax_and_names_a_missing_key(tmp_path):
     """':' and '=' separators, '; comments' after values, a GStreamer pipeline full of '=';
     and a config without latitude is refused naming the key."""
