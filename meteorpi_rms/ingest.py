@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import time
 import uuid
@@ -288,8 +289,16 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
                  skip: Callable[[Path], bool] | None = None, settle_seconds: float = 0.0) -> Iterator[NightResult]:
     """Each night under ``paths`` in turn; a night that cannot be taken yields a skipped or
     failed result and the others go on. Store and database errors stop the run (they would
-    fail every night the same way)."""
+    fail every night the same way). An empty path (``''``: the current folder, from an unset
+    variable, say) is refused, not read; ``settle_seconds`` must be finite (ValueError: with
+    NaN no night ever looked unsettled)."""
+    if not (math.isfinite(settle_seconds) and settle_seconds >= 0):
+        raise ValueError(f"settle_seconds {settle_seconds!r}: must be a finite number of seconds, 0 or more")
     for path in paths:
+        if isinstance(path, str) and path == "":
+            yield NightResult(Path(path), "failed", message="an empty path (it would mean the current folder): "
+                                                            "give a night folder or RMS's data folder")
+            continue
         try:
             nights = find_nights(Path(path))
         except OSError as e:

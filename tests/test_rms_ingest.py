@@ -678,6 +678,46 @@ def test_cli_follow_ingests_each_night_once_when_finished(node, tmp_path):
     assert out.count(f"skipped {second}: in progress") == 1, out
 
 
+@pytest.mark.parametrize("option, value", [("--interval", "nan"), ("--interval", "-nan"), ("--settle", "nan"),
+                                           ("--settle", "inf")])
+def test_cli_refuses_a_float_option_that_is_not_finite(node, tmp_path, option, value):
+    """click's FloatRange lets NaN through (every comparison with it is false): --interval nan
+    polled without a pause at 97% CPU for ever, --settle nan took nights still being written.
+    Refused at once as a usage error naming the option."""
+    data = tmp_path / "RMS_data"
+    write_night(data / "CapturedFiles")
+    proc = meteorpi("ingest", "rms", str(data), "--follow", option, value, env=cli_env(node), timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"Error: Invalid value for '{option}': " in proc.stderr and "is not" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert counts(node) == (0, 0, 0)
+
+
+def test_follow_and_ingest_paths_refuse_times_that_are_not_finite(node, tmp_path):
+    """The same rule for callers of the library, so no caller can make the loop spin."""
+    import threading
+    from meteorpi_rms.follow import follow
+    with pytest.raises(ValueError, match="interval nan"):
+        follow(node, [tmp_path], float("nan"), threading.Event(), lambda result: None)
+    with pytest.raises(ValueError, match="settle_seconds inf"):
+        follow(node, [tmp_path], 1.0, threading.Event(), lambda result: None, settle_seconds=float("inf"))
+    with pytest.raises(ValueError, match="settle_seconds nan"):
+        list(ingest_paths(node, [tmp_path], settle_seconds=float("nan")))
+
+
+def test_empty_path_is_refused_not_taken_for_the_current_folder(node, tmp_path):
+    """`meteorpi ingest rms ''` (an unset variable in a script) ingested the folder the command
+    ran in. Refused, in the command and in ingest_paths."""
+    write_night(tmp_path)  # what the current folder holds
+    proc = meteorpi("ingest", "rms", "", env=cli_env(node), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Error: Invalid value for 'PATHS...': an empty path (it would mean the current folder)" in proc.stderr
+    [result] = ingest_paths(node, [""])
+    assert (result.state, result.message) == ("failed", "an empty path (it would mean the current folder): "
+                                                        "give a night folder or RMS's data folder")
+    assert counts(node) == (0, 0, 0)
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 def test_ingested_night_reaches_central_byte_for_byte_and_again_sends_nothing(node, central, tmp_path):
