@@ -10,6 +10,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -597,6 +598,44 @@ def test_cli_ff_that_is_a_link_is_one_error_line_and_status_1(node, tmp_path, ki
     assert counts(node) == (0, 0, 0)
 
 
+def test_interrupted_ingest_leaves_no_temp_file_and_the_next_run_takes_the_night(node, tmp_path, monkeypatch):
+    """Ctrl-C while a large night is copied: nothing registered (as before), and now also no
+    temp file left in the store's tmp (~950 MB stayed until the next start) and no copy thread
+    still running; the next run takes the night whole."""
+    import threading
+    from meteorpi_db import FileStore
+    spec = NightSpec(meteors=[Meteor(block, meteor_number=block + 1) for block in range(40)], ff_size=64 * 1024)
+    folder = write_night(tmp_path, spec)
+    real = FileStore._copy_through
+
+    def slow(self, source, incoming):  # a large night: 40 FF files at 0.1 s each, 4 at once
+        real(self, source, incoming)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(FileStore, "_copy_through", slow)
+    tmp = node.file_store.root / "tmp"
+    interrupted_at = []
+
+    def ctrl_c():
+        wait_for(lambda: len(os.listdir(tmp)) >= 6, 20, "copies under way")
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    helper = threading.Thread(target=ctrl_c, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        ingest_night(node, folder)
+        time.sleep(5)  # done before the interrupt came: fail below, not here
+    stopped_after = time.monotonic() - interrupted_at[0]
+    helper.join()
+    assert stopped_after < 0.5, f"the copies went on for {stopped_after:.2f} s after Ctrl-C"
+    assert not list(tmp.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("meteorpi-copy")]
+    assert counts(node) == (0, 0, 0)
+    monkeypatch.undo()
+    assert ingest_night(node, folder).registered.events == 40
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 def _data_folder(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
@@ -716,6 +755,32 @@ def test_empty_path_is_refused_not_taken_for_the_current_folder(node, tmp_path):
     assert (result.state, result.message) == ("failed", "an empty path (it would mean the current folder): "
                                                         "give a night folder or RMS's data folder")
     assert counts(node) == (0, 0, 0)
+
+
+def test_cli_ctrl_c_during_a_large_night_exits_at_once_leaving_no_temp_file(node, tmp_path):
+    """The real command, Ctrl-C once its copies are under way: it exits within seconds (a
+    KeyboardInterrupt inside the copy pool's thread start left a worker that hung the exit),
+    status 1 and one line, with nothing in the store's tmp (the finished copies' temp files
+    stayed: ~950 MB for a large night) and nothing registered; the next run takes the night."""
+    spec = NightSpec(meteors=[Meteor(block, meteor_number=block + 1) for block in range(120)], ff_size=512 * 1024)
+    folder = write_night(tmp_path, spec)
+    tmp = node.file_store.root / "tmp"
+    proc = start_meteorpi("ingest", "rms", str(folder), env=cli_env(node), stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(os.listdir(tmp)) >= 2 or proc.poll() is not None, 60, "copies under way", 0.002)
+        assert proc.poll() is None, "the night was done before Ctrl-C: make it larger"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out
+    assert out.strip().splitlines()[-1] == "Aborted!" and "Traceback" not in out, out
+    assert not list(tmp.iterdir())
+    assert counts(node) == (0, 0, 0)
+    again = meteorpi("ingest", "rms", str(folder), env=cli_env(node))
+    assert again.returncode == 0 and "-> 120 new event(s)" in again.stdout, again.stdout + again.stderr
 
 
 # -- end to end -------------------------------------------------------------------------------------
