@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FormatError
+from .files import read_night_file
+from .numbers import ascii_number
 
 PLATEPAR_NAME = "platepar_cmn2010.cal"
 RECALIBRATED_NAME = "platepars_all_recalibrated.json"
@@ -51,10 +53,10 @@ class Platepar:
 def _number(path: Path, section: str, key: str, value: str | None, kind=float, low=None, high=None):
     if value is None:
         raise FormatError(path, None, f"[{section}] {key} is missing")
-    try:
-        number = kind(float(value)) if kind is int else kind(value)
-    except ValueError:
-        raise FormatError(path, None, f"[{section}] {key}: {value!r} is not a number") from None
+    parsed = ascii_number(value.strip())  # ASCII as RMS writes it: never 1_0 (10) or other scripts' digits
+    if parsed is None or (kind is int and math.isfinite(parsed) and not parsed.is_integer()):
+        raise FormatError(path, None, f"[{section}] {key}: {value!r} is not a{' whole' if kind is int else ''} number")
+    number = kind(parsed) if math.isfinite(parsed) else parsed
     if isinstance(number, float) and not math.isfinite(number) or \
             (low is not None and number < low) or (high is not None and number > high):
         raise FormatError(path, None, f"[{section}] {key}: {value!r} is out of range [{low}, {high}]")
@@ -65,16 +67,16 @@ def read_config(path: Path) -> StationConfig:
     """Parse ``.config``; a FormatError names the key that is missing or wrong."""
     parser = configparser.ConfigParser(delimiters=(":", "="), inline_comment_prefixes=(";",),
                                        interpolation=None, strict=False)
+    text = read_night_file(path).decode("utf-8", errors="replace")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            parser.read_file(f)
+        parser.read_string(text, str(path))
     except configparser.Error as e:
         line = getattr(e, "lineno", None)
         raise FormatError(path, line, f"not an RMS .config: {e.message.splitlines()[0]}") from None
     system = parser["System"] if parser.has_section("System") else {}
     capture = parser["Capture"] if parser.has_section("Capture") else {}
     station = (system.get("stationID") or "").strip()
-    if not station or not station.isalnum():
+    if not station or not (station.isascii() and station.isalnum()):
         raise FormatError(path, None, f"[System] stationID: {station!r} is not a station id (letters and digits)")
     fov_w, fov_h = capture.get("fov_w"), capture.get("fov_h")
     return StationConfig(
@@ -107,9 +109,9 @@ def _platepar(path: Path, data, where: str = "") -> Platepar:
 
 
 def _load_json(path: Path):
+    data = read_night_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise FormatError(path, e.lineno, f"not JSON: {e.msg}") from None
     except UnicodeDecodeError:

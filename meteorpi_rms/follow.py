@@ -7,6 +7,7 @@ reported once, not at every poll).
 """
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,12 @@ def follow(db: MeteorDatabase, paths: list[Path], interval: float, stop: threadi
            on_result: Callable[[NightResult], None], on_plan=None, on_stored=None,
            settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> None:
     """Poll ``paths`` every ``interval`` seconds until ``stop`` is set; a night is taken once
-    none of its files changed for ``settle_seconds``."""
+    none of its files changed for ``settle_seconds``. ValueError unless both are finite, the
+    interval above 0: a NaN interval made the loop poll without a pause (a CPU at 97%)."""
+    if not (math.isfinite(interval) and interval > 0):
+        raise ValueError(f"interval {interval!r}: must be a finite number of seconds above 0")
+    if not (math.isfinite(settle_seconds) and settle_seconds >= 0):
+        raise ValueError(f"settle_seconds {settle_seconds!r}: must be a finite number of seconds, 0 or more")
     done: set[tuple] = set()
 
     def seen(root: Path) -> bool:

@@ -10,9 +10,14 @@ Layout (facts from RMS's writer; the code is ours):
   fields; numbers may be unpadded or negative, so rows are split on whitespace).
 
 RMS drops rows whose centroid is NaN when writing, so a detection may hold fewer rows than it
-announces; it never holds more. Anything else that does not fit — a missing field, text where
-a number belongs, fewer detections than the count, a file cut mid-line — is a FormatError
-naming the file and the line, and the whole night is refused.
+announces; it never holds more. A row with another NaN (``000nan``: RA, say) is skipped, as
+RMS's own reader does. Numbers are ASCII as RMS formats them (see numbers.py). Frames are the
+frame numbers of the FF block: never negative (RMS formats them unsigned, so ``-0`` is damage),
+written in the order of the frames (equal frames may repeat; going back may not), and within a
+day of the FF's start at the detection's fps (a larger offset made the event time overflow).
+Anything else that does not fit — a missing field, text where a number belongs, fewer
+detections than the count, a file cut mid-line — is a FormatError naming the file and the
+line, and the whole night is refused.
 """
 from __future__ import annotations
 
@@ -24,13 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FormatError
+from .files import read_night_file
+from .numbers import ascii_number
 from .names import parse_ff_name
 
 HEADER_LINES = 11
-COUNT_RE = re.compile(r"^\s*Meteor Count\s*=\s*(\d+)\s*$")
+COUNT_RE = re.compile(r"^\s*Meteor Count\s*=\s*([0-9]+)\s*$")  # [0-9]: \d is any script's digit
 VERSION_RE = re.compile(r"Processed with (RMS [^\s]+)")
 SEPARATOR_RE = re.compile(r"^-{20,}\s*$")
 ROW_FIELDS = (8, 9, 12)
+# A detection's frames lie within its FF block (256 frames); a day at its fps is far past any.
+MAX_FRAME_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -94,12 +103,14 @@ def _to_ms(t: _dt.datetime) -> _dt.datetime:
 
 
 def _floats(path: Path, line_no: int, fields: list[str], what: str) -> list[float]:
+    """The fields as numbers, each as RMS writes them (ASCII: see numbers.py); a FormatError
+    names the first that is not one."""
     out = []
     for text in fields:
-        try:
-            out.append(float(text))
-        except ValueError:
-            raise FormatError(path, line_no, f"{what}: {text!r} is not a number") from None
+        number = ascii_number(text)
+        if number is None:
+            raise FormatError(path, line_no, f"{what}: {text[:40]!r} is not a number")
+        out.append(number)
     return out
 
 
@@ -108,8 +119,7 @@ class _Lines:
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_night_file(path)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -177,10 +187,13 @@ def _detection(path: Path, lines: _Lines, start: int) -> Detection:
                                              f"found {len(fields)}")
     numbers = _floats(path, params_line, fields[1:], "parameter line")
     meteor_no, n_rows, fps, _hnr, _mle, _bin, speed, rho, phi = numbers
-    if not (fps > 0 and math.isfinite(fps)):
+    if not all(math.isfinite(v) for v in numbers):
+        raise FormatError(path, params_line, "parameter line: every value must be a finite number")
+    if not fps > 0:
         raise FormatError(path, params_line, f"fps {fields[3]!r} must be a positive number")
-    if not (n_rows.is_integer() and meteor_no.is_integer() and n_rows >= 1):
-        raise FormatError(path, params_line, "meteor number and row count must be whole numbers, rows at least 1")
+    if not (n_rows.is_integer() and meteor_no.is_integer() and n_rows >= 1 and meteor_no >= 0):
+        raise FormatError(path, params_line, "meteor number and row count must be whole numbers, "
+                                             "the meteor number not negative, rows at least 1")
     rows: list[Row] = []
     content = [" ".join(fields), ff_name]
     while (peek := lines.peek()) is not None and not SEPARATOR_RE.match(peek):
@@ -192,11 +205,21 @@ def _detection(path: Path, lines: _Lines, start: int) -> Detection:
             raise FormatError(path, row_line, f"a row has {len(values)} fields, expected 9 or 12 "
                                               f"(frame x y ra dec az alt intensity mag [background snr saturated])")
         numbers = _floats(path, row_line, values, "row")
+        if values[0].startswith("-"):
+            raise FormatError(path, row_line, f"frame {values[0][:40]!r} is negative: RMS writes frame numbers "
+                                              f"of the FF block, 0 and up")
         content.append(" ".join(values))
         if any(math.isnan(v) for v in numbers):
             continue  # a NaN centroid or magnitude: RMS's own reader skips the row too
         if any(math.isinf(v) for v in numbers):
             raise FormatError(path, row_line, "a row holds an infinite value")
+        frame = numbers[0]
+        if rows and frame < rows[-1].frame:
+            raise FormatError(path, row_line, f"frame {values[0]} comes before the previous row's "
+                                              f"{rows[-1].frame:g}: RMS writes rows in frame order")
+        if frame / fps > MAX_FRAME_SECONDS:
+            raise FormatError(path, row_line, f"frame {values[0][:40]} at {fps:g} fps is more than a day "
+                                              f"after the FF file's start")
         rows.append(Row(*numbers))
     if not rows:
         raise FormatError(path, params_line, "the detection has no rows")

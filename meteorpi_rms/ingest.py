@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import time
 import uuid
@@ -25,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from meteorpi_db import Conflict, MeteorDatabase
+from meteorpi_db import Conflict, MeteorDatabase, SourceNotRegular
 from meteorpi_db.registrations import Registered
 from meteorpi_model import CameraStatus, Event, FileRecord, Location, Meta, Orientation
 
 from . import ids
 from .config import PLATEPAR_NAME, RECALIBRATED_NAME, Platepar, StationConfig, read_config, read_platepar, read_recalibrated
-from .errors import FormatError, NightInProgress, NightVanished
+from .errors import FormatError, NightInProgress, NightVanished, NotRegularFile
 from .ftpdetectinfo import DetectInfo, Detection, parse
 from .names import parse_ff_name, parse_fr_name, parse_night_name
 from .night import NightFolder, find_nights, in_progress_elsewhere, mime_type, scan_night
@@ -87,6 +88,7 @@ def plan_night(root: Path, settle_seconds: float = 0.0) -> NightPlan:
     elsewhere = in_progress_elsewhere(folder.root)
     if elsewhere:
         raise NightInProgress(elsewhere)
+    folder.require_regular()
     if settle_seconds > 0:
         if _quiet_seconds(folder.root) < settle_seconds:
             raise NightInProgress(f"{folder.root}: still being written (files changed within "
@@ -261,8 +263,12 @@ def ingest_night(db: MeteorDatabase, root: Path, on_plan: Callable[[NightPlan], 
     if on_plan is not None:
         on_plan(plan)
     try:
+        # No links followed: a file swapped for one since the listing is refused at open.
         stored_list = db.file_store.store_files(
-            plan.sources, lambda path, md5: ids.file_id(plan.station, plan.night, path.name, md5), on_stored)
+            plan.sources, lambda path, md5: ids.file_id(plan.station, plan.night, path.name, md5), on_stored,
+            follow_symlinks=False)
+    except SourceNotRegular as e:
+        raise NotRegularFile(Path(e.filename), e.kind) from None
     except FileNotFoundError as e:
         raise NightVanished(f"{plan.folder.root}: {Path(e.filename).name} disappeared while read "
                             f"(RMS housekeeping?); will retry") from None
@@ -283,8 +289,16 @@ def ingest_paths(db: MeteorDatabase, paths: list[Path], on_plan=None, on_stored=
                  skip: Callable[[Path], bool] | None = None, settle_seconds: float = 0.0) -> Iterator[NightResult]:
     """Each night under ``paths`` in turn; a night that cannot be taken yields a skipped or
     failed result and the others go on. Store and database errors stop the run (they would
-    fail every night the same way)."""
+    fail every night the same way). An empty path (``''``: the current folder, from an unset
+    variable, say) is refused, not read; ``settle_seconds`` must be finite (ValueError: with
+    NaN no night ever looked unsettled)."""
+    if not (math.isfinite(settle_seconds) and settle_seconds >= 0):
+        raise ValueError(f"settle_seconds {settle_seconds!r}: must be a finite number of seconds, 0 or more")
     for path in paths:
+        if isinstance(path, str) and path == "":
+            yield NightResult(Path(path), "failed", message="an empty path (it would mean the current folder): "
+                                                            "give a night folder or RMS's data folder")
+            continue
         try:
             nights = find_nights(Path(path))
         except OSError as e:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 STATION = r"[A-Za-z0-9]+"
 _STAMP = r"(?P<date>\d{8})_(?P<time>\d{6})_(?P<fraction>\d{3}|\d{6})"
-NIGHT_RE = re.compile(rf"^(?P<station>{STATION})_(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<fraction>\d{{6}})$")
-FF_RE = re.compile(rf"^FF_(?P<station>{STATION})_{_STAMP}_(?P<frame>\d+)\.(?:fits|bin)$")
-FR_RE = re.compile(rf"^FR_(?P<station>{STATION})_{_STAMP}_(?P<frame>\d+)\.bin$")
-FTPDETECTINFO_RE = re.compile(rf"^FTPdetectinfo_(?P<night>{STATION}_\d{{8}}_\d{{6}}_\d{{6}})\.txt$")
+# re.ASCII: \d is [0-9] only; else another script's digits in the fraction were read by int().
+NIGHT_RE = re.compile(rf"^(?P<station>{STATION})_(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<fraction>\d{{6}})$", re.ASCII)
+FF_RE = re.compile(rf"^FF_(?P<station>{STATION})_{_STAMP}_(?P<frame>\d+)\.(?:fits|bin)$", re.ASCII)
+FR_RE = re.compile(rf"^FR_(?P<station>{STATION})_{_STAMP}_(?P<frame>\d+)\.bin$", re.ASCII)
+FTPDETECTINFO_RE = re.compile(rf"^FTPdetectinfo_(?P<night>{STATION}_\d{{8}}_\d{{6}}_\d{{6}})\.txt$", re.ASCII)
 
 
 @dataclass(frozen=True)

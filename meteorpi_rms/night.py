@@ -9,10 +9,13 @@ ArchivedFiles when it is there (it holds the calibrated products), else from Cap
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NightInProgress, NightVanished
+from meteorpi_db.file_store import file_kind
+
+from .errors import NightInProgress, NightVanished, NotRegularFile
 from .names import ftpdetectinfo_night, parse_ff_name, parse_fr_name, parse_night_name
 
 QUEUE_BACKUP_PREFIX = "rms_queue_bkup_"
@@ -60,6 +63,8 @@ class NightFolder:
     fr: list[Path] = field(default_factory=list)
     night_files: list[tuple[Path, str]] = field(default_factory=list)  # (path, semantic type)
     in_progress_marker: str | None = None
+    # Files we would read that are no regular files (name -> what they are): see files.py.
+    irregular: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -72,14 +77,23 @@ class NightFolder:
         if self.in_progress_marker is not None:
             raise NightInProgress(f"{self.root}: in progress (RMS's queue backup {self.in_progress_marker} remains)")
 
+    def require_regular(self) -> None:
+        """NotRegularFile, naming the first, when a file we would read is a link, FIFO, device..."""
+        for name, kind in sorted(self.irregular.items()):
+            raise NotRegularFile(self.root / name, kind)
+
 
 def scan_night(root: Path) -> NightFolder:
-    """List a night folder; NightVanished when it disappears while listed."""
+    """List a night folder; NightVanished when it disappears while listed. Files to read that
+    are no regular files are noted in ``irregular`` (the listing's file types: no extra call
+    per file), so the night is refused before anything is read."""
     folder = NightFolder(Path(root))
     try:
-        names = sorted(os.listdir(root))
+        with os.scandir(root) as listing:
+            entries = {entry.name: entry for entry in listing}
     except FileNotFoundError:
         raise NightVanished(f"{root}: the folder disappeared (RMS housekeeping?)") from None
+    names = sorted(entries)
     candidates = []
     for name in names:
         if name.startswith(QUEUE_BACKUP_PREFIX) and name.endswith(".pickle"):
@@ -100,7 +114,22 @@ def scan_night(root: Path) -> NightFolder:
         folder.night = ftpdetectinfo_night(chosen)
         # Other FTPdetectinfo files (another station's) are not this night's answer.
         folder.night_files = [(p, k) for p, k in folder.night_files if k != "rms:ftpdetectinfo" or p.name == chosen]
+    kept = [*folder.ff, *(p.name for p in folder.fr), *(p.name for p, _ in folder.night_files)]
+    for name in kept:
+        try:
+            if not entries[name].is_file(follow_symlinks=False):
+                folder.irregular[name] = _describe(folder.root / name)
+        except FileNotFoundError:
+            continue  # gone since listed: the open will say so
     return folder
+
+
+def _describe(path: Path) -> str:
+    """What a file that is not regular is, for the refusal: a dangling link named as such."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode) and not path.exists():
+        return "a dangling symbolic link"
+    return file_kind(mode)
 
 
 def is_night_folder(path: Path) -> bool:

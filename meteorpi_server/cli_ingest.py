@@ -6,6 +6,7 @@ not be taken (exit status 1 at the end). Imported by cli.py only, when the comma
 """
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from pathlib import Path
@@ -17,6 +18,34 @@ from .cli import Context, domain_errors, pass_ctx
 # Nights this large get a progress bar on a terminal (smaller ones finish before it helps).
 BAR_MIN_BYTES = 64 * 1024 ** 2
 DEFAULT_INTERVAL = 300.0
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing NaN (and infinities) whatever the bounds.
+
+    Why: every comparison with NaN is false, so FloatRange(1, 86400) let ``--interval nan``
+    through, and ``--follow`` then polled without a pause (97% CPU)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class NightPath(click.Path):
+    """A night folder or RMS's data folder; never the empty path.
+
+    Why: ``Path('')`` is the current folder, so ``ingest rms ''`` (an unset variable in a
+    script) ingested whatever the command happened to be run in."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value == "":
+            self.fail("an empty path (it would mean the current folder): give a night folder or "
+                      "RMS's data folder.", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def _human(n: float) -> str:
@@ -68,11 +97,11 @@ def ingest() -> None:
 
 
 @ingest.command("rms")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=NightPath(path_type=Path))
 @click.option("--follow", is_flag=True, help="Keep polling; ingest each night once it is finished (a service).")
-@click.option("--interval", type=click.FloatRange(1, 86400), default=DEFAULT_INTERVAL, show_default=True,
+@click.option("--interval", type=FiniteFloatRange(1, 86400), default=DEFAULT_INTERVAL, show_default=True,
               help="Seconds between polls with --follow.")
-@click.option("--settle", type=click.FloatRange(0, 86400), default=None,
+@click.option("--settle", type=FiniteFloatRange(0, 86400), default=None,
               help="Leave a night whose files changed less than this many seconds ago for later "
                    "[60 with --follow, else 0].")
 @pass_ctx

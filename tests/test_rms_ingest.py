@@ -10,6 +10,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -110,6 +111,124 @@ def test_garbled_ftpdetectinfo_names_file_and_line(tmp_path, how, line, phrase):
         parse(path)
     assert str(e.value).startswith(f"{path.name} line {line}: "), str(e.value)
     assert phrase in str(e.value)
+
+
+def _replace_field(text: str, line: int, field: int, value: str) -> str:
+    """``text`` with field ``field`` (0-based) of line ``line`` (1-based) replaced by ``value``."""
+    lines = text.splitlines(keepends=True)
+    fields = lines[line - 1].split()
+    fields[field] = value
+    lines[line - 1] = " ".join(fields) + "\n"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("line, field, value, phrase", [
+    (16, 1, "06_40.00", "row: '06_40.00' is not a number"),              # float() read it as 640
+    (16, 0, "3_0", "row: '3_0' is not a number"),
+    (16, 1, "\u0666\u0664\u0660.00", "row: '\u0666\u0664\u0660.00' is not a number"),  # Arabic-Indic 640
+    (16, 8, "\uff0b1.50", "is not a number"),                             # a full-width plus
+    (16, 3, "Infinity", "row: 'Infinity' is not a number"),
+    (16, 4, "NaN", "row: 'NaN' is not a number"),                         # RMS writes nan, lower case
+    (16, 2, "0x14", "row: '0x14' is not a number"),
+    (15, 1, "0\u0661", "parameter line: '0\u0661' is not a number"),
+    (15, 3, "25_0", "parameter line: '25_0' is not a number"),
+    (15, 7, "00nan", "parameter line: every value must be a finite number"),
+    (15, 1, "-0001", "the meteor number not negative"),
+    (16, 0, "-0", "frame '-0' is negative"),
+    (16, 0, "-0.0000", "frame '-0.0000' is negative"),
+    (17, 0, "0029.0000", "frame 0029.0000 comes before the previous row's 30"),
+    (16, 0, "1e300", "frame 1e300 at 25 fps is more than a day after the FF file's start"),
+])
+def test_numbers_are_ascii_as_rms_writes_them(tmp_path, line, field, value, phrase):
+    """Python's float() took 1_0 as 10 and other scripts' digits as digits, so a garbled file
+    registered garbled detections. Numbers are ASCII as RMS formats them; a frame is never
+    negative (RMS formats frames unsigned: -0 is damage) nor earlier than the row before, nor so
+    large the event time overflows: each a FormatError naming file and line."""
+    path = write_detectinfo(tmp_path, NightSpec())
+    path.write_text(_replace_field(path.read_text(), line, field, value), encoding="utf-8")
+    with pytest.raises(FormatError) as e:
+        parse(path)
+    assert str(e.value).startswith(f"{path.name} line {line}: "), str(e.value)
+    assert phrase in str(e.value), str(e.value)
+
+
+def test_count_header_with_other_digits_is_not_a_count(tmp_path):
+    path = write_detectinfo(tmp_path, NightSpec())
+    path.write_text(path.read_text().replace("Meteor Count = 000003", "Meteor Count = \u0660\u0660\u0663"),
+                    encoding="utf-8")
+    with pytest.raises(FormatError, match="line 1: not an FTPdetectinfo file"):
+        parse(path)
+
+
+def test_rows_rms_writes_are_read_nan_padded_equal_frames_and_exponents(tmp_path):
+    """What RMS does write still reads: a NaN it could not compute, zero-padded (000nan,
+    +0000nan: the row is skipped, as RMS's reader does), a frame repeated, an exponent."""
+    path = write_detectinfo(tmp_path, NightSpec())
+    text = _replace_field(path.read_text(), 17, 3, "00000nan")
+    text = _replace_field(text, 18, 4, "+0000nan")
+    text = _replace_field(text, 20, 0, "0033.0000")  # the same frame as the row before
+    text = _replace_field(text, 21, 1, "6.1e2")
+    path.write_text(text)
+    first = parse(path).detections[0]
+    assert len(first.rows) == 10
+    assert [r.frame for r in first.rows[:4]] == [30.0, 33.0, 33.0, 35.0] and first.rows[3].x == 610.0
+
+
+def test_random_non_ascii_damage_in_numbers_is_always_refused(tmp_path):
+    """150 seeded mutations, each putting into one number of a detection a character that is
+    no part of an ASCII number (49 of 150 such were ingested before): every one refused,
+    naming the line it is on."""
+    import random
+    rng = random.Random(20260812)
+    clean = detectinfo_text(NightSpec()).splitlines(keepends=True)
+    path = tmp_path / f"FTPdetectinfo_{night_name()}.txt"
+    damage = ["_", "\u0661", "\u06f5", "\u0967", "\uff15", "\u00b2", "\u00a0", "x", ",", "\u2212"]
+    number_lines = [i for i, l in enumerate(clean) if i >= 14 and not l.startswith(("-", "FF_", "Recal"))]
+    parameter_lines = {i + 1 for i, l in enumerate(clean) if l.startswith("Recal")}
+    for _ in range(150):
+        i = rng.choice(number_lines)
+        fields = clean[i].split()
+        f = rng.randrange(1 if i in parameter_lines else 0, len(fields))  # the camera code is no number
+        at = rng.randrange(1, len(fields[f])) if len(fields[f]) > 1 else rng.choice([0, 1])
+        fields[f] = fields[f][:at] + rng.choice(damage) + fields[f][at:]
+        lines = list(clean)
+        lines[i] = " ".join(fields) + "\n"
+        path.write_text("".join(lines), encoding="utf-8")
+        with pytest.raises(FormatError) as e:
+            parse(path)
+        assert str(e.value).startswith(f"{path.name} line {i + 1}: "), (lines[i], str(e.value))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("latitude", "4_5.125", ".config: [System] latitude: '4_5.125' is not a number"),
+    ("latitude", "\u0664\u0665.125", ".config: [System] latitude: '\u0664\u0665.125' is not a number"),
+    ("width", "1280.5", ".config: [Capture] width: '1280.5' is not a whole number"),
+    ("stationID", "XX\u0661\u0661", ".config: [System] stationID: 'XX\u0661\u0661' is not a station id"),
+])
+def test_config_numbers_and_station_are_ascii(tmp_path, key, value, message):
+    folder = write_night(tmp_path)
+    config = folder / ".config"
+    lines = [f"{key}: {value}" if l.startswith(f"{key}:") else l for l in config.read_text().splitlines()]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(FormatError) as e:
+        read_config(config)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_ff_name_with_other_digits_is_no_ff_name():
+    from meteorpi_rms.names import parse_ff_name
+    assert parse_ff_name("FF_XX0001_20260812_190211_123_0000000.fits") is not None
+    assert parse_ff_name("FF_XX0001_20260812_190211_\u0661\u0662\u0663_0000000.fits") is None
+
+
+def test_ingest_of_a_number_with_an_underscore_registers_nothing(node, tmp_path):
+    folder = write_night(tmp_path)
+    ftp = folder / f"FTPdetectinfo_{night_name()}.txt"
+    ftp.write_text(_replace_field(ftp.read_text(), 16, 7, "000_001000"))
+    [result] = ingest_paths(node, [folder])
+    assert (result.state, result.message) == ("failed", f"{folder.name}: {ftp.name} line 16: row: '000_001000' "
+                                                        "is not a number")
+    assert counts(node) == (0, 0, 0)
 
 
 def test_config_reads_rms_syntax_and_names_a_missing_key(tmp_path):
@@ -327,6 +446,196 @@ def test_full_disk_is_a_clear_error_and_registers_nothing(node, tmp_path):
     assert not list((node.file_store.root / "tmp").iterdir())
 
 
+# -- files that are not regular files ------------------------------------------------------------
+
+def _bounded(call, seconds: float = 30.0):
+    """Run ``call`` in a thread; (result, exception), failing the test if it still runs after
+    ``seconds`` (a FIFO hung the ingest, a link to /dev/zero never ended it)."""
+    import threading
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except BaseException as e:  # handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still ingesting after {seconds:g} s"
+    return outcome.get("result"), outcome.get("error")
+
+
+# If a refusal under test were missing, reading /dev/zero would fill the disk (into the store)
+# or the memory (a product read whole, to parse it): writes past 64 MiB fail (EFBIG) and the
+# address space stops at 4 GiB (MemoryError), so such a test fails instead of harming the machine.
+FILE_SIZE_LIMIT, ADDRESS_SPACE_LIMIT = 64 * 1024 ** 2, 4 * 1024 ** 3
+
+
+def _limit_resources():
+    """For a ``meteorpi`` child: the limits above."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, resource.RLIM_INFINITY))
+
+
+@pytest.fixture
+def file_size_limit():
+    """The limits above, in this process for the test's duration."""
+    limits = {which: resource.getrlimit(which) for which in (resource.RLIMIT_FSIZE, resource.RLIMIT_AS)}
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, limits[resource.RLIMIT_FSIZE][1]))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, limits[resource.RLIMIT_AS][1]))
+    yield
+    for which, (soft, hard) in limits.items():
+        resource.setrlimit(which, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def _make_irregular(path: Path, kind: str, tmp_path: Path) -> str:
+    """Replace ``path`` by something that is not a regular file; how the refusal calls it."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+        return "a symbolic link"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "a FIFO"
+    if kind == "link to another file":
+        secret = tmp_path / "shadow"
+        secret.write_text("root:$6$secret:19000:0:99999:7:::\n")
+        path.symlink_to(secret)
+        return "a symbolic link"
+    if kind == "dangling link":
+        path.symlink_to(tmp_path / "gone")
+        return "a dangling symbolic link"
+    path.mkdir()
+    return "a folder"
+
+
+IRREGULAR = ["link to /dev/zero", "fifo", "link to another file", "dangling link", "folder"]
+
+
+@pytest.mark.parametrize("which", ["FF", ".config", "FTPdetectinfo", "platepar"])
+@pytest.mark.parametrize("kind", IRREGULAR)
+def test_night_file_that_is_not_a_regular_file_refuses_the_night_naming_it(node, tmp_path, file_size_limit,
+                                                                           which, kind):
+    """RMS writes only regular files. A link (to /dev/zero: copied at 400 MB/s for ever; to
+    /etc/shadow: ingested as the product; dangling: retried for ever as RMS housekeeping), a
+    FIFO (hung for ever) or a folder named like a product refuses the night in one line
+    naming the file, promptly; nothing is registered, no temp file is left."""
+    folder = write_night(tmp_path / "night")
+    path = {"FF": folder / ff_name("XX0001", ff_start(NightSpec(), 3)), ".config": folder / ".config",
+            "FTPdetectinfo": folder / f"FTPdetectinfo_{night_name()}.txt",
+            "platepar": folder / "platepar_cmn2010.cal"}[which]
+    described = _make_irregular(path, kind, tmp_path)
+    try:
+        results, error = _bounded(lambda: list(ingest_paths(node, [folder])))
+    finally:
+        if kind == "fifo":  # a reader stuck in open (the refusal missing) gets an end
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    assert error is None, repr(error)
+    assert [(r.state, r.message) for r in results] == [("failed", (
+        f"{folder.name}: {path.name}: not a regular file ({described}): RMS writes only regular files, "
+        "so the night is refused"))]
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to another file"])
+def test_file_swapped_after_the_listing_is_refused_where_it_is_opened(node, tmp_path, file_size_limit, kind):
+    """The listing saw regular files; an FF is swapped before its copy (and a product before it
+    is parsed): the open itself refuses it (O_NOFOLLOW, fstat), so the swap is caught too."""
+    from meteorpi_rms import NotRegularFile
+    from meteorpi_rms.config import read_config, read_platepar
+    folder = write_night(tmp_path / "night")
+    ff = folder / ff_name("XX0001", ff_start(NightSpec(), 12))
+    described = "a FIFO" if kind == "fifo" else "a symbolic link"
+
+    def swap(plan):
+        _make_irregular(ff, kind, tmp_path)
+
+    try:
+        _, error = _bounded(lambda: ingest_night(node, folder, on_plan=swap))
+        assert isinstance(error, NotRegularFile), repr(error)
+        assert str(error) == (f"{ff.name}: not a regular file ({described}): RMS writes only regular files, "
+                              "so the night is refused")
+        for reader, name in [(parse, f"FTPdetectinfo_{night_name()}.txt"), (read_config, ".config"),
+                             (read_platepar, "platepar_cmn2010.cal")]:
+            _make_irregular(folder / name, kind, tmp_path)
+            _, error = _bounded(lambda: reader(folder / name))
+            assert isinstance(error, NotRegularFile) and error.path.name == name, repr(error)
+    finally:
+        for fifo in [p for p in folder.iterdir() if p.is_fifo()]:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    assert counts(node) == (0, 0, 0)
+    assert not list((node.file_store.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "dangling link"])
+def test_cli_ff_that_is_a_link_is_one_error_line_and_status_1(node, tmp_path, kind):
+    """`meteorpi ingest rms <night>` with an FF linked to /dev/zero ended never, filling the
+    store's tmp; with a dangling FF link it said "will retry" with status 0 for ever. Both are
+    one Error line naming the file, status 1, and the store's tmp stays empty."""
+    folder = write_night(tmp_path / "night")
+    ff = folder / ff_name("XX0001", ff_start(NightSpec(), 3))
+    described = _make_irregular(ff, kind, tmp_path)
+    proc = meteorpi("ingest", "rms", str(folder), env=cli_env(node), timeout=60, preexec_fn=_limit_resources)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: {folder.name}: {ff.name}: not a regular file ({described}): RMS writes only regular files, "
+        "so the night is refused"], proc.stderr
+    tmp = node.file_store.root / "tmp"
+    assert sum(p.stat().st_size for p in tmp.iterdir()) == 0
+    assert counts(node) == (0, 0, 0)
+
+
+def test_interrupted_ingest_leaves_no_temp_file_and_the_next_run_takes_the_night(node, tmp_path, monkeypatch):
+    """Ctrl-C while a large night is copied: nothing registered (as before), and now also no
+    temp file left in the store's tmp (~950 MB stayed until the next start) and no copy thread
+    still running; the next run takes the night whole."""
+    import threading
+    from meteorpi_db import FileStore
+    spec = NightSpec(meteors=[Meteor(block, meteor_number=block + 1) for block in range(40)], ff_size=64 * 1024)
+    folder = write_night(tmp_path, spec)
+    real = FileStore._copy_through
+
+    def slow(self, source, incoming):  # a large night: 40 FF files at 0.1 s each, 4 at once
+        real(self, source, incoming)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(FileStore, "_copy_through", slow)
+    tmp = node.file_store.root / "tmp"
+    interrupted_at = []
+
+    def ctrl_c():
+        wait_for(lambda: len(os.listdir(tmp)) >= 6, 20, "copies under way")
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    helper = threading.Thread(target=ctrl_c, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        ingest_night(node, folder)
+        time.sleep(5)  # done before the interrupt came: fail below, not here
+    stopped_after = time.monotonic() - interrupted_at[0]
+    helper.join()
+    assert stopped_after < 0.5, f"the copies went on for {stopped_after:.2f} s after Ctrl-C"
+    assert not list(tmp.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("meteorpi-copy")]
+    assert counts(node) == (0, 0, 0)
+    monkeypatch.undo()
+    assert ingest_night(node, folder).registered.events == 40
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 def _data_folder(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
@@ -406,6 +715,72 @@ def test_cli_follow_ingests_each_night_once_when_finished(node, tmp_path):
     assert proc.returncode == 0, out
     assert out.count(f"{first.name}: 3 detection(s)") == 1 and out.count(f"{second.name}: 3 detection(s)") == 1, out
     assert out.count(f"skipped {second}: in progress") == 1, out
+
+
+@pytest.mark.parametrize("option, value", [("--interval", "nan"), ("--interval", "-nan"), ("--settle", "nan"),
+                                           ("--settle", "inf")])
+def test_cli_refuses_a_float_option_that_is_not_finite(node, tmp_path, option, value):
+    """click's FloatRange lets NaN through (every comparison with it is false): --interval nan
+    polled without a pause at 97% CPU for ever, --settle nan took nights still being written.
+    Refused at once as a usage error naming the option."""
+    data = tmp_path / "RMS_data"
+    write_night(data / "CapturedFiles")
+    proc = meteorpi("ingest", "rms", str(data), "--follow", option, value, env=cli_env(node), timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"Error: Invalid value for '{option}': " in proc.stderr and "is not" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert counts(node) == (0, 0, 0)
+
+
+def test_follow_and_ingest_paths_refuse_times_that_are_not_finite(node, tmp_path):
+    """The same rule for callers of the library, so no caller can make the loop spin."""
+    import threading
+    from meteorpi_rms.follow import follow
+    with pytest.raises(ValueError, match="interval nan"):
+        follow(node, [tmp_path], float("nan"), threading.Event(), lambda result: None)
+    with pytest.raises(ValueError, match="settle_seconds inf"):
+        follow(node, [tmp_path], 1.0, threading.Event(), lambda result: None, settle_seconds=float("inf"))
+    with pytest.raises(ValueError, match="settle_seconds nan"):
+        list(ingest_paths(node, [tmp_path], settle_seconds=float("nan")))
+
+
+def test_empty_path_is_refused_not_taken_for_the_current_folder(node, tmp_path):
+    """`meteorpi ingest rms ''` (an unset variable in a script) ingested the folder the command
+    ran in. Refused, in the command and in ingest_paths."""
+    write_night(tmp_path)  # what the current folder holds
+    proc = meteorpi("ingest", "rms", "", env=cli_env(node), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Error: Invalid value for 'PATHS...': an empty path (it would mean the current folder)" in proc.stderr
+    [result] = ingest_paths(node, [""])
+    assert (result.state, result.message) == ("failed", "an empty path (it would mean the current folder): "
+                                                        "give a night folder or RMS's data folder")
+    assert counts(node) == (0, 0, 0)
+
+
+def test_cli_ctrl_c_during_a_large_night_exits_at_once_leaving_no_temp_file(node, tmp_path):
+    """The real command, Ctrl-C once its copies are under way: it exits within seconds (a
+    KeyboardInterrupt inside the copy pool's thread start left a worker that hung the exit),
+    status 1 and one line, with nothing in the store's tmp (the finished copies' temp files
+    stayed: ~950 MB for a large night) and nothing registered; the next run takes the night."""
+    spec = NightSpec(meteors=[Meteor(block, meteor_number=block + 1) for block in range(120)], ff_size=512 * 1024)
+    folder = write_night(tmp_path, spec)
+    tmp = node.file_store.root / "tmp"
+    proc = start_meteorpi("ingest", "rms", str(folder), env=cli_env(node), stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(os.listdir(tmp)) >= 2 or proc.poll() is not None, 60, "copies under way", 0.002)
+        assert proc.poll() is None, "the night was done before Ctrl-C: make it larger"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out
+    assert out.strip().splitlines()[-1] == "Aborted!" and "Traceback" not in out, out
+    assert not list(tmp.iterdir())
+    assert counts(node) == (0, 0, 0)
+    again = meteorpi("ingest", "rms", str(folder), env=cli_env(node))
+    assert again.returncode == 0 and "-> 120 new event(s)" in again.stdout, again.stdout + again.stderr
 
 
 # -- end to end -------------------------------------------------------------------------------------

@@ -243,6 +243,113 @@ def test_local_copies_go_through_the_page_cache_when_the_disk_refuses_direct_wri
     _assert_copied(store, sources, stored)
 
 
+def _bounded(call, seconds: float = 20.0):
+    """Run ``call`` in a thread; (result, exception) once it returns, failing the test if it is
+    still running after ``seconds`` (a copy of a FIFO hung, one of /dev/zero never ended)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except BaseException as e:  # handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still copying after {seconds:g} s"
+    return outcome.get("result"), outcome.get("error")
+
+
+@pytest.fixture
+def small_file_limit():
+    """Writes past 16 MiB fail (EFBIG) while the test runs: a copy that would read a source
+    without end ends instead of filling the disk, if the refusal under test is missing."""
+    import resource
+    import signal
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024 ** 2, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.parametrize("kind, follow, what", [
+    ("link to /dev/zero", True, "a device"), ("fifo", True, "a FIFO"), ("folder", True, "a folder"),
+    ("link to a file", False, "a symbolic link"), ("dangling link", False, "a symbolic link")])
+def test_local_copies_take_regular_files_only(tmp_path, small_file_limit, kind, follow, what):
+    """A copy reads its source to the end: one of /dev/zero has none (it wrote ~400 MB/s into
+    tmp/), a FIFO blocks for ever. Each is refused at open, naming the file, before a temp file
+    exists; so is a link when links are refused. Nothing of the batch is published."""
+    from meteorpi_db import FileStore, SourceNotRegular
+    store = FileStore(tmp_path / "store")
+    good = write(tmp_path, "good.bin", os.urandom(5000))
+    odd = tmp_path / "odd.bin"
+    if kind == "link to /dev/zero":
+        odd.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "folder":
+        odd.mkdir()
+    elif kind == "link to a file":
+        odd.symlink_to(write(tmp_path, "secret", b"not for the store"))
+    else:
+        odd.symlink_to(tmp_path / "nothing")
+    try:
+        _, error = _bounded(lambda: store.store_files([good, odd], lambda path, md5: uuid.uuid4(),
+                                                      follow_symlinks=follow))
+    finally:
+        if kind == "fifo":  # a reader stuck in open (the refusal missing) gets an end
+            try:
+                os.close(os.open(odd, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting: as it should be
+                pass
+    assert isinstance(error, SourceNotRegular), repr(error)
+    assert (error.filename, error.strerror) == (str(odd), f"not a regular file ({what}): refused")
+    assert not any(store.tmp.iterdir())
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+def test_interrupted_local_copy_removes_its_temp_files_and_stops_its_threads(tmp_path, monkeypatch):
+    """Ctrl-C while a batch is copied: the copies not started never start, those running end with
+    their file, and every temp file is removed before the KeyboardInterrupt goes on (a night of
+    1 GB left ~950 MB in tmp/ until the store was next opened)."""
+    import signal
+    import time
+    from meteorpi_db import FileStore
+    store = FileStore(tmp_path / "store")
+    sources = [write(tmp_path, f"f{i}.bin", os.urandom(64 * 1024)) for i in range(40)]
+    real = FileStore._copy_through
+
+    def slow(self, source, incoming):  # 40 files at 0.1 s each, 4 at once: ~1 s in all
+        real(self, source, incoming)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(FileStore, "_copy_through", slow)
+    interrupted_at = []
+
+    def interrupt():
+        deadline = time.monotonic() + 10
+        while len(os.listdir(store.tmp)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.15)  # some copies done, others running, most not started
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    helper = threading.Thread(target=interrupt, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        store.store_files(sources, lambda path, md5: uuid.uuid4())
+        time.sleep(5)  # finished before the interrupt came: fail below, not here
+    stopped_after = time.monotonic() - interrupted_at[0]
+    helper.join()
+    assert stopped_after < 0.5, f"the copies went on for {stopped_after:.2f} s after the interrupt"
+    assert not any(store.tmp.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("meteorpi-copy")]
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
 def test_crashed_writer_leaves_nothing_held(db):
     """Bytes in flight sit in tmp/ under a temp name and never count as held; old ones are swept."""
     file_id = uuid.uuid4()
