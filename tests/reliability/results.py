@@ -232,9 +232,10 @@ FOOTER = """
   every accepted request with bad credentials runs only with `--long` (each refusal costs a
   deliberately slow password hash). It is driven through hypothesis directly: schemathesis'
   pytest plugin (`from_fixture`) does not run under pytest 9.
-- gunicorn refuses a request line over 4094 bytes itself, with an HTML 414 (documented in the
-  OpenAPI document, counted as `gunicorn_414` by the socket fuzz); werkzeug answers a path holding
-  `//` with an HTML 308 redirect (counted as `redirects_308`). Neither is JSON; both change nothing.
+- gunicorn refuses a request line over 4094 bytes itself, with a 414 the worker answers as JSON
+  (documented in the OpenAPI document, counted as `gunicorn_414` by the socket fuzz); werkzeug
+  answers a path holding `//` with an HTML 308 redirect (counted as `redirects_308`), which
+  changes nothing.
 - A slow client holds one gunicorn thread while its body trickles in: `server.timeout_seconds`
   ends a stalled connection, not a dripping one. Clients are served beside up to
   workers x threads - 1 slow ones (tested: 6 beside 8 threads); beyond that they queue. A proxy
