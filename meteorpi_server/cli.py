@@ -103,13 +103,18 @@ def user() -> None:
     """Manage users and their roles."""
 
 
-def read_password(password_stdin: bool) -> str:
+def read_password(password_stdin: bool, label: str = "Password", confirm: bool = True) -> str:
     """A password from stdin's first line (for scripts: never on the command line, where `ps`
-    shows it) or from a hidden prompt asked twice."""
+    shows it) or from a hidden prompt (asked twice when ``confirm``). Without a terminal there
+    is no one to prompt: getpass would print a Python warning, echo, then abort on the empty
+    stdin, so the command says what to do instead."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise click.ClickException("no terminal to ask for the password on: give --password-stdin "
+                                   "and the password as the first line of stdin")
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = click.prompt(label, hide_input=True, confirmation_prompt=confirm)
     if not password:
         raise click.ClickException("the password must not be empty")
     return password
@@ -143,9 +148,10 @@ def user_list(ctx: Context) -> None:
 @pass_ctx
 @domain_errors
 def user_delete(ctx: Context, name: str) -> None:
-    """Delete user NAME."""
+    """Delete user NAME, with their watches and those watches' delivery history."""
+    watches = len(ctx.db.get_watches(name))
     ctx.db.delete_user(name)
-    click.echo(f"user {name} deleted")
+    click.echo(f"user {name} deleted" + (f", with their {watches} watch(es)" if watches else ""))
 
 
 @main.command("schema")

@@ -19,7 +19,7 @@ from meteorpi_db.feed import START, Cursor, FeedFilter
 from meteorpi_model import ValidationError
 from meteorpi_model.urls import redact_url
 
-from .cli import Context, domain_errors, pass_ctx
+from .cli import Context, domain_errors, pass_ctx, read_password
 from .cli_checks import check_camera, check_type, printable
 
 WAIT_SECONDS = 30
@@ -147,10 +147,7 @@ def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor |
         if target.plain_http_to_public:
             click.echo(f"Warning: the password of {user_id} goes in clear over plain HTTP to "
                        f"{redact_url(url)}, which is not a loopback or private address", err=True)
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = click.prompt(f"Password for {user_id}", hide_input=True)
+        password = read_password(password_stdin, f"Password for {user_id}", confirm=False)
         session.auth = (user_id, password)
     endpoint = url.rstrip("/") + "/feed"
     shown = redact_url(endpoint)

@@ -93,8 +93,11 @@ def test_user_add_then_get_user_checks_the_password(cli_env):
     assert db.get_user("alice", "s3cret") is None
     listed = meteorpi(["user", "list"], env)
     assert listed.stdout.strip() == "alice\timport,user"
-    assert meteorpi(["user", "delete", "alice"], env).returncode == 0
-    assert db.get_users() == []
+    from meteorpi_model.watch import Watch
+    db.create_watch(Watch(name="hook", kind="event", webhook="https://example.org/h"), "alice")
+    deleted = meteorpi(["user", "delete", "alice"], env)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == "user alice deleted, with their 1 watch(es)"
+    assert db.get_users() == [] and db.get_watches() == []
 
 
 @pytest.mark.parametrize("args,stdin,message", [
@@ -102,12 +105,16 @@ def test_user_add_then_get_user_checks_the_password(cli_env):
     (["user", "add", "bad name", "--role", "user", "--password-stdin"], "pw\n", "Error: user.user_id:"),
     (["user", "add", "dave", "--role", "root", "--password-stdin"], "pw\n", "Invalid value for '--role'"),
     (["user", "add", "dave", "--role", "user", "--password-stdin"], "\n", "Error: the password must not be empty"),
+    # no terminal and no --password-stdin: getpass printed a Python warning, then "Aborted!"
+    (["user", "add", "dave", "--role", "user"], "pw\n", "Error: no terminal to ask for the password on"),
+    (["feed", "--url", "http://127.0.0.1:9", "--user", "dave"], "", "Error: no terminal to ask for the password on"),
 ])
 def test_cli_bad_input_is_one_line_and_non_zero(cli_env, args, stdin, message):
     _, env = cli_env
     out = meteorpi(args, env, stdin=stdin)
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr
+    assert "Warning" not in out.stderr and "Aborted" not in out.stderr
 
 
 def test_cli_bad_config_is_one_line(cli_env, tmp_path):
