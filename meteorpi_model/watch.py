@@ -66,7 +66,7 @@ class WatchMeta(Model):
         if found:
             at, _, op = min(found)
             key, value = text[:at].strip(), text[at + len(op):].strip()
-            if key:
+            if key and not any(c in key for c in "<>=!~"):  # '<=4' is no key '<' and '=4
                 # A number only as a query writes one (ASCII digits, no "_"): "١٠" stays text.
                 number: str | float = value
                 if op != "~":  # "contains" is about text, even text of digits (rms:night~2026)

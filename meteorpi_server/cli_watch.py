@@ -76,6 +76,8 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
     from .notify import check_target, confirm_link, send_confirmation
     if confirmed and not email:
         raise click.UsageError("--confirmed is for e-mail watches (a webhook needs no confirmation)")
+    if silent_hours is not None and kind != "absence":
+        raise click.ClickException(f"--silent-hours is for --kind absence; a {kind} watch would ignore it")
     wire = {"name": name, "kind": kind, "webhook": webhook, "email": email, "event_types": list(event_types),
             "cameras": list(cameras), "silent_hours": silent_hours, "max_per_hour": max_per_hour, "digest": digest,
             "meta": [WatchMeta.parse(m, f"--meta[{i}]").as_dict() for i, m in enumerate(metas)],

@@ -57,6 +57,9 @@ def test_watch_add_list_test_log_replay_delete(db, vectors):
     (["add", "w", "--email", "a@example.org", "--user", "nobody"], "no user 'nobody'"),
     (["delete", "nothing"], "no watch named 'nothing'"),
     (["replay", "999"], "no delivery 999"),
+    (["add", "w", "--email", "a@example.org", "--meta", "<=4", "--user", "alice"], "--meta[0]"),  # no key
+    (["add", "w", "--webhook", "https://example.org/h", "--silent-hours", "3", "--user", "alice"],
+     "--silent-hours is for --kind absence"),  # was stored on an event watch and ignored
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(db, args, message):
     db.create_or_update_user("alice", "alice-pw", ["user"])
