@@ -11,6 +11,7 @@ pytest_plugins = ["tests.server_fixtures"]
 import json
 import os
 import shutil
+import signal
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -101,3 +102,15 @@ def vectors() -> dict:
 pytest_plugins = [*pytest_plugins, "tests.export_fixtures", "tests.page_fixtures"]
 # -- Watch tests: cameras at chosen places, a signature-checking webhook receiver, an SMTP server
 pytest_plugins = [*pytest_plugins, "tests.watch_fixtures"]
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process during the test, as at a terminal. A test
+    run started in the background by a non-interactive shell (a CI script's ``&``) inherits
+    SIGINT ignored, and Python then leaves it ignored: a Ctrl-C test would see nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -598,7 +598,7 @@ def test_cli_ff_that_is_a_link_is_one_error_line_and_status_1(node, tmp_path, ki
     assert counts(node) == (0, 0, 0)
 
 
-def test_interrupted_ingest_leaves_no_temp_file_and_the_next_run_takes_the_night(node, tmp_path, monkeypatch):
+def test_interrupted_ingest_leaves_no_temp_file_and_the_next_run_takes_the_night(node, tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C while a large night is copied: nothing registered (as before), and now also no
     temp file left in the store's tmp (~950 MB stayed until the next start) and no copy thread
     still running; the next run takes the night whole."""

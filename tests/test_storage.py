@@ -311,7 +311,7 @@ def test_local_copies_take_regular_files_only(tmp_path, small_file_limit, kind, 
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
-def test_interrupted_local_copy_removes_its_temp_files_and_stops_its_threads(tmp_path, monkeypatch):
+def test_interrupted_local_copy_removes_its_temp_files_and_stops_its_threads(tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C while a batch is copied: the copies not started never start, those running end with
     their file, and every temp file is removed before the KeyboardInterrupt goes on (a night of
     1 GB left ~950 MB in tmp/ until the store was next opened)."""
