@@ -105,19 +105,31 @@ def user() -> None:
 
 def read_password(password_stdin: bool, label: str = "Password", confirm: bool = True) -> str:
     """A password from stdin's first line (for scripts: never on the command line, where `ps`
-    shows it) or from a hidden prompt (asked twice when ``confirm``). Without a terminal there
-    is no one to prompt: getpass would print a Python warning, echo, then abort on the empty
-    stdin, so the command says what to do instead."""
+    shows it) or from a hidden prompt (asked twice when ``confirm``). Without a terminal the
+    prompt reads stdin's lines itself: getpass printed a Python warning and "Password input may
+    be echoed", then, stdin empty, click's bare "Aborted!"; running out of input now says what
+    to do instead."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    elif not sys.stdin.isatty():
-        raise click.ClickException("no terminal to ask for the password on: give --password-stdin "
-                                   "and the password as the first line of stdin")
-    else:
+    elif sys.stdin.isatty():
         password = click.prompt(label, hide_input=True, confirmation_prompt=confirm)
+    else:
+        password = _line_or_advice(label)
+        if confirm and _line_or_advice("Repeat for confirmation") != password:
+            raise click.ClickException("the two passwords given differ")
     if not password:
         raise click.ClickException("the password must not be empty")
     return password
+
+
+def _line_or_advice(label: str) -> str:
+    """One line of stdin (no terminal: nothing echoes it), the prompt on stderr."""
+    click.echo(f"{label}: ", err=True, nl=False)
+    line = sys.stdin.readline()
+    if not line:
+        raise click.ClickException("no terminal to ask for the password on: give --password-stdin "
+                                   "and the password as the first line of stdin")
+    return line.rstrip("\r\n")
 
 
 @user.command("add")
