@@ -38,6 +38,9 @@ MAX_ANSWER_CHARS = 64 * 1024
 MAX_RETRY_AFTER_SECONDS = 3600
 
 
+BURST_SECONDS = 0.1  # what an idle link may send at once, in seconds of its rate
+
+
 class Stopped(Exception):
     """The exporter was told to stop (SIGINT, SIGTERM): raised from inside an upload body so the
     upload ends now rather than after the whole batch. What the target received whole it keeps;
@@ -59,7 +62,9 @@ class Pacer:
         if rate <= 0:
             raise ValueError("the rate limit must be positive")
         self.rate = float(rate)
-        self.burst = float(burst if burst is not None else min(rate, 1024 * 1024))
+        # A tenth of a second's worth: with a second's (up to 1 MiB) a batch of small files went out
+        # at once, unpaced, which is what --limit-rate is there to prevent on a shared line.
+        self.burst = float(burst if burst is not None else rate * BURST_SECONDS)
         self._free_at = time.monotonic()
         self._lock = threading.Lock()
 
