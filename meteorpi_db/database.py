@@ -145,11 +145,11 @@ class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchSt
         """The (file_id, md5) pairs whose bytes are not held, in order; with ``settle``, once
         uploads of them still in progress have ended (FileStore.settle: a check right after a
         cut upload then sees what that upload kept)."""
-        file_data = list(file_data)
-        if settle:
-            self.file_store.settle([file_id for file_id, md5 in file_data
-                                    if not self.file_store.has(file_id, md5)])
-        return [(file_id, md5) for file_id, md5 in file_data if not self.file_store.has(file_id, md5)]
+        missing = [(file_id, md5) for file_id, md5 in file_data if not self.file_store.has(file_id, md5)]
+        if settle and missing:
+            self.file_store.settle([file_id for file_id, _ in missing])
+            missing = [(file_id, md5) for file_id, md5 in missing if not self.file_store.has(file_id, md5)]
+        return missing
 
     def resumable_uploads(self, file_data: Iterable[tuple[uuid.UUID, str]], owner: str) -> dict[uuid.UUID, int]:
         """How many bytes of each file ``owner``'s cut uploads left here (FileStore.resumable)."""

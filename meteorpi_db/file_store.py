@@ -179,6 +179,7 @@ class FileStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
+        self._root_text = str(self.root)
         self.tmp = self.root / "tmp"
         self.partial = self.root / "partial"
         try:
@@ -195,8 +196,12 @@ class FileStore:
         return self.root / h[0:2] / h[2:4] / f"{h}_{md5.lower()}"
 
     def has(self, file_id: uuid.UUID, md5: str) -> bool:
-        """Whether these exact bytes are held (published and verified)."""
-        return self.path(file_id, md5).is_file()
+        """Whether these exact bytes are held (published and verified).
+
+        The name is joined as a string, not a Path: a check asks this of every file of a batch
+        (1250 for a night), and pathlib's parsing of three joins was two thirds of its time."""
+        h = file_id.hex
+        return os.path.isfile(f"{self._root_text}{os.sep}{h[0:2]}{os.sep}{h[2:4]}{os.sep}{h}_{md5.lower()}")
 
     def find(self, file_id: uuid.UUID) -> Path | None:
         """The held bytes of ``file_id`` whatever their MD5, if any."""
