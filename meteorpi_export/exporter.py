@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -129,6 +130,8 @@ class MeteorExporter:
         self._stop: threading.Event | None = None  # export_due's: ends uploads in flight
         self.last_report: TaskReport | None = None
         self._protocols: dict[str, int] = {}  # target URL -> protocol version it speaks
+        self._probing: dict[str, Future] = {}  # target URL -> its probe, running (_start_probes)
+        self._prober: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> "MeteorExporter":
         return self
@@ -137,7 +140,10 @@ class MeteorExporter:
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP session's connections."""
+        """Close the HTTP session's connections (a probe still running is waited for)."""
+        if self._prober is not None:
+            self._prober.shutdown(wait=True)
+            self._prober = None
         self.session.close()
 
     def link(self) -> Link:
@@ -208,15 +214,37 @@ class MeteorExporter:
 
     def protocol_for(self, config) -> int:
         """The protocol version ``config``'s target speaks: 2 (the fast path) if it offers it and
-        ``export.fast_path`` allows it, else 1. Asked once per target and exporter."""
+        ``export.fast_path`` allows it, else 1. Asked once per target and exporter (the answer
+        of a probe started by ``_start_probes`` is waited for)."""
         if not self.settings.fast_path:
             return wire.PROTOCOL_V1
-        if config.target_url not in self._protocols:
-            self._protocols[config.target_url] = probe_protocol(self.link(), config)
-        return self._protocols[config.target_url]
+        url = config.target_url
+        if url not in self._protocols:
+            probing = self._probing.pop(url, None)
+            self._protocols[url] = probing.result() if probing is not None else probe_protocol(self.link(), config)
+        return self._protocols[url]
 
-    def export_batch(self, configs) -> list[TaskReport]:
-        """Send up to BATCH_TASKS due tasks over the fast path; their reports.
+    def _start_probes(self, configs) -> None:
+        """Ask each target not asked yet which protocol it speaks, in the background.
+
+        Why: the probe is the first request a server sees from this exporter, and it pays for
+        checking the password (~0.1 s of scrypt on the server); the first batch's tasks and
+        entities are read from this node's database meanwhile instead of after it. The check
+        that follows goes over the probe's connection, whose login the server remembers."""
+        if not self.settings.fast_path:
+            return
+        for config in configs:
+            url = config.target_url
+            probing = self._probing.get(url)
+            if url in self._protocols or (probing is not None and not _failed(probing)):
+                continue  # known, or being asked (a probe that failed, on a round with nothing due, is asked again)
+            if self._prober is None:
+                self._prober = ThreadPoolExecutor(2, thread_name_prefix="meteorpi-probe")
+            self._probing[url] = self._prober.submit(probe_protocol, self.link(), config)
+
+    def export_batch(self, configs) -> list[TaskReport] | None:
+        """Send up to BATCH_TASKS due tasks over the fast path; their reports (None when the
+        target turns out not to offer it: nothing was sent).
 
         ``configs`` share one target and its credentials (an event and a file configuration
         to the same archive, typically): their tasks travel together, one check, one upload
@@ -233,6 +261,12 @@ class MeteorExporter:
             return []
         entities = self.db.get_entities([t.entity_id for t in tasks if t.entity_type == "event"],
                                         [t.entity_id for t in tasks if t.entity_type == "file"])
+        try:
+            version = self.protocol_for(configs[0])
+        except TaskEnded:
+            version = wire.PROTOCOL_V1  # unreachable now: the version-1 path fails the task and defers
+        if version != wire.PROTOCOL_V2:
+            return None
         exchange = BatchExchange(self.link(), configs[0], tasks, entities)
         try:
             outcomes = [(o.task, o.state, o.message) for o in exchange.run()]
@@ -277,24 +311,23 @@ class MeteorExporter:
 
     def _export_batches(self, skip: set, totals: "ExportTotals", failed_configs: set) -> bool:
         """One fast-path batch for the first target that has one; whether any was sent."""
+        if not self.settings.fast_path:
+            return False
         eligible = []
         for config in self.db.get_export_configurations():
             if not config.enabled or config.config_id in skip or config.config_id in failed_configs:
                 continue
-            try:
-                version = self.protocol_for(config)
-            except TaskEnded:
-                version = wire.PROTOCOL_V1  # unreachable now: the version-1 path fails the task and defers
-            if version != wire.PROTOCOL_V2:
-                skip.add(config.config_id)
+            if self._protocols.get(config.target_url, wire.PROTOCOL_V2) != wire.PROTOCOL_V2:
+                skip.add(config.config_id)  # known to speak version 1 only
                 continue
             eligible.append(config)
+        self._start_probes(eligible)
         while eligible:
             target = (eligible[0].target_url, eligible[0].user_id, eligible[0].password)
             group = [c for c in eligible if (c.target_url, c.user_id, c.password) == target]
             eligible = [c for c in eligible if c not in group]
-            reports = self.export_batch(group)
-            if not reports:
+            reports = self.export_batch(group)  # reads its tasks while the target's probe runs
+            if not reports:  # none due, or the target speaks version 1 only
                 skip.update(c.config_id for c in group)
                 continue
             for report in reports:
@@ -377,6 +410,10 @@ class MeteorExporter:
                 on_round_end(totals)
             stop.wait(wait)
         return overall
+
+
+def _failed(future: Future) -> bool:
+    return future.done() and future.exception() is not None
 
 
 def ca_bundle_path(path: str) -> str:
