@@ -8,6 +8,7 @@
     │   ├── FileTooLarge             -> 413: an upload over the store's limit
     │   ├── StoreWriteFailed         -> 507 with Retry-After: the file store's disk refused a write
     │   └── anything else            -> 500 "internal error" (logged with its traceback)
+    ├── ServeError                   ``meteorpi serve`` cannot start (its address cannot be had)
     └── ApiError                     an answer this package chooses: ``.status`` and ``.message``
         ├── BadRequest               400: malformed JSON or multipart, a field the model cannot check
         │   └── CallbackRefused      400: a JSONP callback that is not a plain JavaScript name
@@ -39,6 +40,10 @@ log = logging.getLogger("meteorpi.server")
 # Seconds a client should wait before retrying when PostgreSQL is unreachable.
 RETRY_AFTER_SECONDS = 5
 F = TypeVar("F", bound=Callable)
+
+
+class ServeError(MeteorpiError):
+    """The server cannot start as configured; the message names the setting and the cause."""
 
 
 class ApiError(MeteorpiError):

@@ -13,11 +13,13 @@ The Flask development server is never used.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
 import math
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from meteorpi_db.config import check_config
 
 from .allocator import return_large_blocks
 from .app import create_app
+from .errors import ServeError
 from .redact import redact_query, redact_uri
 
 log = logging.getLogger("meteorpi.server")
@@ -170,6 +173,32 @@ def check_certificate_pair(cert: str, key: str) -> None:
         raise ConfigError(f"server.tls_key: cannot load {key}: {e.strerror or e}") from None
 
 
+def check_can_listen(bind: str) -> None:
+    """Bind the address once, as gunicorn will (SO_REUSEADDR), and let it go: one line naming
+    the address and the reason when it cannot be had.
+
+    Why: gunicorn meets a port in use by retrying five times a second apart and logging two
+    lines each time, after the database was started; an operator reads nine lines of errors
+    for one cause. (A port taken between this check and gunicorn's bind still gets gunicorn's
+    own lines.)"""
+    host, _, port_text = bind.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    if port == 0:
+        return  # any free port: nothing to be refused
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except socket.gaierror as e:
+        raise ServeError(f"cannot listen on {bind}: {host!r} is not a known host or address ({e.strerror})") from None
+    except OSError as e:
+        hint = {errno.EADDRINUSE: " (is another server running there? choose another --port or server.port)",
+                errno.EACCES: " (ports below 1024 need privileges: choose a port of 1024 or above)",
+                errno.EADDRNOTAVAIL: " (no interface of this machine has that address: check --host or server.host)"}
+        raise ServeError(f"cannot listen on {bind}: {e.strerror or e}{hint.get(e.errno, '')}") from None
+
+
 def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT; returns normally on a clean stop."""
     config = copy.deepcopy(config)  # the caller's object keeps its own database.url
@@ -177,6 +206,7 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
     options = gunicorn_options(config, host or config.server.host,
                                config.server.port if port is None else port,
                                workers or config.server.workers)
+    check_can_listen(options["bind"])
     if config.database.url is None:
         # Attach here, in the master, and give the workers the URL (see the module docstring).
         config.database.url = embedded_url(config.data_path)

@@ -450,3 +450,28 @@ def test_a_silent_database_is_unavailable_after_the_connect_timeout_under_gevent
     assert done.returncode == 0, done.stderr
     seconds, message = done.stdout.strip().split(" ", 1)
     assert 0.8 <= float(seconds) < 5 and "database unreachable: no answer within 1s" in message, done.stdout
+
+
+@pytest.mark.parametrize("host, why", [
+    ("127.0.0.1", "Address already in use (is another server running there?"),   # the port is taken
+    ("10.255.255.254", "no interface of this machine has that address"),
+    ("no-such-host.invalid", "'no-such-host.invalid' is not a known host or address"),
+])
+def test_serve_on_an_address_it_cannot_have_says_so_in_one_line(tmp_path, host, why):
+    """A port in use (or an address not of this machine) is one line naming the address and the
+    cause, exit 1, at once and before the database starts: gunicorn alone retried for five
+    seconds and logged nine lines of errors."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METEORPI_")}
+        proc = subprocess.run([sys.executable, "-m", "meteorpi_server", "serve", "--host", host, "--port", str(port)],
+                              env={**env, "METEORPI_DATA_DIR": str(tmp_path / "data")},
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"Error: cannot listen on {host}:{port}: " + proc.stderr.split(f"{port}: ", 1)[1].rstrip("\n")]
+    assert why in proc.stderr
+    assert "[ERROR]" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "data" / "postgres").exists()  # refused before the database started
