@@ -114,6 +114,46 @@ def test_probe_decides_by_the_status_code(node, status, version):
         server.server_close()
 
 
+class _AwayThenBack(http.server.BaseHTTPRequestHandler):
+    """Answers the probe 503 while ``away`` is set, then as a server with the fast path."""
+    away = True
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        status, body = (503, b"{}") if _AwayThenBack.away else (200, b'{"protocol": 2}')
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_target_that_could_not_be_probed_is_asked_again(node):
+    """The probe runs in the background while a batch is read; one that failed (the server
+    was away on a round with nothing due) is not kept as the answer: the next round asks
+    again and finds the fast path, instead of sending that round over version 1."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AwayThenBack)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _AwayThenBack.away = True
+    try:
+        config = add_export(node, f"http://127.0.0.1:{server.server_port}/import", "event")
+        with exporter(node) as e:
+            e._start_probes([config])
+            with pytest.raises(TaskEnded) as ended:
+                e.protocol_for(config)
+            assert ended.value.status == 503
+            e._start_probes([config])  # a round with nothing due: this probe fails and is left
+            e._probing[config.target_url].exception(timeout=30)
+            _AwayThenBack.away = False
+            e._start_probes([config])  # the next round
+            assert e.protocol_for(config) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_fast_path_costs_a_few_requests_per_batch(node, central, tmp_path):
     """Ten events of three files and four files, through an event and a file configuration to
     the same archive: they travel together, one check, one upload, one import."""
