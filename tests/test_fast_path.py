@@ -71,6 +71,15 @@ def test_new_exporter_falls_back_to_version_1_on_a_version_1_server(node, make_d
         server.server_close()
 
 
+def _reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes,
+           content_type: str = "application/json") -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _FixedAnswer(http.server.BaseHTTPRequestHandler):
     """Answers every request with the status named first in its path (``/404/import/v2``), the
     way an old server, a proxy or a broken archive might answer the probe."""
@@ -78,11 +87,7 @@ class _FixedAnswer(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         status = int(self.path.strip("/").split("/")[0])
         body = b"<html>not here</html>" if status != 200 else b'{"protocol": 1}'
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html" if status != 200 else "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _reply(self, status, body, "text/html" if status != 200 else "application/json")
 
     def log_message(self, *args):
         pass
@@ -119,12 +124,7 @@ class _AwayThenBack(http.server.BaseHTTPRequestHandler):
     away = True
 
     def do_GET(self):  # noqa: N802 (http.server's name)
-        status, body = (503, b"{}") if _AwayThenBack.away else (200, b'{"protocol": 2}')
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _reply(self, *((503, b"{}") if _AwayThenBack.away else (200, b'{"protocol": 2}')))
 
     def log_message(self, *args):
         pass
