@@ -121,3 +121,56 @@ def test_verified_login_cache_never_accepts_a_different_password(db):
     assert get("wrong")[0] == 401
     again_status, again_time = get("right")
     assert again_status == 200 and again_time < first_time
+
+
+def _count_hashes(monkeypatch) -> list[int]:
+    """Counts the password hashes the server computes (each costs ~0.1 s of CPU)."""
+    from meteorpi_db import users
+
+    counted, real = [0], users.check_password_hash
+
+    def counting(stored, password):
+        counted[0] += 1
+        return real(stored, password)
+    monkeypatch.setattr(users, "check_password_hash", counting)
+    return counted
+
+
+def _at_once(client, password: str, count: int) -> list[int]:
+    """``count`` requests with the same credentials, started together; their status codes."""
+    import base64
+    import threading
+
+    token = base64.b64encode(f"together:{password}".encode()).decode()
+    start, statuses = threading.Barrier(count), []
+
+    def one():
+        start.wait()
+        statuses.append(client.get("/cameras", headers={"Authorization": f"Basic {token}"}).status_code)
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    return statuses
+
+
+def test_requests_that_arrive_together_with_one_login_hash_its_password_once(db, monkeypatch):
+    """An exporter opens several uploads at once on a server that has not seen it yet: the
+    first checks the password, the others wait for it and use what it found, instead of each
+    spending a hash's CPU on the same password at the start of the night."""
+    db.create_or_update_user("together", "right", ["user"])
+    client = create_app(db=db).test_client()
+    hashes = _count_hashes(monkeypatch)
+    assert _at_once(client, "right", 4) == [200] * 4
+    assert hashes[0] == 1
+
+
+def test_a_wrong_password_sent_by_requests_together_is_hashed_for_each(db, monkeypatch):
+    """Waiting for another request's check never lets a wrong password off its own hash (or
+    in): nothing is remembered of a wrong one, so each request still pays for and fails it."""
+    db.create_or_update_user("together", "right", ["user"])
+    client = create_app(db=db).test_client()
+    hashes = _count_hashes(monkeypatch)
+    assert _at_once(client, "wrong", 3) == [401] * 3
+    assert hashes[0] == 3
