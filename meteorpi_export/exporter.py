@@ -44,6 +44,7 @@ from .link import ExportState, Link, Pacer, Stopped, TaskEnded
 from .protocol_v1 import TaskExchange
 from .protocol_v2 import BATCH_TASKS, BatchExchange, probe_protocol
 from .targets import BadTarget, parse_target
+from .transport import upload_session
 
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
@@ -119,7 +120,7 @@ class MeteorExporter:
         self.on_try = on_try
         self._windows: dict = {}  # export configuration -> UploadWindow (fast path)
         self.settings = settings or db.config.export
-        self.session = session or requests.Session()
+        self.session = session or upload_session()
         self.session.headers.setdefault("User-Agent", "meteorpi-exporter/2")
         # Given with each request: a session's own verify= loses to REQUESTS_CA_BUNDLE.
         self.verify: bool | str = ca_bundle_path(self.settings.ca_bundle) if self.settings.ca_bundle else True

@@ -14,6 +14,7 @@ from collections import deque
 from meteorpi_model import ExportConfiguration, FileRecord
 
 from .link import Link
+from .transport import FileSegment
 
 UPLOAD_BYTES = 32 * 1024 * 1024   # file bytes per data request
 MIN_UPLOAD_BYTES = 64 * 1024     # the window never halves below this (one file goes whole anyway)
@@ -24,9 +25,11 @@ class FilesBody:
     """The body of ``POST v2/data``: a manifest line, then each file's bytes, read lazily.
 
     An iterable with a length: requests then sends Content-Length (not chunks) and hands each
-    1 MiB piece to the socket whole. Exactly the manifest's size is sent for each file: a file
-    that shrank since it was recorded is padded with zeros so the stream stays framed, and the
-    server's MD5 check refuses it.
+    piece to the connection whole. A file goes as FileSegments of 1 MiB, which the exporter's
+    session sends with sendfile where it can (transport.py); between two, the progress display
+    is told and the rate limit and a stop are looked at. Exactly the manifest's size is sent for
+    each file: a file that shrank since it was recorded is padded with zeros so the stream stays
+    framed, and the server's MD5 check refuses it.
     """
 
     def __init__(self, link: Link, records: list[FileRecord], offsets: dict[uuid.UUID, int] | None = None):
@@ -53,13 +56,11 @@ class FilesBody:
             offset = self.offsets.get(record.file_id, 0)
             left = record.file_size - offset
             with open(self.store.path(record.file_id, record.md5), "rb") as fh:
-                fh.seek(offset)
                 while left:
-                    chunk = fh.read(min(READ_SIZE, left))
-                    if not chunk:
-                        chunk = b"\0" * min(READ_SIZE, left)
-                    left -= len(chunk)
-                    yield chunk
+                    count = min(READ_SIZE, left)
+                    yield FileSegment(fh, offset, count)
+                    offset += count
+                    left -= count
 
 
 class UploadWindow:
