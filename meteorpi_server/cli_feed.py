@@ -165,7 +165,7 @@ def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor |
             raise click.ClickException(f"{shown}: {type(e).__name__}: the archive could not be reached") from None
         body = _answer(shown, response)
         if body.get("must_refetch"):
-            raise click.ClickException(_TOO_OLD)
+            raise click.ClickException(_refetch_message(shown, body))
         sent = Cursor.parse(params["after"]) if "after" in params else None
         cursor = _cursor_of(shown, body)
         if sent is not None and cursor < sent:
@@ -185,6 +185,14 @@ def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor |
         if follow:  # a server that answers at once with nothing new: ask again later, not at once
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _refetch_message(shown: str, body: dict) -> str:
+    """Why a remote feed told us to start again, as the server says it (shown as text only: a
+    server's words never reach the terminal as control characters), and what to do."""
+    why = body.get("message")
+    why = printable(why[:500]) if isinstance(why, str) and why else "the cursor is not in the feed any more"
+    return f"{shown}: {why}; without --after, --follow starts from the newest item"
 
 
 def _cursor_of(shown: str, body: dict) -> Cursor:

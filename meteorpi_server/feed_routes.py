@@ -61,12 +61,34 @@ def _parameters(stream: bool) -> tuple[Cursor | None, FeedFilter, float, int]:
     return after, wanted, wait, limit
 
 
-def _start(hub: FeedHub, after: Cursor | None) -> Cursor:
+# Why a reader must start again, sent with ``must_refetch`` and the cursor to start from.
+EXPIRED = ("the cursor is older than the feed keeps (feed.retention_days): read what you need "
+           "afresh, then follow from the cursor given")
+AHEAD = ("the cursor is ahead of this feed's newest item, so it did not come from this feed (another "
+         "archive's, or this one's before it was restored from a backup): read what you need afresh, "
+         "then follow from the cursor given")
+
+
+def _start(hub: FeedHub, after: Cursor | None) -> tuple[Cursor, str | None]:
+    """Where a reader starts, and why it must refetch instead, if it must.
+
+    A cursor past what the hub holds once it holds everything committed before this request
+    cannot be one this feed gave out (every cursor given out was committed before): answered
+    as if up to date, its reader would skip every import until the feed's transaction ids
+    passed it, perhaps never."""
     if not hub.ready(READY_SECONDS):
         from meteorpi_db import StorageUnavailable
         raise StorageUnavailable("the feed cannot reach the database")
-    hub.sync()
-    return hub.cursor if after is None else after
+    synced = hub.sync()
+    if after is None:
+        return hub.cursor, None
+    if synced and after > hub.cursor:
+        return after, AHEAD
+    return after, None
+
+
+def _refetch(hub: FeedHub, why: str) -> dict:
+    return {"must_refetch": True, "cursor": str(hub.cursor), "message": why}
 
 
 @feed_api.route("/feed")
@@ -76,11 +98,14 @@ def feed() -> Response:
     after, wanted, wait, limit = _parameters(stream=False)
     hub = _hub()
     deadline = time.monotonic() + wait
-    with hub.subscribe(_start(hub, after), wanted) as subscription:
+    start, why = _start(hub, after)
+    if why:
+        return jsonify(_refetch(hub, why))
+    with hub.subscribe(start, wanted) as subscription:
         while True:
             result = subscription.read(limit)
             if result.must_refetch:
-                return jsonify({"must_refetch": True, "cursor": str(hub.cursor)})
+                return jsonify(_refetch(hub, EXPIRED))
             left = deadline - time.monotonic()
             if result.items or not result.up_to_date or left <= 0 or hub.closing:
                 return jsonify({"items": [i.as_dict() for i in result.items], "cursor": str(result.cursor),
@@ -95,10 +120,10 @@ def feed_stream() -> Response:
     """Server-Sent Events: the backlog after the cursor, ``up-to-date``, then items as they commit."""
     after, wanted, _, limit = _parameters(stream=True)
     hub = _hub()
-    cursor = _start(hub, after)
+    cursor, why = _start(hub, after)
     config = _feed_config()
     response = Response(stream_with_context(_events(hub, cursor, wanted, limit, config.heartbeat_seconds,
-                                                    config.stream_seconds)),
+                                                    config.stream_seconds, why)),
                         mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
@@ -106,17 +131,20 @@ def feed_stream() -> Response:
 
 
 def _events(hub: FeedHub, cursor: Cursor, wanted: FeedFilter, limit: int, heartbeat: float,
-            lifetime: float) -> Iterator[str]:
+            lifetime: float, refetch: str | None = None) -> Iterator[str]:
     """The stream's body. It sleeps until the hub has an item for its filter or a heartbeat is
     due: commits it does not want never wake it (README, "The live feed")."""
     end_at = time.monotonic() + lifetime
     yield "retry: 2000\n\n"
+    if refetch:
+        yield _event("must-refetch", _refetch(hub, refetch))
+        return
     told_up_to_date = False
     with hub.subscribe(cursor, wanted) as subscription:
         while time.monotonic() < end_at and not hub.closing:
             result: FeedResult = subscription.read(limit)
             if result.must_refetch:
-                yield _event("must-refetch", {"must_refetch": True, "cursor": str(hub.cursor)})
+                yield _event("must-refetch", _refetch(hub, EXPIRED))
                 return
             if result.items:
                 # One write for what one read gave (an import's items arrive together): a write

@@ -296,7 +296,10 @@ def _feed_paths(security: list, max_wait: int, jsonp: bool) -> dict:
                    ["cursor", "kind", "op", "id", "camera_id", "summary", "logged_at", "committed_at"])
     page = {"oneOf": [_object({"items": {"type": "array", "items": item}, "cursor": cursor,
                                "up_to_date": {"type": "boolean"}}, ["items", "cursor", "up_to_date"]),
-                      _object({"must_refetch": {"const": True}, "cursor": cursor}, ["must_refetch", "cursor"])]}
+                      _object({"must_refetch": {"const": True}, "cursor": cursor,
+                               "message": {"type": "string", "description": "why: the cursor is older than "
+                                           "the feed keeps, or ahead of its newest item"}},
+                              ["must_refetch", "cursor", "message"])]}
     wait = query("wait", {"type": "number", "minimum": 0, "maximum": max_wait},
                  "seconds to wait for something new (default 0)")
     stream = _get("feed_stream", "The live feed as Server-Sent Events", {

@@ -184,13 +184,35 @@ def test_a_cursor_older_than_retention_must_refetch(server, api, records):
     server.db.feed_prune(0, now=_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=1))
     hub.horizon = server.db.feed_horizon()
     try:
-        assert _poll(server, after=cursor) == {"must_refetch": True, "cursor": str(hub.cursor)}
+        answer = _poll(server, after=cursor)
+        assert answer["must_refetch"] is True and answer["cursor"] == str(hub.cursor)
+        assert "older than the feed keeps" in answer["message"]
         with requests.get(server.url + "/feed/stream", params={"after": cursor}, auth=READER, stream=True,
                           timeout=TIMEOUT) as r:
             events = _read_events(_lines(r), lambda ev: any(e.get("event") == "must-refetch" for e in ev))
             assert json.loads(events[-1]["data"])["must_refetch"] is True
     finally:
         hub.horizon = None
+
+
+@pytest.mark.parametrize("ahead", ["9999999999-0", "{end}9"])
+def test_a_cursor_ahead_of_the_feed_must_refetch_instead_of_waiting_in_silence(server, api, records, ahead):
+    """A cursor past everything this archive has committed did not come from its feed: another
+    archive's, or this one's from before it was restored from a backup. Answered as if up to
+    date, a follower would wait on it in silence and skip every import until the feed's
+    transaction ids caught up, perhaps never; told to refetch, it starts again from the cursor
+    given and misses nothing."""
+    end = _poll(server)["cursor"]
+    ahead = ahead.format(end=end)
+    answer = _poll(server, after=ahead)
+    assert answer["must_refetch"] is True and answer["cursor"] == end
+    assert "ahead of this feed" in answer["message"]
+    with requests.get(server.url + "/feed/stream", headers={"Last-Event-ID": ahead}, auth=READER, stream=True,
+                      timeout=TIMEOUT) as r:
+        events = _read_events(_lines(r), lambda ev: any(e.get("event") == "must-refetch" for e in ev))
+        assert json.loads(events[-1]["data"])["cursor"] == end
+    _night(api, records, events=1)
+    wait_for(lambda: _poll(server, after=answer["cursor"])["items"], 5, "the import after the refetch")
 
 
 def test_commits_a_stream_does_not_want_never_wake_it(server, api, records, monkeypatch):

@@ -93,6 +93,21 @@ def test_follow_backs_off_from_a_server_that_answers_at_once_with_nothing(node, 
     assert 2 <= server.requests <= 6, server.requests  # 0.5 + 1 + 2 s of pauses, not thousands
 
 
+@pytest.mark.parametrize("message, shown", [
+    ("the cursor is ahead of this feed's newest item", "the cursor is ahead of this feed's newest item"),
+    ("\x1b]0;owned\x07\x1b[2J", "\\x1b]0;owned"),
+    (None, "the cursor is not in the feed any more"),
+])
+def test_told_to_refetch_it_says_why_in_the_servers_words_as_text(node, stub, message, shown):
+    """A server's reason reaches the user (a cursor too old and one from another archive need
+    different actions), in one line, never as terminal control sequences."""
+    answer = {"must_refetch": True, "cursor": "9-1", **({"message": message} if message else {})}
+    server = stub(lambda path: answer)
+    run = meteorpi("feed", "--url", server.url, "--after", "5-1", env=cli_env(node), timeout=30)
+    assert _one_line(run, shown) and run.stderr.count("\n") == 1
+    assert "\x1b" not in run.stderr and "--follow starts from the newest item" in run.stderr
+
+
 def test_credentials_in_the_url_are_never_printed(node):
     run = meteorpi("feed", "--url", "http://u:URLSECRET@127.0.0.1:1", env=cli_env(node), timeout=30)
     assert run.returncode != 0 and "Traceback" not in run.stderr

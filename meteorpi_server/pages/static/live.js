@@ -56,7 +56,7 @@
   source.addEventListener("must-refetch", function () {
     source.close();
     list.setAttribute("data-live", "off");
-    say("Too many events arrived to follow.", true);
+    say("The live feed lost its place (too much arrived at once, or the archive was restored).", true);
   });
   source.onmessage = function (message) {
     var item;
