@@ -2,13 +2,18 @@
 the same bytes (a file that shrank padded with zeros) either way."""
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from meteorpi_export.transport import FileSegment
+
+from .export_fixtures import add_export, cli_env, meteorpi, night
 
 
 def _received(send) -> bytes:
@@ -75,3 +80,73 @@ def test_a_file_that_shrank_is_padded_to_the_length_the_body_announced(file_of, 
 def test_a_segment_of_a_file_emptied_entirely_is_all_zeros(file_of):
     with file_of(b"") as fh:
         assert _received(FileSegment(fh, 0, 4096).send_to) == b"\0" * 4096
+
+
+class _ForwardProxy:
+    """A plain HTTP forward proxy (requests in absolute form, bodies by Content-Length), as a
+    school's or an observatory's network may put between a camera and the internet; it counts
+    what it relays."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str]] = []
+        self.body_bytes = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def relay(self):
+                url = urllib.parse.urlsplit(self.path)
+                proxy.requests.append((self.command, url.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                proxy.body_bytes += length
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("proxy-connection", "connection", "keep-alive", "proxy-authorization")}
+                upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                try:
+                    upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""), body=body,
+                                     headers=headers)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = relay
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_node_behind_an_http_proxy_replicates_its_night_through_it(node, central, tmp_path):
+    """The exporter's connections are its own (to send files with sendfile): through a proxy
+    named in the environment, as requests honours it, the fast path still goes, byte for byte."""
+    made = night(node, tmp_path, events=2, files_per_event=2, standalone=1)
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file")
+    proxy = _ForwardProxy()
+    try:
+        env = {k: v for k, v in cli_env(node, HTTP_PROXY=proxy.url, http_proxy=proxy.url).items()
+               if k.lower() != "no_proxy"}
+        run = meteorpi("export", "run", "--once", env=env)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert central.check(node).ok
+    assert ("POST", "/import/v2/data") in proxy.requests
+    assert proxy.body_bytes >= sum(f.file_size for f in made.all_files)
