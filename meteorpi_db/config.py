@@ -105,7 +105,7 @@ class ExportConfig:
     defer_on_failure_seconds: int = seconds(600, above=False)
     max_failures_before_disable: int = setting(10, 0, 1_000_000)  # 0: never disable
     connect_timeout_seconds: float = seconds(10.0)
-    read_timeout_seconds: float = seconds(120.0)
+    read_timeout_seconds: float = seconds(120.0)  # for an answer to begin, and for all of its body
     max_repeats: int = setting(5, 1, 1_000_000)            # the same request answered the same way this often: failed
     fast_path: bool = True          # use protocol version 2 (batches) when the target offers it
     ca_bundle: str | None = None    # PEM CA certificates trusted for https targets (None: the system's)

@@ -31,8 +31,11 @@ if TYPE_CHECKING:
     from meteorpi_db import FileStore
     from meteorpi_db.config import ExportConfig
 
-# Answers are small JSON objects; anything longer is not one.
+# Answers are small JSON objects; anything longer is not one. An answer about many entities
+# (a batch's check, import or upload) may add this much for each: an id, a state, a message.
 MAX_ANSWER_CHARS = 64 * 1024
+ANSWER_BYTES_PER_ITEM = 2 * 1024
+READ_ANSWER_PIECE = 64 * 1024
 # The longest wait a server's Retry-After may impose on a node (a typo there must not park
 # a camera's exports for days).
 MAX_RETRY_AFTER_SECONDS = 3600
@@ -211,8 +214,13 @@ class Conversation:
             if e.target is None:
                 self.bad_target = f"{e}; set it again with `meteorpi export add {config.name} --replace ...`"
 
-    def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST") -> dict:
-        """One request; its JSON answer, or TaskEnded for anything that is not an answer."""
+    def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST",
+             answer_items: int = 0) -> dict:
+        """One request; its JSON answer, or TaskEnded for anything that is not an answer.
+
+        ``answer_items`` is how many ids the answer may list (a check or an import of a batch
+        answers for each entity, an upload for each file): each may take ANSWER_BYTES_PER_ITEM
+        beyond MAX_ANSWER_CHARS, so the bound on an answer grows with what was asked, not more."""
         with self._count_lock:  # uploads of a batch may run in two threads
             if self.requests >= self.max_requests:
                 raise failed(f"no progress after {self.requests} requests")
@@ -223,20 +231,28 @@ class Conversation:
         timeout = link.timeout
         where = redact_url(self.base)
         try:
+            # stream: the answer is read here, bounded in size and time (read_answer)
             if headers is None:
                 response = link.session.request(method, url, json=body, auth=self.auth, timeout=timeout,
-                                                verify=link.verify)
+                                                verify=link.verify, stream=True)
             else:
                 response = link.session.request(method, url, data=body, headers=headers, auth=self.auth,
-                                                timeout=timeout, verify=link.verify)
+                                                timeout=timeout, verify=link.verify, stream=True)
+            try:
+                text = None if response.status_code in (401, 403) else \
+                    read_answer(response, MAX_ANSWER_CHARS + ANSWER_BYTES_PER_ITEM * answer_items, timeout[1])
+            finally:
+                response.close()  # after a whole answer the connection is back in the pool already
         except requests.Timeout:
             raise cut(f"{where} did not answer {label} within {timeout[0]:g}s to connect / "
                       f"{timeout[1]:g}s to reply") from None
+        except AnswerTooSlow:
+            raise cut(f"{where} did not finish its answer to {label} within {timeout[1]:g}s") from None
         except requests.ConnectionError as e:
             raise cut(f"cannot reach {where} ({_reason(e)})") from None
         except requests.RequestException as e:
             raise cut(f"request {label} to {where} failed: {type(e).__name__}") from None
-        answer = self._answer(response, label, where)
+        answer = self._answer(response, text, label, where)
         key = (label, json.dumps(answer, sort_keys=True))
         with self._count_lock:
             self.seen[key] += 1
@@ -244,15 +260,15 @@ class Conversation:
             raise failed(f"no progress: {label} was answered {short(answer)} {self.seen[key]} times")
         return answer
 
-    def _answer(self, response: requests.Response, label: str, where: str) -> dict:
+    def _answer(self, response: requests.Response, text: bytes | None, label: str, where: str) -> dict:
+        """``text`` is the answer's body as read_answer gave it (None: too long to be an answer)."""
         code = response.status_code
         if code in (401, 403):
             raise failed(f"{where} refused the credentials of user {self.config.user_id!r} (HTTP {code}): "
                          f"check the user, its password and its import role there "
                          f"(meteorpi export add {self.config.name} ... to set them again)", status=code)
-        text = response.text[:MAX_ANSWER_CHARS + 1]
         try:
-            answer = json.loads(text) if len(text) <= MAX_ANSWER_CHARS else None
+            answer = json.loads(text) if text is not None else None
         except ValueError:
             answer = None
         if code >= 500:
@@ -265,8 +281,37 @@ class Conversation:
             raise failed(f"{where} answered HTTP {code} to {label}: is {self.config.target_url} "
                          f"the /import URL of a meteorpi server?", status=code)
         if not isinstance(answer, dict):
-            raise confused(f"{where} answered {label} with something that is not a JSON object: {text[:80]!r}")
+            shown = "more than a meteorpi answer holds" if text is None else repr(text[:80].decode("utf-8", "replace"))
+            raise confused(f"{where} answered {label} with something that is not a JSON object: {shown}")
         return answer
+
+
+class AnswerTooSlow(Exception):
+    """An answer's body did not arrive within its time (``read_answer``)."""
+
+
+def read_answer(response: requests.Response, limit: int, seconds: float) -> bytes | None:
+    """The body of ``response`` (requested with ``stream=True``) if it holds at most ``limit``
+    bytes, else None; AnswerTooSlow when it takes longer than ``seconds`` in all.
+
+    Why not ``response.text``: requests reads a whole body into memory, each socket read within
+    the read timeout but with no end overall. A URL that is not a meteorpi server (a typo, a
+    captive portal, a file server) may answer gigabytes, or a byte a minute for ever: a camera
+    node would fill its memory or wait for good. Answers are small JSON objects. Each read
+    returns what has arrived (``read1``), so the clock is looked at between them; content
+    decoding is bounded per read too (no decompression bomb)."""
+    deadline = time.monotonic() + seconds
+    parts, size = [], 0
+    while True:
+        piece = response.raw.read1(min(READ_ANSWER_PIECE, limit + 1 - size), decode_content=True)
+        if not piece:
+            return b"".join(parts)
+        parts.append(piece)
+        size += len(piece)
+        if size > limit:
+            return None
+        if time.monotonic() > deadline:
+            raise AnswerTooSlow(f"the answer took longer than {seconds:g}s")
 
 
 def _reason(error: Exception) -> str:

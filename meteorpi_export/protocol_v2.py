@@ -76,12 +76,14 @@ class BatchExchange(Conversation):
             return list(outcomes.values())
         files_of = {t.entity_id: _files(self.entities[t.entity_id]) for t in present}
         all_files = {f.file_id: f for fs in files_of.values() for f in fs}
-        check = self._post_again(wire.path(self.base, wire.V2_CHECK), {
+        asked = {
             "statuses": sorted({s.hex for t in present for s in self.entities[t.entity_id].status_ids}),
             "events": [t.entity_id.hex for t in present if t.entity_type == "event"],
             "files": [t.entity_id.hex for t in present if t.entity_type == "file"],
             "file_data": [{"file_id": f.file_id.hex, "md5": f.md5} for f in all_files.values()],
-        }, f"check of {len(present)} entities")
+        }
+        check = self._post_again(wire.path(self.base, wire.V2_CHECK), asked, f"check of {len(present)} entities",
+                                 answer_items=sum(map(len, asked.values())))
         missing = {uuid.UUID(i) for key in ("events", "files") for i in _ids(check, key)}
         missing_data = {uuid.UUID(i) for i in _ids(check, "file_data")}
         refused = {uuid.UUID(r["file_id"]): message_of(r) for r in check.get(wire.REFUSED_FILE_DATA, [])
@@ -193,12 +195,13 @@ class BatchExchange(Conversation):
                 raise
         return outcomes
 
-    def _post_again(self, url: str, body, label: str) -> dict:
+    def _post_again(self, url: str, body, label: str, answer_items: int = 0) -> dict:
         """``post`` of an idempotent JSON request, sent again when the link cut it (up to
         TRIES_WITHOUT_PROGRESS times): a check or an import costs little to repeat."""
         for attempt in range(TRIES_WITHOUT_PROGRESS):
             try:
-                return self.post(url, body, label if not attempt else f"{label} (again, {attempt})")
+                return self.post(url, body, label if not attempt else f"{label} (again, {attempt})",
+                                 answer_items=answer_items)
             except TaskEnded as ended:
                 if not ended.transport or attempt == TRIES_WITHOUT_PROGRESS - 1:
                     raise
@@ -211,7 +214,7 @@ class BatchExchange(Conversation):
         self._cuts += 1
         answer = self._post_again(wire.path(self.base, wire.V2_CHECK),
                                   {"file_data": [{"file_id": r.file_id.hex, "md5": r.md5} for r, _ in group]},
-                                  f"check after cut upload {self._cuts}")
+                                  f"check after cut upload {self._cuts}", answer_items=len(group))
         missing = {uuid.UUID(i) for i in _ids(answer, "file_data")}
         refused = {uuid.UUID(r["file_id"]): self._refusal(check_of.get(uuid.UUID(r["file_id"])),
                                                           f"the target refused the bytes: {message_of(r)}")
@@ -273,7 +276,7 @@ class BatchExchange(Conversation):
         body = FilesBody(self.link, group, offsets)
         label = f"upload of {len(group)} files starting {group[0].file_id.hex}" + (f" at {offsets[group[0].file_id]}" if group[0].file_id in offsets else "")
         answer = self.post(wire.path(self.base, wire.V2_DATA), body, label,
-                           headers={"Content-Type": wire.FILES_MEDIA_TYPE})
+                           headers={"Content-Type": wire.FILES_MEDIA_TYPE}, answer_items=len(group))
         if answer.get("state") == wire.FAILED:  # the target saw the body cut (the link broke) and said so
             raise failed(f"the target saw the upload cut: {message_of(answer)}", transport=True)
         with self._lock:
@@ -295,13 +298,15 @@ class BatchExchange(Conversation):
         body = {"statuses": [s.as_dict() for s in statuses if s is not None],
                 "events": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "event"],
                 "files": [self.entities[t.entity_id].as_dict() for t in tasks if t.entity_type == "file"]}
+        entities = sum(map(len, body.values()))
         try:
-            answer = self.post(wire.path(self.base, wire.V2_IMPORT), body, f"import of {len(tasks)} entities")
+            answer = self.post(wire.path(self.base, wire.V2_IMPORT), body, f"import of {len(tasks)} entities",
+                               answer_items=entities)
         except TaskEnded as ended:
             if not ended.transport or len(tasks) == 1:
                 if ended.transport:  # one entity: the same small request again, a few times
                     answer = self._post_again(wire.path(self.base, wire.V2_IMPORT), body,
-                                              f"import of {tasks[0].entity_id.hex}")
+                                              f"import of {tasks[0].entity_id.hex}", answer_items=entities)
                 else:
                     raise
             else:  # a link that cuts every few KB: halves, each retried (an import is idempotent)

@@ -24,6 +24,10 @@ from .cli_checks import check_camera, check_type, printable
 
 WAIT_SECONDS = 30
 CONNECT_TIMEOUT = 10.0
+ANSWER_SECONDS = WAIT_SECONDS + 30   # a long-poll's answer, in all (its wait included)
+# A page of the feed holds at most 1,000 items of a few hundred bytes: anything far longer is
+# not a feed's answer, and is not read into memory (read_answer).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # Without --follow: answers in a row whose cursor does not advance before the remote feed is
 # given up on (a server that repeats itself would otherwise be printed, or polled, for ever).
 MAX_STALLED_ANSWERS = 3
@@ -137,6 +141,7 @@ def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor |
     cursor does not advance is given up on after MAX_STALLED_ANSWERS answers (without --follow)
     or asked again after a growing pause (with it), never polled in a tight loop."""
     import requests
+    from meteorpi_export.link import AnswerTooSlow, read_answer
     from meteorpi_export.targets import BadTarget, parse_target
     try:
         target = parse_target(url, "--url", allow_plain_http_to_public=insecure_http or not user_id)
@@ -160,10 +165,13 @@ def _remote(url: str, user_id: str | None, password_stdin: bool, after: Cursor |
     while True:
         params["wait"] = WAIT_SECONDS if follow else 0
         try:
-            response = session.get(endpoint, params=params, timeout=(CONNECT_TIMEOUT, WAIT_SECONDS + 30))
+            with session.get(endpoint, params=params, timeout=(CONNECT_TIMEOUT, ANSWER_SECONDS), stream=True) as response:
+                text = read_answer(response, MAX_ANSWER_BYTES, ANSWER_SECONDS)
+        except AnswerTooSlow:
+            raise click.ClickException(f"{shown}: its answer did not arrive within {ANSWER_SECONDS}s") from None
         except requests.RequestException as e:
             raise click.ClickException(f"{shown}: {type(e).__name__}: the archive could not be reached") from None
-        body = _answer(shown, response)
+        body = _answer(shown, response, text)
         if body.get("must_refetch"):
             raise click.ClickException(_refetch_message(shown, body))
         sent = Cursor.parse(params["after"]) if "after" in params else None
@@ -202,10 +210,13 @@ def _cursor_of(shown: str, body: dict) -> Cursor:
         raise click.ClickException(f"{shown} did not answer as a meteorpi feed (its cursor is not one)") from None
 
 
-def _answer(endpoint: str, response) -> dict:
-    """The JSON body of a feed answer; ``endpoint`` is the URL as shown (redacted)."""
+def _answer(endpoint: str, response, text: bytes | None) -> dict:
+    """The JSON body of a feed answer (``text``, None when longer than any); ``endpoint`` is the
+    URL as shown (redacted)."""
+    if text is None:
+        raise click.ClickException(f"{endpoint} answered with more than a feed's answer holds: not a meteorpi feed")
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
         body = None
     if response.status_code != 200 or not isinstance(body, dict):

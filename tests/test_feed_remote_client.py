@@ -150,3 +150,35 @@ def test_feed_options_are_checked_before_anything_is_read(node, args, reason):
     assert run.returncode == 2, run.stdout + run.stderr
     assert reason in run.stderr and "Traceback" not in run.stderr and "\x1b" not in run.stderr
     assert run.stdout == ""
+
+
+class _Endless(BaseHTTPRequestHandler):
+    """Answers 200 with bytes for as long as the client reads: not a feed, whatever the URL says."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"{" * 65536)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_without_end_is_refused_not_read_into_memory(node):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = meteorpi("feed", "--url", f"http://127.0.0.1:{server.server_address[1]}", env=cli_env(node), timeout=50)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _one_line(run, "more than a feed's answer holds")

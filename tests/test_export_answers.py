@@ -1,0 +1,98 @@
+"""What the exporter reads of a target's answers: everything a batch's answer may hold, and no
+more than that, for no longer than its read timeout. A camera node reads the answers of URLs
+that an operator typed; a typo, a captive portal or a file server must not fill its memory or
+keep it waiting for ever."""
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from .export_fixtures import add_export, exporter, night
+
+
+def test_a_batch_of_many_events_is_answered_in_full(node, central, tmp_path):
+    """500 events of four files: the check's answer lists 2,500 ids (about 90 KB), more than a
+    single answer is allowed; the bound grows with what the batch asked, so the night goes
+    (it was refused as "not a JSON object" on every round, for ever)."""
+    registered = night(node, tmp_path, events=500, files_per_event=4, standalone=0, file_size=64)
+    add_export(node, central.import_url, "event")
+    with exporter(node) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert totals.ok and totals.completed == 500, totals.failures[:3]
+    assert central.check(node).ok
+    assert len(registered.all_files) == 2000
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """Answers every request 200 in the way ``how`` says: ``endless`` (bytes for as long as
+    the client reads) or ``trickle`` (a byte every 0.2 s of a body announced as 1 MB)."""
+    how = "endless"
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.how == "trickle":
+            self.send_header("Content-Length", "1000000")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            while True:
+                if self.how == "trickle":
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                else:
+                    self.wfile.write(b"[" * 65536)
+        except OSError:
+            pass
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def answering():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_without_end_is_not_read_past_what_an_answer_holds(node, tmp_path, answering):
+    _Answering.how = "endless"
+    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
+    with exporter(node, defer_on_failure_seconds=0) as e:
+        e.mark_all()
+        started = time.monotonic()
+        totals = e.export_due()
+    assert time.monotonic() - started < 20
+    assert not totals.ok and "more than a meteorpi answer holds" in totals.failures[0]
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_that_trickles_ends_within_the_read_timeout(node, tmp_path, answering):
+    """Each byte comes within the read timeout, so only a deadline on the whole answer ends it."""
+    _Answering.how = "trickle"
+    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
+    with exporter(node, read_timeout_seconds=1.0, defer_on_failure_seconds=0) as e:
+        e.mark_all()
+        started = time.monotonic()
+        totals = e.export_due()
+    assert time.monotonic() - started < 15
+    assert not totals.ok and "did not finish its answer to" in totals.failures[0]
+    assert "within 1s" in totals.failures[0]
