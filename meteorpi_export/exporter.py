@@ -42,7 +42,7 @@ from meteorpi_db.export_queue import ExportTask
 
 from .link import ExportState, Link, Pacer, Stopped, TaskEnded
 from .protocol_v1 import TaskExchange
-from .protocol_v2 import BATCH_TASKS, BatchExchange, probe_protocol
+from .protocol_v2 import BATCH_TASKS, BatchExchange, fit_batch, probe_protocol
 from .targets import BadTarget, parse_target
 from .transport import upload_session
 
@@ -262,6 +262,7 @@ class MeteorExporter:
             return []
         entities = self.db.get_entities([t.entity_id for t in tasks if t.entity_type == "event"],
                                         [t.entity_id for t in tasks if t.entity_type == "file"])
+        tasks = fit_batch(tasks, entities)
         try:
             version = self.protocol_for(configs[0])
         except TaskEnded:

@@ -335,6 +335,22 @@ def _failed_after(ended: TaskEnded, tries: int) -> TaskEnded:
                      ended.retry_after)
 
 
+def fit_batch(tasks: list[ExportTask], entities: dict) -> list[ExportTask]:
+    """The first of ``tasks`` whose files one check can name (at least one task): the server
+    takes at most wire.MAX_FILES_PER_UPLOAD in a check's ``file_data``. BATCH_TASKS events of
+    up to 256 files each could name far more, and the check was then refused whole on every
+    round; the tasks left out stay due for the next batch. Its uploads, parts of its files,
+    are within the limit too."""
+    most, named = wire.MAX_FILES_PER_UPLOAD, 0
+    for i, task in enumerate(tasks):
+        entity = entities.get(task.entity_id)
+        count = 0 if entity is None else len(_files(entity))
+        if i and named + count > most:
+            return tasks[:i]
+        named += count
+    return tasks
+
+
 def probe_protocol(link: Link, config: ExportConfiguration) -> int:
     """2 when ``config``'s target offers the fast path, else 1.
 

@@ -27,6 +27,26 @@ def test_a_batch_of_many_events_is_answered_in_full(node, central, tmp_path):
     assert len(registered.all_files) == 2000
 
 
+def test_a_batch_never_names_more_files_than_the_server_takes_in_one_request(node, central, tmp_path,
+                                                                             monkeypatch):
+    """The server takes at most wire.MAX_FILES_PER_UPLOAD files in a check or an upload; events
+    may hold 256 files each, and small files make a 32 MiB upload of thousands. Here the limit
+    is 25 on both sides: batches and uploads are cut to it, the rest follows in the next, and
+    the night arrives (a batch naming more was refused whole on every round)."""
+    from meteorpi_model import wire
+    from meteorpi_server import batch_routes
+    monkeypatch.setattr(wire, "MAX_FILES_PER_UPLOAD", 25)
+    monkeypatch.setattr(batch_routes, "MAX_FILES_PER_UPLOAD", 25)
+    night(node, tmp_path, events=20, files_per_event=4, standalone=10, file_size=64)
+    add_export(node, central.import_url, "event")
+    add_export(node, central.import_url, "file")
+    with exporter(node) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert totals.ok and totals.completed == 20 + 10, totals.failures[:3]  # events, then stand-alone files
+    assert central.check(node).ok
+
+
 class _Answering(http.server.BaseHTTPRequestHandler):
     """Answers every request 200 in the way ``how`` says: ``endless`` (bytes for as long as
     the client reads) or ``trickle`` (a byte every 0.2 s of a body announced as 1 MB)."""
