@@ -215,12 +215,15 @@ class Conversation:
                 self.bad_target = f"{e}; set it again with `meteorpi export add {config.name} --replace ...`"
 
     def post(self, url: str, body, label: str, headers: dict | None = None, method: str = "POST",
-             answer_items: int = 0) -> dict:
+             answer_items: int = 0, refusal_raises: bool = False) -> dict:
         """One request; its JSON answer, or TaskEnded for anything that is not an answer.
 
         ``answer_items`` is how many ids the answer may list (a check or an import of a batch
         answers for each entity, an upload for each file): each may take ANSWER_BYTES_PER_ITEM
-        beyond MAX_ANSWER_CHARS, so the bound on an answer grows with what was asked, not more."""
+        beyond MAX_ANSWER_CHARS, so the bound on an answer grows with what was asked, not more.
+        A ``{"state": "failed"}`` answer with an HTTP error status is returned as an answer
+        (version 1's way), or raised as TaskEnded with that status when ``refusal_raises``: a
+        batch's import answers per entity, so such an answer refuses the request as a whole."""
         with self._count_lock:  # uploads of a batch may run in two threads
             if self.requests >= self.max_requests:
                 raise failed(f"no progress after {self.requests} requests")
@@ -253,6 +256,9 @@ class Conversation:
         except requests.RequestException as e:
             raise cut(f"request {label} to {where} failed: {type(e).__name__}") from None
         answer = self._answer(response, text, label, where)
+        if refusal_raises and response.status_code >= 400 and answer.get("state") == "failed":
+            raise failed(f"{where} refused {label} (HTTP {response.status_code}): {message_of(answer)}",
+                         status=response.status_code)
         key = (label, json.dumps(answer, sort_keys=True))
         with self._count_lock:
             self.seen[key] += 1

@@ -195,13 +195,13 @@ class BatchExchange(Conversation):
                 raise
         return outcomes
 
-    def _post_again(self, url: str, body, label: str, answer_items: int = 0) -> dict:
+    def _post_again(self, url: str, body, label: str, answer_items: int = 0, refusal_raises: bool = False) -> dict:
         """``post`` of an idempotent JSON request, sent again when the link cut it (up to
         TRIES_WITHOUT_PROGRESS times): a check or an import costs little to repeat."""
         for attempt in range(TRIES_WITHOUT_PROGRESS):
             try:
                 return self.post(url, body, label if not attempt else f"{label} (again, {attempt})",
-                                 answer_items=answer_items)
+                                 answer_items=answer_items, refusal_raises=refusal_raises)
             except TaskEnded as ended:
                 if not ended.transport or attempt == TRIES_WITHOUT_PROGRESS - 1:
                     raise
@@ -301,19 +301,26 @@ class BatchExchange(Conversation):
         entities = sum(map(len, body.values()))
         try:
             answer = self.post(wire.path(self.base, wire.V2_IMPORT), body, f"import of {len(tasks)} entities",
-                               answer_items=entities)
+                               answer_items=entities, refusal_raises=True)
         except TaskEnded as ended:
-            if not ended.transport or len(tasks) == 1:
-                if ended.transport:  # one entity: the same small request again, a few times
-                    answer = self._post_again(wire.path(self.base, wire.V2_IMPORT), body,
-                                              f"import of {tasks[0].entity_id.hex}", answer_items=entities)
-                else:
-                    raise
-            else:  # a link that cuts every few KB: halves, each retried (an import is idempotent)
+            if len(tasks) > 1 and (ended.transport or ended.status == 413):
+                # A link that cuts every few KB, or a server that takes smaller bodies than this
+                # (server.max_body_bytes): halves, each retried (an import is idempotent). The
+                # statuses go first on their own: whichever part is refused, they arrive.
+                if status_ids:
+                    self._import([], status_ids)
                 half = len(tasks) // 2
-                out = self._import(tasks[:half], status_ids)
+                out = self._import(tasks[:half], [])
                 out.update(self._import(tasks[half:], []))
                 return out
+            if ended.status == 413 and tasks:  # this one entity is larger than the server takes: it alone fails
+                return {tasks[0].entity_id: BatchOutcome(tasks[0], ExportState.FAILED, ended.message)}
+            if not ended.transport:
+                raise
+            # one entity (or the statuses alone): the same small request again, a few times
+            answer = self._post_again(wire.path(self.base, wire.V2_IMPORT), body,
+                                      f"import of {tasks[0].entity_id.hex}" if tasks else "import of camera statuses",
+                                      answer_items=entities, refusal_raises=True)
         results = {}
         for item in answer.get("results", []):
             if isinstance(item, dict) and isinstance(item.get("id"), str):

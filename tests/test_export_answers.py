@@ -4,11 +4,14 @@ that an operator typed; a typo, a captive portal or a file server must not fill 
 keep it waiting for ever."""
 from __future__ import annotations
 
+import datetime
 import http.server
 import threading
 import time
 
 import pytest
+
+from meteorpi_model import Meta
 
 from .export_fixtures import add_export, exporter, night
 
@@ -116,3 +119,20 @@ def test_an_answer_that_trickles_ends_within_the_read_timeout(node, tmp_path, an
     assert time.monotonic() - started < 15
     assert not totals.ok and "did not finish its answer to" in totals.failures[0]
     assert "within 1s" in totals.failures[0]
+
+
+def test_an_import_larger_than_the_server_takes_goes_in_halves(node, central, tmp_path, monkeypatch):
+    """An archive may take smaller bodies than a batch's import (server.max_body_bytes): its
+    413 splits the import until each part fits, instead of failing the batch on every round.
+    One entity too large by itself fails alone, saying why."""
+    monkeypatch.setattr(central.db.config.server, "max_body_bytes", 6000)  # the config outlives the test
+    made = night(node, tmp_path, events=12, files_per_event=2, standalone=0, file_size=64)
+    first = made.events[0]
+    big = node.register_event(first.camera_id, first.event_time + datetime.timedelta(seconds=1),
+                              first.event_type, event_meta=[Meta(key=f"note{i}", value="x" * 3000) for i in range(3)])
+    add_export(node, central.import_url, "event")
+    with exporter(node) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert totals.completed == 12 and totals.failed == 1, totals.failures[:3]
+    assert big.event_id.hex in totals.failures[0] and "HTTP 413" in totals.failures[0]
