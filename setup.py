@@ -39,6 +39,10 @@ setup(
         # Exporter HTTP client with keep-alive, and streamed multipart uploads.
         "requests>=2.31,<3",
         "requests-toolbelt>=1.0,<2",
+        # requests' transport, used directly: the exporter's own connections (uploads sent with
+        # sendfile), answers read a piece at a time with a bound (read1; 2.6 bounds decompression
+        # per read), and webhooks' address-checked connections.
+        "urllib3>=2.6,<3",
         # Progress bar for exports and the demo.
         "tqdm>=4.66,<5",
         # CLI and configuration.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import requests
+import urllib3
 
 from meteorpi_model import CameraStatus, ExportConfiguration
 from meteorpi_model.urls import redact_url
@@ -309,7 +310,7 @@ def read_answer(response: requests.Response, limit: int, seconds: float) -> byte
     deadline = time.monotonic() + seconds
     parts, size = [], 0
     while True:
-        piece = response.raw.read1(min(READ_ANSWER_PIECE, limit + 1 - size), decode_content=True)
+        piece = _read_some(response, min(READ_ANSWER_PIECE, limit + 1 - size))
         if not piece:
             return b"".join(parts)
         parts.append(piece)
@@ -318,6 +319,21 @@ def read_answer(response: requests.Response, limit: int, seconds: float) -> byte
             return None
         if time.monotonic() > deadline:
             raise AnswerTooSlow(f"the answer took longer than {seconds:g}s")
+
+
+def _read_some(response: requests.Response, most: int) -> bytes:
+    """One read of the body (``read1``), urllib3's errors raised as requests' (as requests' own
+    reads of a body raise them): a link cut while the answer arrives is a cut like any other."""
+    try:
+        return response.raw.read1(most, decode_content=True)
+    except urllib3.exceptions.ReadTimeoutError as e:
+        raise requests.exceptions.ReadTimeout(e) from e
+    except urllib3.exceptions.SSLError as e:
+        raise requests.exceptions.SSLError(e) from e
+    except urllib3.exceptions.DecodeError as e:
+        raise requests.exceptions.ContentDecodingError(e) from e
+    except (urllib3.exceptions.ProtocolError, OSError) as e:
+        raise requests.exceptions.ConnectionError(e) from e
 
 
 def _reason(error: Exception) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import http.server
+import socket
+import struct
 import threading
 import time
 
@@ -77,7 +79,26 @@ class _Answering(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    do_GET = do_POST = _answer
+    def _cut(self):
+        """Headers and the first bytes of a 1000-byte answer, then a reset: the link broke."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b'{"protocol"')
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def _dispatch(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.how == "cut":
+            if length:
+                self.rfile.read(length)
+            return self._cut()
+        return self._answer()
+
+    do_GET = do_POST = _dispatch
 
     def log_message(self, *args):
         pass
@@ -136,3 +157,17 @@ def test_an_import_larger_than_the_server_takes_goes_in_halves(node, central, tm
         totals = e.export_due()
     assert totals.completed == 12 and totals.failed == 1, totals.failures[:3]
     assert big.event_id.hex in totals.failures[0] and "HTTP 413" in totals.failures[0]
+
+
+@pytest.mark.timeout(60)
+def test_a_link_cut_while_the_answer_arrives_is_a_cut_like_any_other(node, tmp_path, answering):
+    """The answer is read a piece at a time from urllib3, whose errors are not requests': a
+    reset in the middle of one must end the task as a cut (retried later), not escape as an
+    error the exporter does not expect."""
+    _Answering.how = "cut"
+    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
+    with exporter(node, defer_on_failure_seconds=0) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert not totals.ok and totals.failures and "cannot reach" in totals.failures[0], totals.failures
