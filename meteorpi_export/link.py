@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 import uuid
+from urllib.parse import urljoin
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -236,12 +237,15 @@ class Conversation:
         where = redact_url(self.base)
         try:
             # stream: the answer is read here, bounded in size and time (read_answer)
+            # No redirect is followed: requests would send a POST on as a GET (or its body again,
+            # to wherever it points), and keep the password from http to https; one is reported.
             if headers is None:
                 response = link.session.request(method, url, json=body, auth=self.auth, timeout=timeout,
-                                                verify=link.verify, stream=True)
+                                                verify=link.verify, stream=True, allow_redirects=False)
             else:
                 response = link.session.request(method, url, data=body, headers=headers, auth=self.auth,
-                                                timeout=timeout, verify=link.verify, stream=True)
+                                                timeout=timeout, verify=link.verify, stream=True,
+                                                allow_redirects=False)
             try:
                 text = None if response.status_code in (401, 403) else \
                     read_answer(response, MAX_ANSWER_CHARS + ANSWER_BYTES_PER_ITEM * answer_items, timeout[1])
@@ -284,13 +288,29 @@ class Conversation:
                          retry_after=retry_after(response.headers.get("Retry-After")), status=code)
         if isinstance(answer, dict) and answer.get("state") == "failed":
             return answer
+        if 300 <= code < 400 and response.headers.get("Location"):
+            location = _shown_location(response.url, response.headers["Location"])
+            raise failed(f"{where} answered {label} with HTTP {code}, a redirect to {location}: a node's data "
+                         f"and password never follow a redirect; if that is the archive, set the target to "
+                         f"it (meteorpi export add {self.config.name} --replace ...)", status=code)
         if code >= 300:
-            raise failed(f"{where} answered HTTP {code} to {label}: is {self.config.target_url} "
+            raise failed(f"{where} answered HTTP {code} to {label}: is {redact_url(self.config.target_url)} "
                          f"the /import URL of a meteorpi server?", status=code)
         if not isinstance(answer, dict):
             shown = "more than a meteorpi answer holds" if text is None else repr(text[:80].decode("utf-8", "replace"))
             raise confused(f"{where} answered {label} with something that is not a JSON object: {shown}")
         return answer
+
+
+def _shown_location(url: str, location: str) -> str:
+    """A redirect's target as a message may show it: made absolute, credentials redacted, cut
+    short, and anything that would drive a terminal escaped (it is the server's text)."""
+    try:
+        absolute = urljoin(url, location)
+    except ValueError:  # not a URL urllib can read: shown as sent
+        absolute = location
+    shown = redact_url(absolute)[:200]
+    return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
 
 
 class AnswerTooSlow(Exception):

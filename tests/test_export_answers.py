@@ -171,3 +171,50 @@ def test_a_link_cut_while_the_answer_arrives_is_a_cut_like_any_other(node, tmp_p
         e.mark_all()
         totals = e.export_due()
     assert not totals.ok and totals.failures and "cannot reach" in totals.failures[0], totals.failures
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers everything with a redirect to ``location`` (an archive moved to https, say)."""
+    location = "https://archive.example.org/import/v2"
+    seen: list[str] = []
+
+    def _redirect(self):
+        _Redirecting.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(301)
+        self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("location, shown", [
+    ("https://archive.example.org/import/v2", "a redirect to https://archive.example.org/import/v2"),
+    ("/elsewhere", "a redirect to http://127.0.0.1:"),                      # made absolute
+    ("https://u:SECRET@evil.example/x\x1b[2J", "u:***@evil.example/x\\x1b[2J"),  # redacted, escaped
+])
+def test_a_redirect_is_reported_not_followed(node, tmp_path, location, shown):
+    """requests would follow it: a POST sent on as a GET, or its body (the node's data) sent on
+    to wherever it points, with the password kept from http to https. The node follows none and
+    says where it was sent, so the operator can set the target to it."""
+    _Redirecting.location, _Redirecting.seen = location, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+        add_export(node, f"http://127.0.0.1:{server.server_port}/import", "event")
+        with exporter(node, defer_on_failure_seconds=0) as e:
+            e.mark_all()
+            totals = e.export_due()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not totals.ok and "HTTP 301" in totals.failures[0] and shown in totals.failures[0], totals.failures
+    assert "SECRET" not in totals.failures[0] and "\x1b" not in totals.failures[0]
+    assert all(seen.startswith(("GET /import/v2", "POST /import")) for seen in _Redirecting.seen)
