@@ -346,8 +346,8 @@ def fit_batch(tasks: list[ExportTask], entities: dict) -> list[ExportTask]:
     """The first of ``tasks`` whose files one check can name (at least one task): the server
     takes at most wire.MAX_FILES_PER_UPLOAD in a check's ``file_data``. BATCH_TASKS events of
     up to 256 files each could name far more, and the check was then refused whole on every
-    round; the tasks left out stay due for the next batch. Its uploads, parts of its files,
-    are within the limit too."""
+    round; the tasks left out stay due for the next batch. Its uploads carry only its files,
+    so they keep within the limit too."""
     most, named = wire.MAX_FILES_PER_UPLOAD, 0
     for i, task in enumerate(tasks):
         entity = entities.get(task.entity_id)

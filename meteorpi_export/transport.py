@@ -78,23 +78,19 @@ class _SegmentSender:
         return None
 
 
-class _UploadHTTPConnection(_SegmentSender, HTTPConnection):
-    pass
+def pools_with(mixin: type) -> dict[str, type]:
+    """urllib3's connection pool classes by scheme (``PoolManager.pool_classes_by_scheme``),
+    whose connections, plain and TLS, take ``mixin``'s methods first: how a requests adapter
+    gives every connection it opens behaviour of ours (sendfile here; the webhooks' address
+    rule in meteorpi_server.outbound)."""
+    name = mixin.__name__.strip("_")
+    http = type(f"{name}HTTPConnection", (mixin, HTTPConnection), {})
+    https = type(f"{name}HTTPSConnection", (mixin, HTTPSConnection), {})
+    return {"http": type(f"{name}HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type(f"{name}HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https})}
 
 
-class _UploadHTTPSConnection(_SegmentSender, HTTPSConnection):
-    pass
-
-
-class _UploadHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _UploadHTTPConnection
-
-
-class _UploadHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _UploadHTTPSConnection
-
-
-_POOLS = {"http": _UploadHTTPConnectionPool, "https": _UploadHTTPSConnectionPool}
+_POOLS = pools_with(_SegmentSender)
 
 
 class UploadAdapter(HTTPAdapter):

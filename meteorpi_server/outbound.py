@@ -16,11 +16,10 @@ import sys
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family, create_connection
 
+from meteorpi_export.transport import pools_with
 from meteorpi_model import MeteorpiError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -149,20 +148,7 @@ class _CheckedConnect:
         return sock
 
 
-class CheckedHTTPConnection(_CheckedConnect, HTTPConnection):
-    pass
-
-
-class CheckedHTTPSConnection(_CheckedConnect, HTTPSConnection):
-    pass
-
-
-class CheckedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = CheckedHTTPConnection
-
-
-class CheckedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = CheckedHTTPSConnection
+_CHECKED_POOLS = pools_with(_CheckedConnect)
 
 
 class CheckedAdapter(HTTPAdapter):
@@ -173,8 +159,7 @@ class CheckedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": CheckedHTTPConnectionPool,
-                                                   "https": CheckedHTTPSConnectionPool}
+        self.poolmanager.pool_classes_by_scheme = dict(_CHECKED_POOLS)
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         raise TargetRefused("webhook: not sent through a proxy (the proxy would resolve the name unchecked)")
