@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +23,7 @@ import pytest
 
 from meteorpi_db import MeteorDatabase
 from meteorpi_export import MeteorExporter
+from meteorpi_export.exporter import ExportTotals
 from meteorpi_model import EventSearch, ExportConfiguration, FileRecordSearch
 from meteorpi_server import create_app
 from meteorpi_server.archive_check import check_archive
@@ -145,3 +147,26 @@ def in_thread(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def stub_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on 127.0.0.1 in threads for the duration (a target that misbehaves
+    as no meteorpi server would); its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def export_round(node: MeteorDatabase, **settings) -> ExportTotals:
+    """One round of ``node``'s exporter (settings overridden as ``exporter``): every due task
+    marked and sent; the totals."""
+    with exporter(node, **settings) as e:
+        e.mark_all()
+        return e.export_due()
+

@@ -8,14 +8,13 @@ import datetime
 import http.server
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
 from meteorpi_model import Meta
 
-from .export_fixtures import add_export, exporter, night
+from .export_fixtures import add_export, export_round, night, stub_server
 
 
 def test_a_batch_of_many_events_is_answered_in_full(node, central, tmp_path):
@@ -24,9 +23,7 @@ def test_a_batch_of_many_events_is_answered_in_full(node, central, tmp_path):
     (it was refused as "not a JSON object" on every round, for ever)."""
     registered = night(node, tmp_path, events=500, files_per_event=4, standalone=0, file_size=64)
     add_export(node, central.import_url, "event")
-    with exporter(node) as e:
-        e.mark_all()
-        totals = e.export_due()
+    totals = export_round(node)
     assert totals.ok and totals.completed == 500, totals.failures[:3]
     assert central.check(node).ok
     assert len(registered.all_files) == 2000
@@ -45,9 +42,7 @@ def test_a_batch_never_names_more_files_than_the_server_takes_in_one_request(nod
     night(node, tmp_path, events=20, files_per_event=4, standalone=10, file_size=64)
     add_export(node, central.import_url, "event")
     add_export(node, central.import_url, "file")
-    with exporter(node) as e:
-        e.mark_all()
-        totals = e.export_due()
+    totals = export_round(node)
     assert totals.ok and totals.completed == 20 + 10, totals.failures[:3]  # events, then stand-alone files
     assert central.check(node).ok
 
@@ -104,26 +99,26 @@ class _Answering(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _one_event_to(url: str, node, tmp_path, **settings):
+    """A night of one event exported to ``url`` once, failures not deferred: (totals, seconds)."""
+    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+    add_export(node, f"{url}/import", "event")
+    started = time.monotonic()
+    totals = export_round(node, defer_on_failure_seconds=0, **settings)
+    return totals, time.monotonic() - started
+
+
 @pytest.fixture
 def answering():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with stub_server(_Answering) as url:
+        yield url
 
 
 @pytest.mark.timeout(60)
 def test_an_answer_without_end_is_not_read_past_what_an_answer_holds(node, tmp_path, answering):
     _Answering.how = "endless"
-    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
-    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
-    with exporter(node, defer_on_failure_seconds=0) as e:
-        e.mark_all()
-        started = time.monotonic()
-        totals = e.export_due()
-    assert time.monotonic() - started < 20
+    totals, seconds = _one_event_to(answering, node, tmp_path)
+    assert seconds < 20
     assert not totals.ok and "more than a meteorpi answer holds" in totals.failures[0]
 
 
@@ -131,13 +126,8 @@ def test_an_answer_without_end_is_not_read_past_what_an_answer_holds(node, tmp_p
 def test_an_answer_that_trickles_ends_within_the_read_timeout(node, tmp_path, answering):
     """Each byte comes within the read timeout, so only a deadline on the whole answer ends it."""
     _Answering.how = "trickle"
-    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
-    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
-    with exporter(node, read_timeout_seconds=1.0, defer_on_failure_seconds=0) as e:
-        e.mark_all()
-        started = time.monotonic()
-        totals = e.export_due()
-    assert time.monotonic() - started < 15
+    totals, seconds = _one_event_to(answering, node, tmp_path, read_timeout_seconds=1.0)
+    assert seconds < 15
     assert not totals.ok and "did not finish its answer to" in totals.failures[0]
     assert "within 1s" in totals.failures[0]
 
@@ -152,9 +142,7 @@ def test_an_import_larger_than_the_server_takes_goes_in_halves(node, central, tm
     big = node.register_event(first.camera_id, first.event_time + datetime.timedelta(seconds=1),
                               first.event_type, event_meta=[Meta(key=f"note{i}", value="x" * 3000) for i in range(3)])
     add_export(node, central.import_url, "event")
-    with exporter(node) as e:
-        e.mark_all()
-        totals = e.export_due()
+    totals = export_round(node)
     assert totals.completed == 12 and totals.failed == 1, totals.failures[:3]
     assert big.event_id.hex in totals.failures[0] and "HTTP 413" in totals.failures[0]
 
@@ -165,11 +153,7 @@ def test_a_link_cut_while_the_answer_arrives_is_a_cut_like_any_other(node, tmp_p
     reset in the middle of one must end the task as a cut (retried later), not escape as an
     error the exporter does not expect."""
     _Answering.how = "cut"
-    night(node, tmp_path, events=1, files_per_event=1, standalone=0)
-    add_export(node, f"http://127.0.0.1:{answering.server_port}/import", "event")
-    with exporter(node, defer_on_failure_seconds=0) as e:
-        e.mark_all()
-        totals = e.export_due()
+    totals, _ = _one_event_to(answering, node, tmp_path)
     assert not totals.ok and totals.failures and "cannot reach" in totals.failures[0], totals.failures
 
 
@@ -204,17 +188,8 @@ def test_a_redirect_is_reported_not_followed(node, tmp_path, location, shown):
     to wherever it points, with the password kept from http to https. The node follows none and
     says where it was sent, so the operator can set the target to it."""
     _Redirecting.location, _Redirecting.seen = location, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        night(node, tmp_path, events=1, files_per_event=1, standalone=0)
-        add_export(node, f"http://127.0.0.1:{server.server_port}/import", "event")
-        with exporter(node, defer_on_failure_seconds=0) as e:
-            e.mark_all()
-            totals = e.export_due()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_server(_Redirecting) as url:
+        totals, _ = _one_event_to(url, node, tmp_path)
     assert not totals.ok and "HTTP 301" in totals.failures[0] and shown in totals.failures[0], totals.failures
     assert "SECRET" not in totals.failures[0] and "\x1b" not in totals.failures[0]
     assert all(seen.startswith(("GET /import/v2", "POST /import")) for seen in _Redirecting.seen)

@@ -7,13 +7,13 @@ import os
 import socket
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from meteorpi_export.transport import FileSegment
 
-from .export_fixtures import add_export, cli_env, meteorpi, night
+from .export_fixtures import add_export, cli_env, meteorpi, night, stub_server
 
 
 def _received(send) -> bytes:
@@ -82,55 +82,42 @@ def test_a_segment_of_a_file_emptied_entirely_is_all_zeros(file_of):
         assert _received(FileSegment(fh, 0, 4096).send_to) == b"\0" * 4096
 
 
-class _ForwardProxy:
+class _ForwardProxy(BaseHTTPRequestHandler):
     """A plain HTTP forward proxy (requests in absolute form, bodies by Content-Length), as a
     school's or an observatory's network may put between a camera and the internet; it counts
-    what it relays."""
+    what it relays (in the class: one proxy per test)."""
+    protocol_version = "HTTP/1.1"
+    requests: list[tuple[str, str]] = []
+    body_bytes = 0
 
-    def __init__(self):
-        self.requests: list[tuple[str, str]] = []
-        self.body_bytes = 0
-        proxy = self
+    def relay(self):
+        url = urllib.parse.urlsplit(self.path)
+        _ForwardProxy.requests.append((self.command, url.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        _ForwardProxy.body_bytes += length
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("proxy-connection", "connection", "keep-alive", "proxy-authorization")}
+        upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""), body=body,
+                             headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    do_GET = do_POST = relay
 
-            def relay(self):
-                url = urllib.parse.urlsplit(self.path)
-                proxy.requests.append((self.command, url.path))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                proxy.body_bytes += length
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("proxy-connection", "connection", "keep-alive", "proxy-authorization")}
-                upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-                try:
-                    upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""), body=body,
-                                     headers=headers)
-                    answer = upstream.getresponse()
-                    data = answer.read()
-                finally:
-                    upstream.close()
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = relay
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def log_message(self, *args):
+        pass
 
 
 def test_a_node_behind_an_http_proxy_replicates_its_night_through_it(node, central, tmp_path):
@@ -139,14 +126,12 @@ def test_a_node_behind_an_http_proxy_replicates_its_night_through_it(node, centr
     made = night(node, tmp_path, events=2, files_per_event=2, standalone=1)
     add_export(node, central.import_url, "event")
     add_export(node, central.import_url, "file")
-    proxy = _ForwardProxy()
-    try:
-        env = {k: v for k, v in cli_env(node, HTTP_PROXY=proxy.url, http_proxy=proxy.url).items()
+    _ForwardProxy.requests, _ForwardProxy.body_bytes = [], 0
+    with stub_server(_ForwardProxy) as proxy:
+        env = {k: v for k, v in cli_env(node, HTTP_PROXY=proxy, http_proxy=proxy).items()
                if k.lower() != "no_proxy"}
         run = meteorpi("export", "run", "--once", env=env)
-    finally:
-        proxy.close()
     assert run.returncode == 0, run.stdout + run.stderr
     assert central.check(node).ok
-    assert ("POST", "/import/v2/data") in proxy.requests
-    assert proxy.body_bytes >= sum(f.file_size for f in made.all_files)
+    assert ("POST", "/import/v2/data") in _ForwardProxy.requests
+    assert _ForwardProxy.body_bytes >= sum(f.file_size for f in made.all_files)

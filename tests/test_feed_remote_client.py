@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .export_fixtures import cli_env, meteorpi
+from .export_fixtures import cli_env, meteorpi, stub_server
 
 ITEM = {"cursor": "5-1", "kind": "status", "op": "insert", "id": "ab" * 16, "camera_id": "cam",
         "summary": {}, "logged_at": 0, "committed_at": 0}
@@ -173,12 +173,6 @@ class _Endless(BaseHTTPRequestHandler):
 
 @pytest.mark.timeout(60)
 def test_an_answer_without_end_is_refused_not_read_into_memory(node):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        run = meteorpi("feed", "--url", f"http://127.0.0.1:{server.server_address[1]}", env=cli_env(node), timeout=50)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_server(_Endless) as url:
+        run = meteorpi("feed", "--url", url, env=cli_env(node), timeout=50)
     assert _one_line(run, "more than a feed's answer holds")
