@@ -10,7 +10,8 @@ cannot deadlock.
 
 One refused entity never costs the others. An id sent twice is imported once (two different
 copies of one id are both refused: neither could be answered complete). A file id held, or named
-earlier in the batch, with another MD5 refuses the entity naming it. The set-wise write runs
+earlier in the batch, with another MD5 refuses the entity naming it; so does an id held (or named
+earlier) whose copy says something else (records.content_contradiction). The set-wise write runs
 under one savepoint; when the database refuses it (a constraint, a value it cannot hold, a file
 row written meanwhile by another import with another MD5), the transaction rolls back to that
 savepoint and writes the entities again one by one, each under a savepoint of its own, so only
@@ -28,10 +29,11 @@ from typing import Callable, Iterable
 import psycopg2
 
 from meteorpi_model import CameraStatus, Event, FileRecord
+from meteorpi_model.differences import first_difference
 
 from .errors import Conflict
 from .pool import retry_stale
-from .records import files_of, held_md5_problem
+from .records import describe, files_of, held_content_problem, held_md5_problem
 
 log = logging.getLogger("meteorpi.db")
 # What the database may refuse of one entity's rows, refusing that entity and not the batch: a
@@ -66,15 +68,15 @@ class BatchStore:
         the batch are unaffected. Each id is answered once, however often it was sent.
         """
         entities, results = _distinct(entities)
-        statuses = sorted({s.status_id: s for s in statuses}.values(), key=lambda s: (s.camera_id, s.status_id.bytes))
+        statuses, twice = _distinct_statuses(statuses)
         with self.transaction() as cur:
-            refused_statuses = _write_or_each_alone(
+            refused_statuses = twice | _write_or_each_alone(
                 cur, statuses, lambda some: [self._insert_status(cur, s) for s in some],
-                lambda s: s.status_id, lambda s: f"camera status {s.status_id.hex}")
+                lambda s: s.status_id, describe)
             accepted, longitudes = self._accept(cur, entities, refused_statuses, results)
             results.update(_write_or_each_alone(
                 cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id),
-                lambda e: e.entity_id, _describe))
+                lambda e: e.entity_id, describe))
         return results
 
     def _accept(self, cur, entities: list[Event | FileRecord], refused_statuses: dict[uuid.UUID, str],
@@ -83,7 +85,11 @@ class BatchStore:
         ``results``; (the entities to write, {status_id: longitude} of the statuses held)."""
         held_events = self._held_event_ids(cur, [e.event_id for e in entities if isinstance(e, Event)])
         held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in files_of(e)})
+        # The held copies a re-sent entity (or a new event's held file) must agree with: read only
+        # when the batch names something held.
+        copies = self._held_records(cur, held_events, held_md5) if held_events or held_md5 else {}
         named: dict[uuid.UUID, str] = {}  # file_id -> MD5 of the files the batch's accepted entities name
+        named_files: dict[uuid.UUID, FileRecord] = {}  # and those files
         rows = self._status_rows(cur, {s for e in entities for s in e.status_ids})
         accepted = []
         for entity in entities:
@@ -91,11 +97,14 @@ class BatchStore:
             held = entity_id in held_events if isinstance(entity, Event) else entity_id in held_md5
             problem = (_refused_status(entity, refused_statuses)
                        or held_md5_problem(entity, named, "is named earlier in this request")
-                       or (held_md5_problem(entity, held_md5) if held
-                           else self._check_importable(cur, entity, rows, held_md5)[0]))
+                       or held_content_problem(entity, named_files, "is named earlier in this request")
+                       or (held_md5_problem(entity, held_md5) or held_content_problem(entity, copies) if held
+                           else self._check_importable(cur, entity, rows, held_md5, copies)[0]))
             results[entity_id] = problem
             if problem is None:
-                named.update((f.file_id, f.md5) for f in files_of(entity) if f.file_id not in held_md5)
+                for f in files_of(entity):
+                    if f.file_id not in held_md5:
+                        named[f.file_id], named_files[f.file_id] = f.md5, f
                 if not held:
                     accepted.append(entity)
         return accepted, {sid: row[4] for sid, row in rows.items()}
@@ -160,21 +169,28 @@ def _distinct(entities: Iterable[Event | FileRecord]) -> tuple[list[Event | File
         if type(first) is not type(entity):
             different[entity_id] = (f"id {entity_id.hex}: sent in this request both as an event and as a file "
                                     f"record; an id names one entity")
-        elif first != entity and entity_id not in different:
-            different[entity_id] = f"{_describe(first)}: sent twice in this request, with different content"
+        elif first is not entity and first_difference(first, entity) and entity_id not in different:
+            different[entity_id] = f"{describe(first)}: sent twice in this request, with different content"
     refused = dict(different)
     unique = [e for i, e in by_id.items() if i not in different]
     return sorted(unique, key=lambda e: (isinstance(e, FileRecord), e.entity_id.bytes)), refused
 
 
+def _distinct_statuses(statuses: Iterable[CameraStatus]) -> tuple[list[CameraStatus], dict[uuid.UUID, str]]:
+    """Each status once, in the order their cameras are locked in; and {id: why} for the ids sent
+    twice saying different things (their end of validity aside), neither copy of which is kept."""
+    by_id: dict[uuid.UUID, CameraStatus] = {}
+    twice: dict[uuid.UUID, str] = {}
+    for status in statuses:
+        first = by_id.setdefault(status.status_id, status)
+        if first is not status and first_difference(first, status) and status.status_id not in twice:
+            twice[status.status_id] = f"{describe(status)}: sent twice in this request, with different content"
+    unique = [s for i, s in by_id.items() if i not in twice]
+    return sorted(unique, key=lambda s: (s.camera_id, s.status_id.bytes)), twice
+
+
 def _refused_status(entity: Event | FileRecord, refused_statuses: dict[uuid.UUID, str]) -> str | None:
     for status_id in sorted(entity.status_ids, key=lambda s: s.bytes):
         if status_id in refused_statuses:
-            return f"{_describe(entity)}: its {refused_statuses[status_id]}"
+            return f"{describe(entity)}: its {refused_statuses[status_id]}"
     return None
-
-
-
-
-def _describe(entity: Event | FileRecord) -> str:
-    return f"event {entity.event_id.hex}" if isinstance(entity, Event) else f"file {entity.file_id.hex}"

@@ -9,7 +9,8 @@ import service maps each outcome to its protocol's answer.
 The rules, in the order the version-1 protocol answers them (docs/protocol.md):
 
 1. a file id held with another MD5 refuses the record naming it (never answered complete);
-2. a record already held is a no-op;
+2. a record already held is a no-op, when the held copy says the same (else it is refused, naming
+   the first field that differs: an id names one record for good); so is each held file of an event;
 3. every status the record and its files refer to must be held (else: needs that status);
 4. the record and each file must fit their status: its camera, and a time inside its validity;
 5. each file's verified bytes must be held (else: needs them, unless bytes under another MD5 are
@@ -28,7 +29,7 @@ from meteorpi_model import Event, FileRecord, instant_to_ms
 
 from .errors import Conflict
 from .pool import retry_stale
-from .records import files_of, held_md5_problem, md5_contradiction
+from .records import content_contradiction, files_of, held_content_problem, held_md5_problem, md5_contradiction
 from .upload_failures import refused_too_often
 
 
@@ -100,7 +101,11 @@ class ImportStore:
             problem = md5_contradiction(record, held_md5.get(record.file_id))
             if problem:
                 return Refused(f"{path}.md5: {problem}")
-        if entity.file_id in held_md5 if isinstance(entity, FileRecord) else event_held:
+        held_whole = entity.file_id in held_md5 if isinstance(entity, FileRecord) else event_held
+        problem = self._held_parts_problem(cur, parts, held_md5, held_whole)
+        if problem:
+            return Refused(problem)
+        if held_whole:
             return AlreadyHeld()
         for _, item in parts:
             if item.status_id not in rows:
@@ -114,6 +119,23 @@ class ImportStore:
                 return self._bytes_wanted(cur, path, record, user_id)
         written = self._insert_many(cur, [entity], {status_id: row[4] for status_id, row in rows.items()}, user_id)
         return Stored() if (entity.event_id if isinstance(entity, Event) else entity.file_id) in written else AlreadyHeld()
+
+    def _held_parts_problem(self, cur, parts: list[tuple[str, Event | FileRecord]], held_md5: dict,
+                            held_whole: bool) -> str | None:
+        """Why the entity (when ``held_whole``: compared whole) or one of its files held already
+        says something else than the held copy, worded at its field path; None when all agree.
+        Reads only when something is held: a new record with new files costs nothing more."""
+        entity = parts[0][1]
+        compared = parts[:1] if held_whole else [(p, f) for p, f in parts[1:] if f.file_id in held_md5]
+        if not compared:
+            return None
+        held = self._held_records(cur, [entity.event_id] if held_whole and isinstance(entity, Event) else [],
+                                  [f.file_id for _, f in compared if isinstance(f, FileRecord)])
+        for path, item in compared:
+            problem = content_contradiction(held[item.entity_id], item) if item.entity_id in held else None
+            if problem:  # a file of the entity is named at its path; the entity names itself
+                return f"{path}: {problem}" if item is not entity else problem
+        return None
 
     def _bytes_wanted(self, cur, path: str, record: FileRecord, user_id: str | None) -> ImportOutcome:
         """The file's bytes are not held: ask for them, unless that is pointless."""
@@ -149,10 +171,12 @@ class ImportStore:
 
     # -- records whose statuses and bytes must be held: Conflict otherwise ----------------------
     def _check_importable(self, cur, entity: Event | FileRecord, statuses: dict | None = None,
-                          held_md5: dict[uuid.UUID, str] | None = None) -> tuple[str | None, dict]:
+                          held_md5: dict[uuid.UUID, str] | None = None,
+                          held_files: dict[uuid.UUID, FileRecord] | None = None) -> tuple[str | None, dict]:
         """(problem, {status_id: longitude}): why ``entity`` cannot be stored now, if it cannot.
-        ``statuses`` (status_id -> validity row) and ``held_md5`` (file_id -> MD5 of the records
-        held) spare the queries when a batch loaded them."""
+        ``statuses`` (status_id -> validity row), ``held_md5`` (file_id -> MD5 of the records
+        held) and ``held_files`` (file_id -> those records) spare the queries when a batch loaded
+        them."""
         timed = [item for _, item in _parts(entity)]
         if statuses is None:
             statuses = self._status_rows(cur, {t.status_id for t in timed})
@@ -175,6 +199,13 @@ class ImportStore:
         problem = held_md5_problem(entity, held_md5)
         if problem:
             return problem, {}
+        held_here = [f.file_id for f in files if f.file_id in held_md5]
+        if held_here:
+            if held_files is None:
+                held_files = self._held_records(cur, [], held_here)
+            problem = held_content_problem(entity, held_files)
+            if problem:
+                return problem, {}
         for f in files:
             if not self.file_store.has(f.file_id, f.md5):
                 return f"file {f.file_id.hex}: verified bytes with MD5 {f.md5} are not held", {}
@@ -191,7 +222,9 @@ class ImportStore:
             held_md5 = self._held_md5s(cur, [f.file_id for f in files_of(entity)])
             held = self._has_event(cur, entity.event_id) if isinstance(entity, Event) else entity.file_id in held_md5
             if held:  # a no-op, unless what is held says otherwise
-                problem = held_md5_problem(entity, held_md5)
+                problem = held_md5_problem(entity, held_md5) or held_content_problem(
+                    entity, self._held_records(cur, [entity.event_id] if isinstance(entity, Event) else [],
+                                               [] if isinstance(entity, Event) else [entity.file_id]))
                 if problem:
                     raise Conflict(problem)
                 return False

@@ -7,7 +7,8 @@ nodes delivering the same event at the same moment both succeed and one copy is 
 (docs/protocol.md weak point 4). A file id held with another MD5 is no such no-op: the record that
 says otherwise is refused (``Conflict``), checked before writing and again on every file row an
 insert found already held (another import may have written it meanwhile), so a node is never
-told its version arrived while the archive keeps another.
+told its version arrived while the archive keeps another. Nor is a held id whose copy sent says
+something else in any other field (``content_contradiction``), checked at the same two points.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from typing import Iterable, Mapping
 
 from psycopg2.extras import execute_values
 
-from meteorpi_model import Event, FileRecord, Meta, NSString, as_uuid, night_offset_seconds
+from meteorpi_model import CameraStatus, Event, FileRecord, Meta, NSString, as_uuid, night_offset_seconds
+from meteorpi_model.differences import first_difference
 
 from .errors import Conflict
 from .pool import retry_stale
@@ -109,6 +111,36 @@ def held_md5_problem(entity: Event | FileRecord, held_md5: Mapping[uuid.UUID, st
     return None
 
 
+def content_contradiction(held: Event | FileRecord | CameraStatus, sent: Event | FileRecord | CameraStatus,
+                          held_as: str = "is held") -> str | None:
+    """Why ``sent`` contradicts the copy of its id that is held (it says something else), if it
+    does: the node would be told its version arrived while the archive keeps another. Names the
+    first field that differs, never its value."""
+    differs = first_difference(held, sent)
+    if differs is None:
+        return None
+    return (f"{describe(sent)} {held_as} with other content ({differs} differs): an id names one record "
+            f"for good, so a changed record needs an id of its own")
+
+
+def held_content_problem(entity: Event | FileRecord, held: Mapping[uuid.UUID, Event | FileRecord],
+                         held_as: str = "is held") -> str | None:
+    """Why ``entity``, or one of its files, contradicts the copy of its id in ``held`` (id ->
+    record held), if one does. A held event is compared whole, its files included."""
+    parts = [entity] if entity.entity_id in held else [f for f in files_of(entity) if f.file_id in held]
+    for part in parts:
+        problem = content_contradiction(held[part.entity_id], part, held_as)
+        if problem:
+            return problem if part is entity else f"{describe(entity)}: {problem}"
+    return None
+
+
+def describe(entity: Event | FileRecord | CameraStatus) -> str:
+    """How messages name an entity: ``event <id>``, ``file <id>``, ``camera status <id>``."""
+    kind = {Event: "event", FileRecord: "file", CameraStatus: "camera status"}[type(entity)]
+    return f"{kind} {entity.entity_id.hex}"
+
+
 def files_of(entity: Event | FileRecord) -> list[FileRecord]:
     """The file records an entity names: an event's files, or the file record itself."""
     return list(entity.files) if isinstance(entity, Event) else [entity]
@@ -183,8 +215,13 @@ class RecordStore:
     def get_entities(self, event_ids: list[uuid.UUID], file_ids: list[uuid.UUID]) -> dict[uuid.UUID, Event | FileRecord]:
         """Many events and files by id in one transaction (the exporter's fast path)."""
         with self.transaction() as cur:
-            found = self._load_events(cur, list(event_ids)) + self._load_files(cur, list(file_ids))
-        return {e.event_id if isinstance(e, Event) else e.file_id: e for e in found}
+            return self._held_records(cur, event_ids, file_ids)
+
+    def _held_records(self, cur, event_ids: Iterable[uuid.UUID], file_ids: Iterable[uuid.UUID]
+                      ) -> dict[uuid.UUID, Event | FileRecord]:
+        """{id: held copy} of the events and file records held among these ids."""
+        found = self._load_events(cur, list(event_ids)) + self._load_files(cur, list(file_ids))
+        return {e.entity_id: e for e in found}
 
     @retry_stale
     def has_file_id(self, file_id) -> bool:
@@ -288,7 +325,8 @@ class RecordStore:
         files = sorted(by_id.values(), key=lambda f: f.file_id.bytes)
         new_files = set(_returned(cur, BULK_FILES, [
             tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
-        self._check_held_md5s(cur, [f for f in files if f.file_id not in new_files])
+        self._check_found_held(cur, [e for e in entities if isinstance(e, Event) and e.event_id not in new_events],
+                               [f for f in files if f.file_id not in new_files])
         files = [f for f in files if f.file_id in new_files]
         _insert_all(cur, [
             (BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)]),
@@ -299,12 +337,19 @@ class RecordStore:
              + [(f.file_id, "file", user_id) for f in files])])
         return new_events | new_files
 
-    def _check_held_md5s(self, cur, records: list[FileRecord]) -> None:
-        """Conflict if a file row an insert found held (perhaps written by another import since
-        the batch was checked) has another MD5 than the record that was to be written."""
-        held_md5 = self._held_md5s(cur, [r.file_id for r in records])
+    def _check_found_held(self, cur, events: list[Event], records: list[FileRecord]) -> None:
+        """Conflict if an event or file row an insert found held (perhaps written by another
+        import since the entity was checked) says something else than the entity that was to be
+        written: another MD5 first (both named), then any other field."""
+        if not events and not records:
+            return
+        held = self._held_records(cur, [e.event_id for e in events], [r.file_id for r in records])
         for record in records:
-            problem = md5_contradiction(record, held_md5.get(record.file_id))
+            problem = md5_contradiction(record, held[record.file_id].md5 if record.file_id in held else None)
+            if problem:
+                raise Conflict(problem)
+        for entity in [*events, *records]:
+            problem = content_contradiction(held[entity.entity_id], entity) if entity.entity_id in held else None
             if problem:
                 raise Conflict(problem)
 

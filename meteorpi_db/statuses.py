@@ -11,6 +11,7 @@ from meteorpi_model import CameraStatus, Location, Orientation, Point, as_uuid, 
 
 from .errors import Conflict
 from .pool import retry_stale
+from .records import content_contradiction
 
 STATUS_COLUMNS = """status_id, camera_id, lens, sensor, inst_name, inst_url, software_version,
     valid_from, valid_to, lat, long, gps, location_error, alt, az, rot, orientation_error, width"""
@@ -88,10 +89,16 @@ class StatusStore:
     """Mixed into MeteorDatabase: camera statuses and their visible regions."""
 
     def _insert_status(self, cur, status: CameraStatus) -> bool:
-        """Store a status with its regions unless held; a newer one closes the camera's open one."""
+        """Store a status with its regions unless held; a newer one closes the camera's open one.
+        Conflict when the held status of this id says something else (its end of validity
+        aside: the archive sets that itself): the node would think its version arrived."""
         cur.execute(LOCK_CAMERA, {"camera_id": status.camera_id})
         cur.execute(INSERT_STATUS, _status_params(status))
         if cur.rowcount == 0:
+            held = self._load_status(cur, status.status_id)
+            problem = content_contradiction(held, status) if held is not None else None
+            if problem:
+                raise Conflict(problem)
             return False
         params = {"time": status.valid_from, "camera_id": status.camera_id, "status_id": status.status_id}
         cur.execute(CLOSE_OPEN_STATUS, params)

@@ -39,6 +39,10 @@ class NSString:
     def __setattr__(self, key, value):
         raise AttributeError("NSString is immutable")
 
+    def __reduce__(self):
+        # copy and pickle rebuild it through __init__: the default way sets attributes, refused above.
+        return NSString, (self.s, self.ns)
+
     @classmethod
     def from_string(cls, text: "str | NSString") -> "NSString":
         """Parse ``ns:value``; the namespace ends at the first ``:``."""

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from flask import Response, abort, current_app, g, make_response
 
-from meteorpi_db import (FileTooLarge, Md5Mismatch, MeteorDatabase, NeedsBytes, NeedsStatus, Refused,
+from meteorpi_db import (Conflict, FileTooLarge, Md5Mismatch, MeteorDatabase, NeedsBytes, NeedsStatus, Refused,
                          ResendFromStart, TruncatedUpload, UploadCut)
 from meteorpi_db.config import ServerConfig
 from meteorpi_db.upload_failures import refused_too_often
@@ -230,7 +230,10 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         return self.db.config.server.max_failed_uploads
 
     def receive_status(self, import_request: ImportRequest) -> Response | None:
-        self.db.import_camera_status(import_request.entity)  # idempotent: held is a no-op
+        try:  # idempotent: a held status is a no-op, when it says the same
+            self.db.import_camera_status(import_request.entity)
+        except Conflict as e:
+            return import_request.response_failed(str(e))
         return import_request.response_continue()
 
     def receive_file_record(self, import_request: ImportRequest) -> Response | None:

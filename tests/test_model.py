@@ -350,3 +350,62 @@ def test_schema_and_code_refuse_the_same_strings(named_value, spoiler):
     assert code_accepts == schema_accepts, (name, text)
     if spoiler != "none":
         assert not code_accepts, (name, text)
+
+
+# -- sameness: a record sent again must say what the held copy says (differences.py) ----------
+def _vector_event(vectors) -> Event:
+    return Event.from_dict(vectors["event"]["event"])
+
+
+def test_copies_that_the_wire_cannot_tell_apart_are_the_same(vectors):
+    """What storage or the wire changes is no difference: microseconds below the millisecond, a
+    whole number stored as a float, a type name without its default namespace, a status's end
+    of validity (the archive sets it), another time zone for the same instant."""
+    from meteorpi_model.differences import first_difference
+    sent = _vector_event(vectors)
+    held = copy.deepcopy(sent)
+    held.event_time = sent.event_time.astimezone(dt.timezone(dt.timedelta(hours=5))) + dt.timedelta(microseconds=400)
+    held.event_type = NSString.from_string("meteor")  # meteorpi:meteor
+    held.files[0].meta[0].value = float(sent.files[0].meta[0].value)  # 75 -> 75.0
+    assert sent.event_type == NSString.from_string("meteorpi:meteor")
+    assert first_difference(held, sent) is None
+    status = CameraStatus.from_dict(vectors["status"]["status"])
+    closed = dataclasses.replace(status, valid_to=status.valid_from + dt.timedelta(days=1))
+    assert first_difference(closed, status) is None
+
+
+@pytest.mark.parametrize("change, path", [
+    (lambda e: setattr(e, "event_type", NSString.from_string("meteorpi:plane")), "event_type"),
+    (lambda e: setattr(e, "event_time", e.event_time + dt.timedelta(milliseconds=1)), "event_time"),
+    (lambda e: setattr(e.meta[1], "value", "a plane"), "meta[1].value"),
+    (lambda e: e.meta.pop(), "meta"),
+    (lambda e: setattr(e.files[1], "file_name", None), "files[1].file_name"),
+    (lambda e: setattr(e.files[0].meta[0], "value", 76), "files[0].meta[0].value"),
+    (lambda e: e.files.reverse(), "files[0].file_time"),  # the first field, in declaration order
+])
+def test_the_first_field_that_differs_is_named(vectors, change, path):
+    from meteorpi_model.differences import first_difference
+    held = _vector_event(vectors)
+    sent = copy.deepcopy(held)
+    change(sent)
+    assert first_difference(held, sent) == path
+
+
+def test_a_status_that_says_something_else_differs(vectors):
+    from meteorpi_model.differences import first_difference
+    held = CameraStatus.from_dict(vectors["status"]["status"])
+    moved = copy.deepcopy(held)
+    moved.location.lat += 1e-9
+    assert first_difference(held, moved) == "location.lat"
+    moved = copy.deepcopy(held)
+    moved.regions[1][2].x += 1
+    assert first_difference(held, moved) == "regions[1][2].x"
+
+
+def test_entities_can_be_copied_and_pickled(vectors):
+    """An NSString (immutable) comes through copy.deepcopy and pickle: an event holding them
+    could not be copied before."""
+    import pickle
+    event = _vector_event(vectors)
+    assert copy.deepcopy(event) == event
+    assert pickle.loads(pickle.dumps(event)) == event
