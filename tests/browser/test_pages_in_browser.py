@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 import requests
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -53,11 +54,14 @@ def _open(browser, url: str) -> None:
 def _submit(browser, button: str) -> None:
     """Click the submit ``button`` (a CSS selector) and wait for the page the form leads to.
     The page before it is complete too, and often has the same landmarks: wait for it to be
-    gone first, or the test reads the old page."""
-    before = browser.find_element(By.TAG_NAME, "html")
+    gone first, or the test reads the old page. Gone is told by a mark on the old page's window
+    (a new page gets a new one): asked of an element of the old page while it is replaced,
+    chromedriver may answer "Node with given id does not belong to the document" instead of
+    "stale", and a look in the middle of the change is simply asked again."""
+    browser.execute_script("window.__meteorpi_page_before_submit = true")
     browser.find_element(By.CSS_SELECTOR, button).click()
-    WebDriverWait(browser, 10).until(EC.staleness_of(before))
-    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(lambda d: d.execute_script(
+        "return window.__meteorpi_page_before_submit !== true && document.readyState === 'complete'"))
 
 
 def _console_errors(browser) -> list[str]:
