@@ -3,7 +3,8 @@
 The exporter (meteorpi_export) takes due tasks oldest first and writes each outcome back, so
 the queue and every task's state survive restarts: a task becomes ``complete`` only once the
 target has said so. A failure counts against its configuration: its tasks are deferred, and
-enough failures in a row disable it.
+enough failures in a row disable it. A refusal of one entity (the target will not take that
+record) defers only its task.
 """
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ WHERE config_id = %(config_id)s AND entity_id = %(entity_id)s AND state = 'pendi
 """
 RESET_FAILURES = """
 UPDATE export_config SET consecutive_failures = 0, last_error = NULL WHERE config_id = %(config_id)s
+"""
+DEFER_TASK = """
+UPDATE export_task SET attempts = attempts + 1, last_error = %(message)s,
+    due_at = now() + make_interval(secs => %(seconds)s)
+WHERE config_id = %(config_id)s AND entity_id = %(entity_id)s AND state = 'pending'
 """
 FAIL_TASK = """
 UPDATE export_task SET attempts = attempts + 1, last_error = %(message)s
@@ -178,6 +184,17 @@ class ExportQueueStore:
         with self.transaction() as cur:
             cur.execute(FINISH_TASK, {"config_id": as_uuid(config_id), "entity_id": as_uuid(entity_id),
                                       "state": "skipped", "message": reason})
+
+    @retry_stale
+    def record_task_refusal(self, config_id: uuid.UUID | str, entity_id: uuid.UUID | str, message: str,
+                            defer_seconds: float) -> None:
+        """Count a try the target refused for this entity alone (or this node could not send it):
+        only this task waits ``defer_seconds``. Its configuration is not counted as failing and
+        its other tasks go on: one record the archive will not take must not hold back, and in
+        the end disable, the export of every other."""
+        with self.transaction() as cur:
+            cur.execute(DEFER_TASK, {"config_id": as_uuid(config_id), "entity_id": as_uuid(entity_id),
+                                     "message": message[:2000], "seconds": float(defer_seconds)})
 
     @retry_stale
     def record_task_failure(self, config_id: uuid.UUID | str, entity_id: uuid.UUID | str, message: str,

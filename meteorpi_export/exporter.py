@@ -49,6 +49,9 @@ from .transport import upload_session
 log = logging.getLogger("meteorpi.exporter")
 # Longest wait between rounds of `run` when a deferred task falls due sooner than the interval.
 MIN_ROUND_SECONDS = 0.5
+# A task the target refused (the entity alone) waits between these, doubling per refusal.
+REFUSED_LEAST_SECONDS = 60
+REFUSED_MOST_SECONDS = 24 * 3600
 
 
 # ExportTotals' counter of each final state.
@@ -65,6 +68,7 @@ class TaskReport:
     requests: int
     bytes_sent: int
     seconds: float
+    refused: bool = False  # FAILED because the target refused this entity alone (link.TaskEnded.refused)
 
 
 @dataclass
@@ -168,7 +172,7 @@ class MeteorExporter:
             return None
         started = time.monotonic()
         entity = self.db.get_event(task.entity_id) if task.entity_type == "event" else self.db.get_file(task.entity_id)
-        exchange = None
+        exchange, refused = None, False
         if entity is None:
             state, message = ExportState.SKIPPED, f"{task.entity_type} is no longer held on this node"
             self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
@@ -178,14 +182,14 @@ class MeteorExporter:
                 exchange.run()
                 state, message = ExportState.COMPLETE, None
             except TaskEnded as ended:
-                state, message, wait = ended.state, ended.message, ended.retry_after
+                state, message, wait, refused = ended.state, ended.message, ended.retry_after, ended.refused
             except Stopped:
                 raise  # not the target's failure: the task stays due, nothing is deferred
             except OSError as e:  # reading the file store
                 state, message = ExportState.FAILED, f"cannot read a file of this node: {e}"
-            self._record(task, state, message, wait)
+            self._record(task, state, message, wait, refused)
         report = TaskReport(task, state, message, exchange.requests if exchange else 0,
-                            exchange.bytes_sent if exchange else 0, time.monotonic() - started)
+                            exchange.bytes_sent if exchange else 0, time.monotonic() - started, refused)
         self.last_report = report
         log.debug("%s %s -> %s: %s (%d requests, %d bytes)", task.entity_type, task.entity_id.hex,
                   task.config.name, state.value, report.requests, report.bytes_sent)
@@ -194,12 +198,20 @@ class MeteorExporter:
         return state
 
     def _record(self, task: ExportTask, state: ExportState, message: str | None,
-                retry_after: float | None = None) -> None:
+                retry_after: float | None = None, refused: bool = False) -> None:
         """A task's end in the database; a failure defers its configuration's tasks, for as long
-        as the target asked if that is longer than ``export.defer_on_failure_seconds``."""
+        as the target asked if that is longer than ``export.defer_on_failure_seconds``. A
+        refusal of this one entity defers only its task, longer after each refusal."""
         config = task.config
         if state == ExportState.COMPLETE:
             self.db.mark_task_complete(config.config_id, task.entity_id)
+            return
+        if refused:
+            wait = refused_task_wait(self.settings.defer_on_failure_seconds, task.attempts)
+            self.db.record_task_refusal(config.config_id, task.entity_id, f"{state.value}: {message}", wait)
+            log.warning("export %s: %s %s refused: %s (refusal %d of this %s; it alone waits %gs, the others "
+                        "go on)", config.name, task.entity_type, task.entity_id.hex, message, task.attempts + 1,
+                        task.entity_type, wait)
             return
         wait = max(self.settings.defer_on_failure_seconds, retry_after or 0)
         count = self.db.record_task_failure(config.config_id, task.entity_id, f"{state.value}: {message}",
@@ -271,7 +283,7 @@ class MeteorExporter:
             return None
         exchange = BatchExchange(self.link(), configs[0], tasks, entities)
         try:
-            outcomes = [(o.task, o.state, o.message) for o in exchange.run()]
+            outcomes = [(o.task, o.state, o.message, o.refused) for o in exchange.run()]
         except Stopped as stopped:
             # Imports the target answered before the stop are recorded; the rest stays due.
             done = getattr(stopped, "outcomes", [])
@@ -285,26 +297,26 @@ class MeteorExporter:
             state = e.state if isinstance(e, TaskEnded) else ExportState.FAILED
             message = e.message if isinstance(e, TaskEnded) else f"cannot read a file of this node: {e}"
             firsts = list({t.config.config_id: t for t in reversed(tasks)}.values())
-            outcomes = [(task, state, message) for task in firsts]
+            outcomes = [(task, state, message, False) for task in firsts]
             for task in firsts:
                 self._record(task, state, message, e.retry_after if isinstance(e, TaskEnded) else None)
         else:
             for config in configs:
-                done = [t.entity_id for t, state, _ in outcomes
+                done = [t.entity_id for t, state, _, _ in outcomes
                         if state == ExportState.COMPLETE and t.config.config_id == config.config_id]
                 if done:
                     self.db.mark_tasks_complete(config.config_id, done)
-            for task, state, message in outcomes:
+            for task, state, message, refused in outcomes:
                 if state == ExportState.SKIPPED:
                     self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
                 elif state != ExportState.COMPLETE:
-                    self._record(task, state, message)
+                    self._record(task, state, message, refused=refused)
         seconds = time.monotonic() - started
         reports = []
-        for i, (task, state, message) in enumerate(outcomes):
+        for i, (task, state, message, refused) in enumerate(outcomes):
             first = i == 0  # the batch's requests and bytes are counted once
             reports.append(TaskReport(task, state, message, exchange.requests if first else 0,
-                                      exchange.bytes_sent if first else 0, seconds if first else 0.0))
+                                      exchange.bytes_sent if first else 0, seconds if first else 0.0, refused))
         for report in reports:
             self.last_report = report
             if self.on_task:
@@ -335,7 +347,7 @@ class MeteorExporter:
             for report in reports:
                 totals.add(report)
             for report in reports:
-                if report.state in (ExportState.FAILED, ExportState.CONFUSED):
+                if report.state in (ExportState.FAILED, ExportState.CONFUSED) and not report.refused:
                     failed_configs.add(report.task.config.config_id)
             return True
         return False
@@ -356,7 +368,7 @@ class MeteorExporter:
                 if state is None:
                     break
                 totals.add(self.last_report)
-                if state in (ExportState.FAILED, ExportState.CONFUSED):
+                if state in (ExportState.FAILED, ExportState.CONFUSED) and not self.last_report.refused:
                     failed_configs.add(self.last_report.task.config.config_id)
         except Stopped:
             log.info("stopped: uploads in flight ended; what is not recorded complete stays due")
@@ -412,6 +424,13 @@ class MeteorExporter:
                 on_round_end(totals)
             stop.wait(wait)
         return overall
+
+
+def refused_task_wait(defer_seconds: float, attempts: int) -> float:
+    """How long a task the target refused waits before it is tried again: at least a minute (a
+    refusal does not change within one round, and the round must move on), doubling with each
+    refusal, at most a day (the archive's operator may yet remove what it conflicts with)."""
+    return min(REFUSED_MOST_SECONDS, max(REFUSED_LEAST_SECONDS, defer_seconds) * 2 ** min(attempts, 12))
 
 
 def _failed(future: Future) -> bool:

@@ -103,18 +103,25 @@ class TaskEnded(Exception):
 
     ``retry_after`` is the wait the target asked for (Retry-After on a 5xx), if any;
     ``status`` the HTTP status code of the answer that ended it (None: no answer came);
-    ``transport`` is True when the link failed, not the target's answer."""
+    ``transport`` is True when the link failed, not the target's answer; ``refused`` when the
+    target refused this one entity (or this node cannot send it): its own trouble, which says
+    nothing of the link, the target or the configuration's other tasks."""
 
     def __init__(self, state: ExportState, message: str, retry_after: float | None = None,
-                 status: int | None = None, transport: bool = False):
+                 status: int | None = None, transport: bool = False, refused: bool = False):
         super().__init__(message)
         self.state, self.message, self.retry_after = state, message, retry_after
-        self.status, self.transport = status, transport
+        self.status, self.transport, self.refused = status, transport, refused
 
 
 def failed(message: str, **how) -> TaskEnded:
     """The target refused, erred, or the exchange made no progress."""
     return TaskEnded(ExportState.FAILED, message, **how)
+
+
+def refusal(message: str) -> TaskEnded:
+    """This entity was refused (or cannot be sent from here); the others may go on."""
+    return failed(message, refused=True)
 
 
 def cut(message: str) -> TaskEnded:

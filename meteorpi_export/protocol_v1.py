@@ -16,7 +16,7 @@ from meteorpi_model import Event, FileRecord, wire
 
 from meteorpi_db.export_queue import ExportTask
 
-from .link import Conversation, Link, confused, failed, message_of, short
+from .link import Conversation, Link, confused, message_of, refusal, short
 
 if TYPE_CHECKING:  # requests-toolbelt is imported by version 1's uploads only, not at start
     from requests_toolbelt import MultipartEncoderMonitor
@@ -48,7 +48,7 @@ class TaskExchange(Conversation):
             elif state == wire.NEED_FILE_DATA:
                 self._upload(self._answer_id(answer, wire.ANSWER_STATES[state], label))
             elif state == wire.FAILED:
-                raise failed(f"the target refused {label}: {message_of(answer)}")
+                raise refusal(f"the target refused {label}: {message_of(answer)}")
             elif state not in (wire.CONTINUE, wire.CONTINUE_NOCACHE):
                 raise confused(f"the target answered {short(answer)} to {label}, which the protocol does not allow")
             if state == wire.CONTINUE_NOCACHE:
@@ -68,7 +68,7 @@ class TaskExchange(Conversation):
                            f"{self.task.entity_type} {self.task.entity_id.hex} does not refer to")
         status = self.link.status_of(status_id)
         if status is None:
-            raise failed(f"camera status {status_id} is not held on this node")
+            raise refusal(f"camera status {status_id} is not held on this node")
         label = f"status {status_id}"
         answer = self.post(wire.path(self.base, wire.V1_IMPORT), {"type": "status", "status": status.as_dict()},
                            label)
@@ -82,7 +82,7 @@ class TaskExchange(Conversation):
         store = self.link.store
         path = store.path(record.file_id, record.md5)
         if not store.verify(record.file_id, record.md5):
-            raise failed(f"file {file_id}: the bytes at {path} are missing or no longer match their "
+            raise refusal(f"file {file_id}: the bytes at {path} are missing or no longer match their "
                          f"MD5 {record.md5}; not sent (restore the file or re-register it)")
         label = f"data {file_id}"
         from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor  # version 1 only: not at start
@@ -97,7 +97,7 @@ class TaskExchange(Conversation):
     def _expect_continue(self, answer: dict, label: str) -> None:
         state = answer.get("state")
         if state == wire.FAILED:
-            raise failed(f"the target refused {label}: {message_of(answer)}")
+            raise refusal(f"the target refused {label}: {message_of(answer)}")
         if state != wire.CONTINUE:
             raise confused(f"the target answered {short(answer)} to {label}; only continue or failed may follow")
 

@@ -55,6 +55,7 @@ class BatchOutcome:
     task: ExportTask
     state: ExportState
     message: str | None
+    refused: bool = False  # the target refused this entity alone (link.TaskEnded.refused)
 
 
 class BatchExchange(Conversation):
@@ -94,7 +95,7 @@ class BatchExchange(Conversation):
             # another MD5, and then this node's version did not arrive.
             refusal = next((refused[f.file_id] for f in files_of[task.entity_id] if f.file_id in refused), None)
             if refusal:
-                outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {refusal}")
+                outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {refusal}", True)
                 continue
             if task.entity_id not in missing:
                 outcomes[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
@@ -136,7 +137,7 @@ class BatchExchange(Conversation):
                     continue
                 bad = next((problems[i] for i in needed[task.entity_id] if i in problems), None)
                 if bad:
-                    outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad)
+                    outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad, True)
                 else:
                     ready.append(task)
             waiting = still
@@ -314,7 +315,7 @@ class BatchExchange(Conversation):
                 out.update(self._import(tasks[half:], []))
                 return out
             if ended.status == 413 and tasks:  # this one entity is larger than the server takes: it alone fails
-                return {tasks[0].entity_id: BatchOutcome(tasks[0], ExportState.FAILED, ended.message)}
+                return {tasks[0].entity_id: BatchOutcome(tasks[0], ExportState.FAILED, ended.message, True)}
             if not ended.transport:
                 raise
             # one entity (or the statuses alone): the same small request again, a few times
@@ -333,7 +334,7 @@ class BatchExchange(Conversation):
             elif item.get("state") == wire.COMPLETE:
                 out[task.entity_id] = BatchOutcome(task, ExportState.COMPLETE, None)
             else:
-                out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {message_of(item)}")
+                out[task.entity_id] = BatchOutcome(task, ExportState.FAILED, f"the target refused: {message_of(item)}", True)
         return out
 
 

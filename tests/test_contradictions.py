@@ -368,3 +368,37 @@ def test_relayed_records_are_the_same_records(node, relay, central, tmp_path):
             totals = e.export_due()
         assert totals.failed == 0 and totals.completed > 0, totals.failures
     assert central.counts() == relay.counts() == (2, 5)
+
+
+# -- a refused record holds back nothing else -------------------------------------------------
+@pytest.mark.parametrize("fast_path", [False, True], ids=["v1", "v2"])
+def test_a_refused_record_waits_alone_and_the_rest_of_the_night_goes(node, central, tmp_path, fast_path):
+    """The archive refuses one event for good (it holds one of its file ids with other bytes):
+    the night's other events arrive in the same round, the configuration is not counted as
+    failing (no deferral of the rest, no step towards being disabled), and only the refused
+    task waits, a minute at least, before it is tried again."""
+    registered = night(node, tmp_path, events=4, files_per_event=1, standalone=0)
+    central.db.import_camera_status(registered.status)
+    mine = registered.events[0].files[0]
+    data = os.urandom(999)
+    theirs = dataclasses.replace(mine, md5=md5(data), file_size=len(data))
+    central.db.file_store.store_stream(theirs.file_id, theirs.md5, [data])
+    central.db.import_file_record(theirs, "importer")
+    add_export(node, central.import_url, "event")
+    with exporter(node, fast_path=fast_path, max_failures_before_disable=1) as e:
+        e.mark_all()
+        totals = e.export_due()
+    assert (totals.completed, totals.failed) == (3, 1), totals
+    assert central.counts() == (3, 4)  # their record of the refused file, and the three events' files
+    [progress] = node.get_export_progress()
+    assert progress.config.enabled and progress.consecutive_failures == 0, progress
+    assert (progress.pending, progress.due, progress.complete) == (1, 0, 3), progress
+    waits = (progress.next_due_at - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert 50 < waits <= 600 * 2, waits
+
+
+def test_a_refused_task_waits_longer_after_each_refusal():
+    from meteorpi_export.exporter import REFUSED_LEAST_SECONDS, REFUSED_MOST_SECONDS, refused_task_wait
+    assert refused_task_wait(0, 0) == REFUSED_LEAST_SECONDS
+    assert [refused_task_wait(600, n) for n in range(3)] == [600, 1200, 2400]
+    assert refused_task_wait(600, 50) == REFUSED_MOST_SECONDS
