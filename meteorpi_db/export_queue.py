@@ -79,7 +79,11 @@ SELECT c.config_id, c.consecutive_failures, c.last_error,
        count(t.entity_id) FILTER (WHERE t.state = 'pending' AND t.due_at <= now()),
        count(t.entity_id) FILTER (WHERE t.state = 'complete'),
        count(t.entity_id) FILTER (WHERE t.state = 'skipped'),
-       min(t.due_at) FILTER (WHERE t.state = 'pending')
+       min(t.due_at) FILTER (WHERE t.state = 'pending'),
+       count(t.entity_id) FILTER (WHERE t.state = 'pending' AND t.attempts > 0),
+       (array_agg(t.entity_type || ' ' || replace(t.entity_id::text, '-', '') || ': ' || t.last_error
+                  ORDER BY t.attempts DESC, t.entity_time)
+        FILTER (WHERE t.state = 'pending' AND t.attempts > 0 AND t.last_error IS NOT NULL))[1]
 FROM export_config c LEFT JOIN export_task t ON t.config_id = c.config_id
 GROUP BY c.config_id
 """
@@ -109,6 +113,8 @@ class ExportProgress:
     complete: int
     skipped: int
     next_due_at: _dt.datetime | None
+    retrying: int = 0                  # pending tasks tried before: refused, or failed with their target
+    most_tried: str | None = None      # the one of them tried most often, with its last error
 
 
 @dataclass(frozen=True)
@@ -227,9 +233,10 @@ class ExportQueueStore:
             rows = {row[0]: row[1:] for row in cur.fetchall()}
         out = []
         for c in configs:
-            failures, last_error, pending, due, complete, skipped, next_due = rows[c.config_id]
+            failures, last_error, pending, due, complete, skipped, next_due, retrying, most_tried = rows[c.config_id]
             out.append(ExportProgress(c, failures, last_error, pending, due, complete, skipped,
-                                      next_due.astimezone(_dt.timezone.utc) if next_due else None))
+                                      next_due.astimezone(_dt.timezone.utc) if next_due else None,
+                                      retrying, most_tried))
         return out
 
     @retry_stale

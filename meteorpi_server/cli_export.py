@@ -150,6 +150,9 @@ def export_list(ctx: Context) -> None:
     for p in rows:
         if p.last_error:
             click.echo(f"{p.config.name}: last failure: {p.last_error}")
+        if p.retrying:  # the task tried most often: a record the target refuses shows here
+            click.echo(f"{p.config.name}: {p.retrying} task(s) waiting to be tried again; the most tried: "
+                       f"{printable(p.most_tried or '(no message)')}")
 
 
 @export.command("enable")

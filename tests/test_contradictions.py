@@ -19,11 +19,13 @@ import uuid
 
 import psycopg2
 import pytest
+from click.testing import CliRunner
 
 from meteorpi_db import Conflict
 from meteorpi_model import CameraStatus, Event, EventSearch, FileRecord
+from meteorpi_server.cli import main
 
-from .export_fixtures import add_export, export_round, exporter, night
+from .export_fixtures import add_export, cli_env, export_round, exporter, night
 from .server_fixtures import deliver, manifest_of
 from .test_storage import T0, make_status, store_vector_bytes, write
 
@@ -395,6 +397,11 @@ def test_a_refused_record_waits_alone_and_the_rest_of_the_night_goes(node, centr
     assert (progress.pending, progress.due, progress.complete) == (1, 0, 3), progress
     waits = (progress.next_due_at - dt.datetime.now(dt.timezone.utc)).total_seconds()
     assert 50 < waits <= 600 * 2, waits
+    # `meteorpi export list` says which record waits, and why
+    listed = CliRunner().invoke(main, ["export", "list"], env=cli_env(node)).output
+    assert "to-events: 1 task(s) waiting to be tried again; the most tried: " \
+           f"event {registered.events[0].event_id.hex}: failed: the target refused" in listed, listed
+    assert theirs.md5 in listed and mine.md5 in listed
 
 
 def test_a_refused_task_waits_longer_after_each_refusal():
