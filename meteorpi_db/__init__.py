@@ -6,7 +6,7 @@ from .config import Config, load_config
 from .database import MeteorDatabase, embedded_url
 from .errors import (Conflict, ConfigError, DatabaseError, EmbeddedServerError,
                      FileStoreError, NotFound, StorageUnavailable, TooManyPending)
-from .file_store import (FileStore, FileTooLarge, Md5Mismatch, ResendFromStart, SourceNotRegular, StoreWriteFailed,
+from .file_store import (FileStore, FileTooLarge, Md5Mismatch, ResendFromStart, SourceNotRegular, StoreFull, StoreWriteFailed,
                          TruncatedUpload, UploadCut)
 from .imports import AlreadyHeld, ImportOutcome, NeedsBytes, NeedsStatus, Refused, Stored
 from .records import md5_contradiction
@@ -14,5 +14,5 @@ from .records import md5_contradiction
 __all__ = ["AlreadyHeld", "Config", "ConfigError", "Conflict", "DatabaseError", "EmbeddedServerError",
            "FileStore", "FileStoreError", "FileTooLarge", "ImportOutcome", "Md5Mismatch",
            "MeteorDatabase", "NeedsBytes", "NeedsStatus", "NotFound", "Refused", "ResendFromStart", "SourceNotRegular",
-           "StorageUnavailable", "Stored", "StoreWriteFailed", "TooManyPending", "TruncatedUpload", "UploadCut",
+           "StorageUnavailable", "Stored", "StoreFull", "StoreWriteFailed", "TooManyPending", "TruncatedUpload", "UploadCut",
            "embedded_url", "load_config", "md5_contradiction"]

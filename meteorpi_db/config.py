@@ -90,6 +90,7 @@ class ServerConfig:
     max_body_bytes: int = setting(16 * 1024 * 1024, 1, 2 ** 40)           # JSON bodies of /import
     max_upload_bytes: int = setting(16 * 1024 * 1024 * 1024, 1, 2 ** 50)  # one file's bytes on /import/data
     max_failed_uploads: int = setting(3, 1, 1_000_000)     # refused uploads of a file by one account before its entity is refused
+    min_free_bytes: int = setting(1024 ** 3, 0, 2 ** 50)  # an upload that would leave less free on the store's disk: 507
     timeout_seconds: int = seconds(120)      # a read or write waiting longer than this fails
     header_timeout_seconds: float = seconds(20.0)  # whole request head (and TLS handshake); keep-alive idle
     body_timeout_seconds: float = seconds(60.0)    # a body's deadline, extended as its bytes arrive:

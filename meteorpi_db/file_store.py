@@ -174,6 +174,12 @@ class StoreWriteFailed(FileStoreError):
     server's trouble, never as the client's broken connection."""
 
 
+class StoreFull(StoreWriteFailed):
+    """An upload would leave the store's disk with less free space than it must keep: refused
+    before its bytes are read, so nothing is sent in vain and the disk's last bytes stay for
+    PostgreSQL and the logs."""
+
+
 class FileStore:
     """Bytes by (file_id, md5) under one directory."""
 
@@ -189,6 +195,20 @@ class FileStore:
             raise FileStoreError(f"cannot create file store at {self.root}: {e.strerror}", e) from e
         self.sweep_temp_files(STALE_TEMP_SECONDS)
         self.sweep_partials(STALE_PARTIAL_SECONDS)
+
+    def make_room(self, incoming: int, keep_free: int) -> None:
+        """StoreFull if writing ``incoming`` more bytes would leave less than ``keep_free`` bytes
+        free (for this process's user) on the store's disk. A look, not a reservation: uploads
+        that pass it together may still fill the disk, which then refuses a write (507 all the
+        same); it spares a node sending gigabytes into a disk that cannot take them."""
+        try:
+            found = os.statvfs(self.root)
+        except OSError:
+            return  # cannot tell: the writes will say
+        free = found.f_bavail * found.f_frsize
+        if free - max(incoming, 0) < keep_free:
+            raise StoreFull(f"the file store's disk has {_mib(free)} free and keeps {_mib(keep_free)} free "
+                            f"(server.min_free_bytes): an upload of {_mib(incoming)} is refused until space is freed")
 
     def path(self, file_id: uuid.UUID, md5: str) -> Path:
         """Where the bytes of ``file_id`` with ``md5`` live once held."""
@@ -874,6 +894,10 @@ class _Incoming:
             self.close()
         finally:
             _unlink(self.name)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
 
 
 def _owner_key(owner: str) -> str:

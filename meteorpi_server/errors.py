@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
-from meteorpi_db import FileTooLarge, StorageUnavailable, StoreWriteFailed
+from meteorpi_db import FileTooLarge, StorageUnavailable, StoreFull, StoreWriteFailed
 from meteorpi_model import MeteorpiError, ValidationError
 
 from .jsonp import jsonify
@@ -39,6 +39,8 @@ from .jsonp import jsonify
 log = logging.getLogger("meteorpi.server")
 # Seconds a client should wait before retrying when PostgreSQL is unreachable.
 RETRY_AFTER_SECONDS = 5
+# A full disk frees up when its operator acts, not in seconds: nodes need not ask every few.
+FULL_RETRY_AFTER_SECONDS = 300
 F = TypeVar("F", bound=Callable)
 
 
@@ -152,6 +154,11 @@ def error_response(exc: BaseException) -> Response:
         log.warning("answering 503: %s", exc)
         response = failed("database unavailable, retry later", 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if isinstance(exc, StoreFull):  # the archive's own words, no path: safe to say
+        log.error("answering 507: %s", exc)
+        response = failed(f"the archive cannot take file bytes right now: {exc}; retry later", 507)
+        response.headers["Retry-After"] = str(FULL_RETRY_AFTER_SECONDS)
         return response
     if isinstance(exc, StoreWriteFailed):
         log.error("answering 507: %s", exc)  # the path and errno stay in the log

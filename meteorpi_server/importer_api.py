@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any, Iterable, Mapping
 
-from flask import Response, abort, current_app, g, make_response
+from flask import Response, abort, current_app, g, make_response, request
 
 from meteorpi_db import (Conflict, FileTooLarge, Md5Mismatch, MeteorDatabase, NeedsBytes, NeedsStatus, Refused,
                          ResendFromStart, TruncatedUpload, UploadCut)
@@ -256,6 +256,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
     def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
         user_id = self.get_importing_user_id()
         problem = _upload_contradiction(file_id, md5_hex, self.db.held_file_md5s([file_id]).get(file_id))
+        if not problem:  # before a byte is read: the body's length (multipart around the file) is its size
+            self.db.file_store.make_room(request.content_length or 0, self.db.config.server.min_free_bytes)
         try:
             if problem:
                 for _ in file_data:  # read to its end (the body's own refusals still apply), keep nothing
@@ -328,6 +330,8 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         held_md5 = self.db.held_file_md5s([fid for fid, _, _ in manifest])
         refused = {fid: problem for fid, md5, _ in manifest
                    if (problem := _upload_contradiction(fid, md5, held_md5.get(fid)))}
+        incoming = sum(size - (offsets or {}).get(fid, 0) for fid, _, size in manifest if fid not in refused)
+        self.db.file_store.make_room(incoming, self.db.config.server.min_free_bytes)  # before a byte is read
         counted = _CountedStream(stream)
         try:
             results = self.db.store_uploaded_files(manifest, counted, refused, offsets=offsets, owner=str(user_id))

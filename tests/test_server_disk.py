@@ -86,3 +86,39 @@ def test_exporter_waits_as_long_as_the_refusing_archive_asks(node, central, tmp_
         assert totals.failed == 1 and "HTTP 507" in totals.failures[0], totals.failures
         assert node.get_due_tasks(config, 10) == []  # deferred by the server's Retry-After
         assert node.get_export_progress()[0].pending == 1  # still to do, not lost
+
+
+def _free_bytes(store) -> int:
+    found = os.statvfs(store.root)
+    return found.f_bavail * found.f_frsize
+
+
+def test_an_upload_that_would_eat_the_disks_reserve_is_refused_before_its_bytes_are_read(central, monkeypatch):
+    """``server.min_free_bytes``: an upload that would leave less free on the store's disk is
+    answered 507 (with Retry-After, saying why in the archive's words, no path) before a byte
+    of it is read; nothing is written or counted against the node; one that fits is stored."""
+    store, api = central.db.file_store, Api(central.url)
+    data = os.urandom(64 * 1024)
+    md5 = hashlib.md5(data).hexdigest()
+    # v2 declares its sizes first: a manifest of 512 MiB over a reserve that leaves 256 MiB is
+    # refused without its bytes (none are sent here: the answer comes first)
+    monkeypatch.setattr(central.db.config.server, "min_free_bytes", _free_bytes(store) - 256 * 2 ** 20)
+    big = {"files": [{"file_id": uuid.uuid4().hex, "md5": md5, "size": 512 * 2 ** 20}]}
+    refused = requests.post(f"{central.url}/import/v2/data", data=json.dumps(big).encode() + b"\n",
+                            auth=IMPORTER, timeout=TIMEOUT, headers={"Content-Type": FILES})
+    assert refused.status_code == 507, refused.text
+    message = refused.json()["message"]
+    assert "server.min_free_bytes" in message and "512.0 MiB" in message and str(store.root) not in message
+    assert int(refused.headers["Retry-After"]) >= 60
+    fits = uuid.uuid4()
+    assert v2_upload(central.url, data, fits).json()["stored"] == [fits.hex]
+    # nothing fits any more: v1 too, before reading the body
+    monkeypatch.setattr(central.db.config.server, "min_free_bytes", _free_bytes(store) + 2 ** 30)
+    v1_id, v2_id = uuid.uuid4(), uuid.uuid4()
+    v1 = api.http.post(f"{central.url}/import/data/{v1_id.hex}/{md5}", auth=IMPORTER, timeout=TIMEOUT,
+                       files={"file": ("blob", data, "application/octet-stream")})
+    v2 = v2_upload(central.url, data, v2_id)
+    for answer in (v1, v2):
+        assert answer.status_code == 507 and "server.min_free_bytes" in answer.json()["message"], answer.text
+    assert not store.has(v1_id, md5) and not store.has(v2_id, md5) and not any(store.tmp.iterdir())
+    assert central.db.upload_failures(v1_id, md5, IMPORTER[0]) == central.db.upload_failures(v2_id, md5, IMPORTER[0]) == 0
