@@ -57,6 +57,11 @@ UPDATE export_config SET consecutive_failures = consecutive_failures + 1, last_e
 WHERE config_id = %(config_id)s
 RETURNING consecutive_failures, enabled
 """
+# A failure the target asked to be retried later (503, 507): noted, not counted towards disabling.
+NOTE_FAILURE = """
+UPDATE export_config SET last_error = %(message)s WHERE config_id = %(config_id)s
+RETURNING consecutive_failures, enabled
+"""
 # The fast path takes many due tasks of one configuration at once; files that joined an event
 # since they were marked are skipped first (the event carries them).
 SKIP_FILES_IN_EVENTS = """
@@ -204,10 +209,12 @@ class ExportQueueStore:
 
     @retry_stale
     def record_task_failure(self, config_id: uuid.UUID | str, entity_id: uuid.UUID | str, message: str,
-                            defer_seconds: float = 0, max_failures: int = 0) -> FailureCount:
-        """Count a failed attempt: on the task, and as one more consecutive failure of its
-        configuration, which is disabled when that reaches ``max_failures`` (0: never). Every
-        pending task of the configuration is deferred by ``defer_seconds``. One transaction."""
+                            defer_seconds: float = 0, max_failures: int = 0, counts: bool = True) -> FailureCount:
+        """Count a failed attempt: on the task, and (when it ``counts``) as one more consecutive
+        failure of its configuration, which is disabled when that reaches ``max_failures`` (0:
+        never). Every pending task of the configuration is deferred by ``defer_seconds``. One
+        transaction. A target that answers "retry later" (its database or disk is out for a
+        while) does not count: an outage of a few hours must not disable every node's export."""
         params = {"config_id": as_uuid(config_id), "entity_id": as_uuid(entity_id),
                   "message": message[:2000], "max_failures": int(max_failures), "seconds": float(defer_seconds)}
         with self.transaction() as cur:
@@ -215,7 +222,7 @@ class ExportQueueStore:
             cur.execute(SELECT_CONFIG_BY_ID, params)
             row = cur.fetchone()
             was_enabled = bool(row and row[-1])
-            cur.execute(COUNT_FAILURE, params)
+            cur.execute(COUNT_FAILURE if counts else NOTE_FAILURE, params)
             counted = cur.fetchone()
             if defer_seconds > 0:
                 cur.execute(DEFER_TASKS, params)

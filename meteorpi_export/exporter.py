@@ -52,6 +52,8 @@ MIN_ROUND_SECONDS = 0.5
 # A task the target refused (the entity alone) waits between these, doubling per refusal.
 REFUSED_LEAST_SECONDS = 60
 REFUSED_MOST_SECONDS = 24 * 3600
+# Answers that say "retry later" (the target's database or disk is out): they defer, never disable.
+RETRY_LATER_STATUSES = frozenset({503, 507})
 
 
 # ExportTotals' counter of each final state.
@@ -172,7 +174,7 @@ class MeteorExporter:
             return None
         started = time.monotonic()
         entity = self.db.get_event(task.entity_id) if task.entity_type == "event" else self.db.get_file(task.entity_id)
-        exchange, refused = None, False
+        exchange, refused, status = None, False, None
         if entity is None:
             state, message = ExportState.SKIPPED, f"{task.entity_type} is no longer held on this node"
             self.db.mark_task_skipped(task.config.config_id, task.entity_id, message)
@@ -183,11 +185,12 @@ class MeteorExporter:
                 state, message = ExportState.COMPLETE, None
             except TaskEnded as ended:
                 state, message, wait, refused = ended.state, ended.message, ended.retry_after, ended.refused
+                status = ended.status
             except Stopped:
                 raise  # not the target's failure: the task stays due, nothing is deferred
             except OSError as e:  # reading the file store
                 state, message = ExportState.FAILED, f"cannot read a file of this node: {e}"
-            self._record(task, state, message, wait, refused)
+            self._record(task, state, message, wait, refused, status)
         report = TaskReport(task, state, message, exchange.requests if exchange else 0,
                             exchange.bytes_sent if exchange else 0, time.monotonic() - started, refused)
         self.last_report = report
@@ -198,10 +201,11 @@ class MeteorExporter:
         return state
 
     def _record(self, task: ExportTask, state: ExportState, message: str | None,
-                retry_after: float | None = None, refused: bool = False) -> None:
+                retry_after: float | None = None, refused: bool = False, status: int | None = None) -> None:
         """A task's end in the database; a failure defers its configuration's tasks, for as long
-        as the target asked if that is longer than ``export.defer_on_failure_seconds``. A
-        refusal of this one entity defers only its task, longer after each refusal."""
+        as the target asked if that is longer than ``export.defer_on_failure_seconds``, and
+        counts towards disabling the configuration unless the target said to retry later (503,
+        507). A refusal of this one entity defers only its task, longer after each refusal."""
         config = task.config
         if state == ExportState.COMPLETE:
             self.db.mark_task_complete(config.config_id, task.entity_id)
@@ -214,12 +218,14 @@ class MeteorExporter:
                         task.entity_type, wait)
             return
         wait = max(self.settings.defer_on_failure_seconds, retry_after or 0)
+        counts = status not in RETRY_LATER_STATUSES
         count = self.db.record_task_failure(config.config_id, task.entity_id, f"{state.value}: {message}",
-                                            wait, self.settings.max_failures_before_disable)
+                                            wait, self.settings.max_failures_before_disable, counts=counts)
         asked = ", as the target asked" if retry_after and retry_after >= wait else ""
-        log.warning("export %s: %s %s %s: %s (failure %d in a row; its tasks wait %gs%s)", config.name,
-                    task.entity_type, task.entity_id.hex, state.value, message, count.consecutive_failures,
-                    wait, asked)
+        how = (f"failure {count.consecutive_failures} in a row" if counts
+               else "the target asked to retry later: not counted towards disabling")
+        log.warning("export %s: %s %s %s: %s (%s; its tasks wait %gs%s)", config.name,
+                    task.entity_type, task.entity_id.hex, state.value, message, how, wait, asked)
         if count.disabled:
             log.error("export %s DISABLED after %d failures in a row; last: %s. Fix the cause, then "
                       "`meteorpi export enable %s`", config.name, count.consecutive_failures, message,
@@ -299,7 +305,8 @@ class MeteorExporter:
             firsts = list({t.config.config_id: t for t in reversed(tasks)}.values())
             outcomes = [(task, state, message, False) for task in firsts]
             for task in firsts:
-                self._record(task, state, message, e.retry_after if isinstance(e, TaskEnded) else None)
+                self._record(task, state, message, e.retry_after if isinstance(e, TaskEnded) else None,
+                             status=e.status if isinstance(e, TaskEnded) else None)
         else:
             for config in configs:
                 done = [t.entity_id for t, state, _, _ in outcomes

@@ -76,16 +76,21 @@ def test_full_disk_answers_507_keeps_nothing_and_recovers(central, caplog):
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "protocol-1"])
 def test_exporter_waits_as_long_as_the_refusing_archive_asks(node, central, tmp_path, fast_path):
     """The archive answers 507 with Retry-After: the node's exporter fails the task and leaves
-    the target alone for that long, even when its own failure delay is shorter (zero here)."""
+    the target alone for that long, even when its own failure delay is shorter (zero here). A
+    "retry later" answer does not count towards disabling the export (here after 1 failure):
+    a few hours of an archive's full disk or database outage must not disable every node."""
     night(node, tmp_path, events=1, files_per_event=1, standalone=0, file_size=2 * LIMIT)
     config = add_export(node, central.import_url, "event")
-    with exporter(node, defer_on_failure_seconds=0, fast_path=fast_path) as e:
+    with exporter(node, defer_on_failure_seconds=0, fast_path=fast_path, max_failures_before_disable=1) as e:
         e.mark_all()
         with disk_refusing_writes_past(LIMIT):
             totals = e.export_due()
         assert totals.failed == 1 and "HTTP 507" in totals.failures[0], totals.failures
         assert node.get_due_tasks(config, 10) == []  # deferred by the server's Retry-After
-        assert node.get_export_progress()[0].pending == 1  # still to do, not lost
+        [progress] = node.get_export_progress()
+        assert progress.pending == 1  # still to do, not lost
+        assert progress.config.enabled and progress.consecutive_failures == 0, progress
+        assert "HTTP 507" in progress.last_error  # what happened, for `meteorpi export list`
 
 
 def _free_bytes(store) -> int:
