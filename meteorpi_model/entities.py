@@ -124,6 +124,8 @@ class FileRecord(Model):
     def __post_init__(self):
         if isinstance(self.semantic_type, str):
             self.semantic_type = NSString.from_string(self.semantic_type)
+        if isinstance(self.md5, str):  # as the wire keeps it: one spelling of each digest everywhere
+            self.md5 = self.md5.lower()
 
     def meta_value(self, key: NSString | str, default=None):
         """The value of the first meta with ``key``, else ``default``."""

@@ -409,3 +409,12 @@ def test_entities_can_be_copied_and_pickled(vectors):
     event = _vector_event(vectors)
     assert copy.deepcopy(event) == event
     assert pickle.loads(pickle.dumps(event)) == event
+
+
+def test_a_file_records_md5_has_one_spelling(vectors):
+    """Built in Python with an upper-case digest, a record holds it lower case, as the wire does:
+    stored so, it is the same record when the node sends it again."""
+    from meteorpi_model.differences import first_difference
+    wire = FileRecord.from_dict(vectors["file"]["file"])
+    built = dataclasses.replace(wire, md5=wire.md5.upper())
+    assert built.md5 == wire.md5 and first_difference(built, wire) is None
