@@ -155,6 +155,11 @@ class MeteorDatabase(StatusStore, RecordStore, ImportStore, BatchStore, SearchSt
         """How many bytes of each file ``owner``'s cut uploads left here (FileStore.resumable)."""
         return self.file_store.resumable(file_data, owner)
 
+    def make_room_for_upload(self, incoming: int) -> None:
+        """StoreFull (answered 507) when ``incoming`` more bytes would leave the file store's disk
+        with less than ``server.min_free_bytes`` free: asked before an upload's bytes are read."""
+        self.file_store.make_room(incoming, self.config.server.min_free_bytes)
+
     def store_file_data(self, file_id: uuid.UUID, md5: str, chunks: Iterable[bytes] | BinaryIO,
                           max_bytes: int | None = None) -> int:
         """Keep one file's bytes as they arrive, checked against ``md5`` (FileStore.store_stream)."""

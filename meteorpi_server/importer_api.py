@@ -257,7 +257,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         user_id = self.get_importing_user_id()
         problem = _upload_contradiction(file_id, md5_hex, self.db.held_file_md5s([file_id]).get(file_id))
         if not problem:  # before a byte is read: the body's length (multipart around the file) is its size
-            self.db.file_store.make_room(request.content_length or 0, self.db.config.server.min_free_bytes)
+            self.db.make_room_for_upload(request.content_length or 0)
         try:
             if problem:
                 for _ in file_data:  # read to its end (the body's own refusals still apply), keep nothing
@@ -331,7 +331,7 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         refused = {fid: problem for fid, md5, _ in manifest
                    if (problem := _upload_contradiction(fid, md5, held_md5.get(fid)))}
         incoming = sum(size - (offsets or {}).get(fid, 0) for fid, _, size in manifest if fid not in refused)
-        self.db.file_store.make_room(incoming, self.db.config.server.min_free_bytes)  # before a byte is read
+        self.db.make_room_for_upload(incoming)  # before a byte is read
         counted = _CountedStream(stream)
         try:
             results = self.db.store_uploaded_files(manifest, counted, refused, offsets=offsets, owner=str(user_id))
