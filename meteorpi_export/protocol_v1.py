@@ -16,7 +16,7 @@ from meteorpi_model import Event, FileRecord, wire
 
 from meteorpi_db.export_queue import ExportTask
 
-from .link import Conversation, Link, confused, message_of, refusal, short
+from .link import Conversation, Link, confused, failed, message_of, refusal, short
 
 if TYPE_CHECKING:  # requests-toolbelt is imported by version 1's uploads only, not at start
     from requests_toolbelt import MultipartEncoderMonitor
@@ -72,7 +72,7 @@ class TaskExchange(Conversation):
         label = f"status {status_id}"
         answer = self.post(wire.path(self.base, wire.V1_IMPORT), {"type": "status", "status": status.as_dict()},
                            label)
-        self._expect_continue(answer, label)
+        self._expect_continue(answer, label, lasting=True)
 
     def _upload(self, file_id: str) -> None:
         record = next((f for f in self.files.values() if f.file_id.hex == file_id), None)
@@ -94,10 +94,14 @@ class TaskExchange(Conversation):
         self.bytes_sent += record.file_size
         self._expect_continue(answer, label)
 
-    def _expect_continue(self, answer: dict, label: str) -> None:
+    def _expect_continue(self, answer: dict, label: str, lasting: bool = False) -> None:
+        """``lasting``: a refusal here is the target's decision on the entity (a status it will
+        not hold), which its task waits out alone; refused bytes (a bad copy on the way) are
+        worth another try soon, and the target refuses the entity itself once they never match."""
         state = answer.get("state")
         if state == wire.FAILED:
-            raise refusal(f"the target refused {label}: {message_of(answer)}")
+            message = f"the target refused {label}: {message_of(answer)}"
+            raise refusal(message) if lasting else failed(message)
         if state != wire.CONTINUE:
             raise confused(f"the target answered {short(answer)} to {label}; only continue or failed may follow")
 

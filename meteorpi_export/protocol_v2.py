@@ -123,6 +123,10 @@ class BatchExchange(Conversation):
         needed = {t.entity_id: [f.file_id for f in files_of[t.entity_id] if f.file_id in missing_data] for t in tasks}
         records = {f.file_id: f for t in tasks for f in files_of[t.entity_id] if f.file_id in missing_data}
         problems = self._missing_on_node(records.values())
+        # Bytes this node no longer holds stay missing: their entity is refused alone (it waits by
+        # itself). Bytes the target refused in an upload (cut, a prefix it lost, a bad copy) are
+        # worth another try soon; refused for good, the target's check says so (refused_file_data).
+        lasting = set(problems)
         finished = set(problems)
         waiting, ready, outcomes = list(tasks), [], {}
         imports: list[Future] = self._imports
@@ -135,9 +139,9 @@ class BatchExchange(Conversation):
                 if not all(i in finished for i in needed[task.entity_id]):
                     still.append(task)
                     continue
-                bad = next((problems[i] for i in needed[task.entity_id] if i in problems), None)
-                if bad:
-                    outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, bad, True)
+                bad = next((i for i in needed[task.entity_id] if i in problems), None)
+                if bad is not None:
+                    outcomes[task.entity_id] = BatchOutcome(task, ExportState.FAILED, problems[bad], bad in lasting)
                 else:
                     ready.append(task)
             waiting = still

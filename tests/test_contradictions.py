@@ -409,3 +409,20 @@ def test_a_refused_task_waits_longer_after_each_refusal():
     assert refused_task_wait(0, 0) == REFUSED_LEAST_SECONDS
     assert [refused_task_wait(600, n) for n in range(3)] == [600, 1200, 2400]
     assert refused_task_wait(600, 50) == REFUSED_MOST_SECONDS
+
+
+def test_bytes_the_target_refused_in_an_upload_are_tried_again_soon(node, central, tmp_path):
+    """Over the fast path, bytes refused in an upload (here: rotten on the node, so they never
+    match their MD5; as well a prefix the target lost, "send it from 0") are a failure of the
+    configuration, waited out by ``export.defer_on_failure_seconds`` (0 here), not a refusal of
+    the record that would make it wait a minute and more alone: a cut link's bytes must go again
+    at once. The target refuses the record itself once its uploads failed too often."""
+    registered = night(node, tmp_path, events=1, files_per_event=1, standalone=0)
+    record = registered.events[0].files[0]
+    path = node.file_store.path(record.file_id, record.md5)
+    path.write_bytes(b"rotten" + path.read_bytes()[6:])
+    config = add_export(node, central.import_url, "event")
+    totals = export_round(node, fast_path=True, defer_on_failure_seconds=0)
+    assert totals.failed == 1 and "no longer match their MD5" in totals.failures[0], totals
+    assert [t.entity_id for t in node.get_due_tasks(config, 10)] == [registered.events[0].event_id]
+    assert node.get_export_progress()[0].consecutive_failures == 1
