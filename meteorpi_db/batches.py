@@ -73,16 +73,17 @@ class BatchStore:
             refused_statuses = twice | _write_or_each_alone(
                 cur, statuses, lambda some: [self._insert_status(cur, s) for s in some],
                 lambda s: s.status_id, describe)
-            accepted, longitudes = self._accept(cur, entities, refused_statuses, results)
+            accepted, longitudes, checked = self._accept(cur, entities, refused_statuses, results)
             results.update(_write_or_each_alone(
-                cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id),
+                cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id, checked),
                 lambda e: e.entity_id, describe))
         return results
 
     def _accept(self, cur, entities: list[Event | FileRecord], refused_statuses: dict[uuid.UUID, str],
-                results: dict) -> tuple[list[Event | FileRecord], dict[uuid.UUID, float]]:
+                results: dict) -> tuple[list[Event | FileRecord], dict[uuid.UUID, float], set[uuid.UUID]]:
         """Check each entity against what is held and what the batch named before it; fills
-        ``results``; (the entities to write, {status_id: longitude} of the statuses held)."""
+        ``results``; (the entities to write, {status_id: longitude} of the statuses held, the
+        file ids found held and compared)."""
         held_events = self._held_event_ids(cur, [e.event_id for e in entities if isinstance(e, Event)])
         held_md5 = self._held_md5s(cur, {f.file_id for e in entities for f in files_of(e)})
         # The held copies a re-sent entity (or a new event's held file) must agree with: read only
@@ -107,7 +108,7 @@ class BatchStore:
                         named[f.file_id], named_files[f.file_id] = f.md5, f
                 if not held:
                     accepted.append(entity)
-        return accepted, {sid: row[4] for sid, row in rows.items()}
+        return accepted, {sid: row[4] for sid, row in rows.items()}, set(held_md5)
 
 
 @contextlib.contextmanager

@@ -117,7 +117,8 @@ class ImportStore:
         for path, record in files:
             if not self.file_store.has(record.file_id, record.md5):
                 return self._bytes_wanted(cur, path, record, user_id)
-        written = self._insert_many(cur, [entity], {status_id: row[4] for status_id, row in rows.items()}, user_id)
+        written = self._insert_many(cur, [entity], {status_id: row[4] for status_id, row in rows.items()}, user_id,
+                                    checked=held_md5)
         return Stored() if (entity.event_id if isinstance(entity, Event) else entity.file_id) in written else AlreadyHeld()
 
     def _held_parts_problem(self, cur, parts: list[tuple[str, Event | FileRecord]], held_md5: dict,
@@ -231,7 +232,7 @@ class ImportStore:
             problem, longitudes = self._check_importable(cur, entity, held_md5=held_md5)
             if problem:
                 raise Conflict(problem)
-            written = self._insert_many(cur, [entity], longitudes, user_id)
+            written = self._insert_many(cur, [entity], longitudes, user_id, checked=held_md5)
             return (entity.event_id if isinstance(entity, Event) else entity.file_id) in written
 
     @retry_stale

@@ -306,9 +306,11 @@ class RecordStore:
         return event
 
     def _insert_many(self, cur, entities: list[Event | FileRecord], longitudes: dict,
-                     user_id: str | None) -> set[uuid.UUID]:
+                     user_id: str | None, checked: Iterable[uuid.UUID] = ()) -> set[uuid.UUID]:
         """Write entities (with their files, metadata and file order) set-wise, each unless held;
-        the ids of those written. Conflict when a file row found held has another MD5.
+        the ids of those written. Conflict when an event or file row found held (written by
+        another import meanwhile) says something else; ``checked`` are file ids the caller found
+        held and compared before (rows are never changed, so they are not read again).
 
         The one way event and file rows are written: whatever the number of entities, events
         and file records take a statement each (in id order, so concurrent writers lock rows in
@@ -325,8 +327,9 @@ class RecordStore:
         files = sorted(by_id.values(), key=lambda f: f.file_id.bytes)
         new_files = set(_returned(cur, BULK_FILES, [
             tuple(_file_params(f, longitudes[f.status_id]).values()) for f in files]))
+        checked = set(checked)  # file ids held already when the caller compared them: not read again
         self._check_found_held(cur, [e for e in entities if isinstance(e, Event) and e.event_id not in new_events],
-                               [f for f in files if f.file_id not in new_files])
+                               [f for f in files if f.file_id not in new_files and f.file_id not in checked])
         files = [f for f in files if f.file_id in new_files]
         _insert_all(cur, [
             (BULK_FILE_META, [tuple(r.values()) for f in files for r in _meta_rows(f.file_id, f.meta)]),
