@@ -208,7 +208,7 @@ def test_bad_md5_upload_is_refused_and_leaves_nothing(server, api, records):
     status = records.status()
     body, data = records.file(status)
     file_id = body["file"]["file_id"]
-    code, answer = api.upload(file_id, body["file"]["md5"], data[:-1] + b"x")
+    code, answer = api.upload(file_id, body["file"]["md5"], data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert code == 200 and answer["state"] == "failed" and file_id in answer["message"]
     assert not server.db.has_file_data(file_id)
     assert not [p for p in server.db.file_store.tmp.iterdir() if p.name.startswith(file_id)]
