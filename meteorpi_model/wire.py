@@ -49,8 +49,13 @@ FILES_MEDIA_TYPE = "application/vnd.meteorpi.files"
 CHECK_KEYS = ("statuses", "events", "files", "file_data")
 REFUSED_FILE_DATA = "refused_file_data"
 OFFSETS = "offsets"
+# Each item of a check's file_data.
+FILE_DATA_KEYS = ("file_id", "md5")
 # The entities of a V2_IMPORT body, by key.
 IMPORT_KEYS = ("statuses", "events", "files")
+# A V2_DATA manifest line, and each of its files (offset: where a continued upload's bytes start).
+MANIFEST_KEYS = ("files",)
+MANIFEST_FILE_KEYS = ("file_id", "md5", "size", "offset")
 
 # -- limits --------------------------------------------------------------------------------
 MAX_ENTITIES = 1000               # ids or entities per check or import request

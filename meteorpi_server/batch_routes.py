@@ -134,11 +134,12 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
 
 # The keys each body may hold. A misspelt one ({"event": [...]}) used to be ignored, and the
 # request answered as if nothing had been asked: a client's typo silently imported nothing.
-CHECK_KEYS = frozenset({"statuses", "events", "files", "file_data"})
-IMPORT_KEYS = frozenset({"statuses", "events", "files"})
-MANIFEST_KEYS = frozenset({"files"})
-MANIFEST_FILE_KEYS = frozenset({"file_id", "md5", "size", "offset"})
-FILE_DATA_KEYS = frozenset({"file_id", "md5"})
+# (Declared once, in meteorpi_model.wire, with the client that writes them.)
+CHECK_KEYS = frozenset(wire.CHECK_KEYS)
+IMPORT_KEYS = frozenset(wire.IMPORT_KEYS)
+MANIFEST_KEYS = frozenset(wire.MANIFEST_KEYS)
+MANIFEST_FILE_KEYS = frozenset(wire.MANIFEST_FILE_KEYS)
+FILE_DATA_KEYS = frozenset(wire.FILE_DATA_KEYS)
 
 
 def _known_keys(body: dict, known: frozenset[str], path: str) -> dict:
