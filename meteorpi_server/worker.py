@@ -88,6 +88,20 @@ class DeadlineBody:
         self.req, self.body, self.seconds, self.min_rate = req, req.body, seconds, min_rate
         self.started, self.received, self.unyielded = time.monotonic(), 0, 0
         self.broken: BrokenBody | None = None
+        # The Content-Length declared (None for a chunked body, which its own framing ends).
+        # gunicorn's length reader takes the connection's end for the body's, handing over a
+        # short body as if whole: a JSON prefix that parsed was once imported as the request.
+        reader = getattr(self.body, "reader", None)
+        self.declared: int | None = reader.length if type(reader) is LengthReader else None
+        # Set once the app has answered: gunicorn then reads what is left of the body only to
+        # reach the next request, and a body ending early there just ends the connection.
+        self.answered = False
+
+    def _ended_early(self) -> bool:
+        """Whether the connection ended before the declared body did, for the app to hear
+        (asked after a read that came back short: gunicorn's reads wait for every byte asked,
+        unless the peer closed)."""
+        return self.declared is not None and self.received < self.declared and not self.answered
 
     @property
     def failed(self) -> bool:
@@ -132,6 +146,8 @@ class DeadlineBody:
             return 0
         try:
             n = self._within_deadline(lambda: unreader.sock.recv_into(view[:reader.length]))
+            if not n:  # the peer closed with reader.length bytes of the body still due
+                raise NoMoreData()
         except (ParseException, OSError) as e:
             self._break(e)  # a recv_into delivers all or nothing: no bytes are held
             raise self.broken from None
@@ -172,8 +188,12 @@ class DeadlineBody:
             # is cut off for bytes that arrived but are not counted yet; a fast client soon
             # earns reads of the whole size asked.
             affordable = (self._deadline() - time.monotonic()) * self.min_rate
+            asked = int(min(wanted, max(PIECE, affordable)))
             try:
-                data = self._timed(read, int(min(wanted, max(PIECE, affordable))))
+                data = self._timed(read, asked)
+                if (not data or (len(data) < asked and not stop_at_newline)) and self._ended_early():
+                    parts.append(data)
+                    raise NoMoreData()
             except (ParseException, OSError) as e:
                 parts.append(self._break(e))
                 if stop_at_newline or not any(parts):
@@ -367,12 +387,14 @@ class MeteorWorker(GeventWorker):
         return False
 
     def handle_request(self, listener_name, req, sock, addr) -> None:
-        req.body = DeadlineBody(req, self.body_seconds, self.body_min_rate)
+        req.body = body = DeadlineBody(req, self.body_seconds, self.body_min_rate)
         try:
             super().handle_request(listener_name, req, sock, addr)
         except StopIteration:  # gunicorn's way to say the answer closes the connection
             util.close_graceful(sock, timeout=LINGER_SECONDS, max_drain=LINGER_BYTES)
             raise
+        finally:
+            body.answered = True
 
     def handle_error(self, req, client, addr, exc) -> None:
         """gunicorn's own answers — a request head it refuses before the app runs (a URL or

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from .server_fixtures import IMPORTER, Api, Records, add_users
+from .server_fixtures import IMPORTER, READER, Api, Records, add_users
 from .test_server_serving import Served
 
 MEDIA = "application/vnd.meteorpi.files"
@@ -43,8 +43,8 @@ def _address(served) -> tuple[str, int]:
     return host, int(port)
 
 
-def _credentials() -> bytes:
-    return base64.b64encode(":".join(IMPORTER).encode())
+def _credentials(user: tuple[str, str] = IMPORTER) -> bytes:
+    return base64.b64encode(":".join(user).encode())
 
 
 def exchange(served, raw: bytes, end_sending: bool = True) -> bytes:
@@ -159,6 +159,37 @@ def test_a_chunked_json_body_cut_short_is_a_plain_400(served):
     status, headers, body = answer_of(raw)
     assert status == 400 and "ended" in body["message"], body
     assert_plain(body["message"])
+
+
+@pytest.mark.parametrize("path", ["/import", "/import/v2/check", "/import/v2/import", "/watches"])
+def test_a_json_body_cut_short_of_its_content_length_is_refused_not_taken_whole(served, vectors, path):
+    """A client that stops sending (an exporter killed, a link cut after a half-close) before the
+    Content-Length it declared: what arrived is a prefix, never the request. A valid JSON prefix
+    was once imported and answered as if whole (the status below was stored)."""
+    status = dict(vectors["status"]["status"], status_id=uuid.uuid4().hex, camera_id="cut-" + uuid.uuid4().hex[:8])
+    payload = {"/import": {"type": "status", "status": status}, "/import/v2/check": {"statuses": [status["status_id"]]},
+               "/import/v2/import": {"statuses": [status]}, "/watches": {"name": "cut", "webhook": "https://example.org/"}}
+    body = json.dumps(payload[path]).encode()
+    head = ((f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(body) + 100}\r\n").encode() + b"Authorization: Basic "
+            + _credentials(READER if path == "/watches" else IMPORTER) + b"\r\n\r\n")
+    raw = exchange(served, head + body)  # 100 declared bytes never come: the sending side ends
+    code, headers, answer = answer_of(raw)
+    assert code == 400, raw[:600]
+    assert "ended before the body did" in answer["message"] and f"after {len(body)} bytes" in answer["message"], answer
+    assert_plain(answer["message"])
+    assert headers.get("connection", "").lower() == "close", raw[:600]
+    assert served.db.get_camera_status_by_id(uuid.UUID(status["status_id"])) is None
+
+
+def test_a_form_cut_short_of_its_content_length_is_refused(served):
+    """The same for a page's form post: the fields that arrived are not the form."""
+    body = b"name=cut&webhook=https%3A%2F%2Fexample.org%2F"
+    head = (b"POST /watches HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\nAuthorization: Basic " % (len(body) + 50)) + _credentials(READER) + b"\r\n\r\n"
+    raw = exchange(served, head + body)
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:600]
+    assert b"ended before the body did" in raw, raw[:800]
 
 
 def test_a_slow_body_deadline_names_the_bytes_that_arrived(served):
