@@ -113,6 +113,7 @@ def add_batch_routes(meteor_app: "MeteorApp", receiver: Callable[[], "BaseImport
         body = _known_keys(parse_json_object(read_body(server.max_body_bytes)), IMPORT_KEYS, "body")
         statuses = _entities(body, "statuses", CameraStatus)
         entities = _entities(body, "events", Event) + _entities(body, "files", FileRecord)
+        del body  # decoded: the parsed JSON (as large as the entities again) is not held while importing
         if len(entities) + len(statuses) > MAX_ENTITIES:
             raise BadRequest(f"body: more than {MAX_ENTITIES} entities in one request")
         results = found.batch_import(statuses, entities)
