@@ -30,6 +30,7 @@ from typing import Callable, TypeVar
 
 from flask import Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from meteorpi_db import FileTooLarge, StorageUnavailable, StoreFull, StoreWriteFailed
 from meteorpi_model import MeteorpiError, ValidationError
@@ -166,10 +167,14 @@ def error_response(exc: BaseException) -> Response:
                           "retry later", 507)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+    if isinstance(exc, WebsocketMismatch):  # werkzeug's words blame "the browser (or proxy)"
+        return failed("this server has no WebSocket routes: send plain HTTP requests (live changes come as "
+                      "Server-Sent Events from /feed/stream)", 400)
     if isinstance(exc, HTTPException):
         response = failed(exc.description or exc.name, exc.code or 500)
         for name, value in exc.get_headers():
-            if name.lower() == "allow":  # 405 says which methods would do
+            # 405 says which methods would do; 416 how long the file is (bytes */N)
+            if name.lower() in ("allow", "content-range"):
                 response.headers[name] = value
         return response
     log.error("unexpected fault answering a request", exc_info=exc)

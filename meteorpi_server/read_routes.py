@@ -135,6 +135,10 @@ def file_data(file_id: str) -> Response:
     path = db.file_path_for_id(file_uuid) if record is not None else None
     if path is None:
         raise ResourceNotFound(f"no file data for {file_id}")
+    asked = request.headers.get("Range")
+    if asked is not None and asked.partition("=")[0].strip().lower() != "bytes":
+        # A unit we do not serve in is ignored (RFC 9110 14.2): the whole file, not a 416.
+        request.environ.pop("HTTP_RANGE", None)
     response = send_file(path, mimetype=served_type(_stored_mime_type(record.mime_type)), as_attachment=True,
                          download_name=_stored_file_name(record.file_name, file_uuid.hex), conditional=True,
                          etag=record.md5)

@@ -79,8 +79,8 @@ class Api:
                            files={part: ("blob", data, "application/octet-stream")}, timeout=TIMEOUT)
         return r.status_code, _json(r)
 
-    def get(self, path: str, auth=READER, params=None) -> requests.Response:
-        return self.http.get(self.url + path, auth=auth, params=params, timeout=TIMEOUT)
+    def get(self, path: str, auth=READER, params=None, headers=None) -> requests.Response:
+        return self.http.get(self.url + path, auth=auth, params=params, headers=headers, timeout=TIMEOUT)
 
     def batch(self, path: str, body: dict, auth=IMPORTER):
         """``POST {import}/v2/{path}`` (``check`` or ``import``) with a JSON body."""

@@ -202,6 +202,16 @@ def test_routing_errors_answer_json(server, api, method, path, status):
         assert "Allow" in r.headers
 
 
+def test_a_websocket_upgrade_is_told_the_server_has_none(server, api):
+    """An upgrade to WebSocket on a plain route: a 400 that says what is wrong, not werkzeug's
+    "the browser (or proxy) sent a request that this server could not understand"."""
+    r = requests.get(api.url + "/cameras", auth=IMPORTER, timeout=TIMEOUT,
+                     headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert r.status_code == 400 and r.json()["state"] == "failed"
+    assert "WebSocket" in r.json()["message"] and "/feed/stream" in r.json()["message"], r.json()
+
+
 def test_post_answers_are_never_padded(server, api, records):
     """JSONP is for GET only: a callback on a POST changes nothing."""
     r = requests.post(api.url + "/import?callback=cb", json=records.status(), auth=IMPORTER, timeout=TIMEOUT)

@@ -111,6 +111,26 @@ def test_stored_files_are_never_served_as_something_a_browser_runs(server, api, 
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
 
+def test_file_data_ranges_follow_http(server, api, records):
+    """A video player asks for byte ranges: a satisfiable one is a 206 of those bytes; one past
+    the end is a 416 that says the file's length (Content-Range: bytes */N), which the JSON
+    error form once dropped; a Range in a unit the server does not know is ignored (RFC 9110:
+    the whole file, 200), not refused."""
+    status = records.status()
+    event, files = records.event(status, sizes=[1000])
+    record = event["event"]["files"][0]
+    deliver(api, event, {status["status"]["status_id"]: status}, files)
+    data, url = files[record["file_id"]], f"/files/{record['file_id']}/data"
+    r = api.get(url, headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == data[10:20], r.headers
+    r = api.get(url, headers={"Range": "bytes=5000-"})
+    assert r.status_code == 416 and r.json()["state"] == "failed"
+    assert r.headers["Content-Range"] == f"bytes */{len(data)}"
+    for unit in ("chars=0-1", "items=0-0", "pages"):
+        r = api.get(url, headers={"Range": unit})
+        assert r.status_code == 200 and r.content == data, (unit, r.status_code)
+
+
 def test_file_data_not_held_is_404_json(server, api):
     r = api.get(f"/files/{'e' * 32}/data")
     assert r.status_code == 404 and r.json()["state"] == "failed"
