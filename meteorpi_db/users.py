@@ -57,6 +57,8 @@ class UserStore:
             else:
                 if not isinstance(password, str) or not password:
                     raise ValidationError("password", "must not be empty")
+                if "\0" in password:  # hashed alike with or without trailing NULs: never one
+                    raise ValidationError("password", "must not contain a NUL character")
                 cur.execute(UPSERT_USER, {"user_id": user_id, "roles": user.roles,
                                           "password_hash": generate_password_hash(password)})
         return user

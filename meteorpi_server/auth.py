@@ -74,6 +74,10 @@ class Authenticator:
             return None  # no credentials at all: nothing to look up, no name to leak
         if not _could_be_user_id(user_id):
             return None  # no such user can exist (a NUL would even make the driver raise)
+        if password and "\0" in password:
+            # No password holds one (refused when set), and the hash would not tell: scrypt keys
+            # HMAC with the password, zero-padded, so "pw" and "pw\0" hash alike.
+            return None
         token = (user_id, hmac.new(self._key, (password or "").encode("utf-8", "surrogatepass"),
                                    hashlib.sha256).digest())
         user = self._remembered(token)

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import requests
 
+from meteorpi_model import ValidationError
 from meteorpi_server import create_app
 
 from .server_fixtures import IMPORTER, READER, TIMEOUT, VIEWER, Api, Records, deliver, serve_in_thread
@@ -174,3 +175,14 @@ def test_a_wrong_password_sent_by_requests_together_is_hashed_for_each(db, monke
     hashes = _count_hashes(monkeypatch)
     assert _at_once(client, "wrong", 3) == [401] * 3
     assert hashes[0] == 3
+
+
+def test_a_password_with_a_nul_is_refused_even_when_the_rest_is_right(server, api, records):
+    """scrypt keys HMAC with the password, zero-padded to its block: "pw" and "pw\0" hash
+    alike, so the right password with NULs appended used to be accepted."""
+    user, password = IMPORTER
+    assert api.post(records.status(), auth=(user, password))[0] == 200
+    for wrong in (password + "\0", password + "\0\0\0"):
+        assert api.post(records.status(), auth=(user, wrong))[0] == 401
+    with pytest.raises(ValidationError, match="NUL"):
+        server.db.create_or_update_user("nul-user", "pw\0", ["import"])
