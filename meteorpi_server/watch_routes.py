@@ -226,7 +226,10 @@ def coincidences() -> Response:
     if unknown:
         raise ValidationError(unknown[0], "unknown parameter (known: after, before, camera, limit, skip)")
     args = request.args
-    found = _db().get_coincidences(one(args, "after", Instant()), one(args, "before", Instant()),
+    after, before = one(args, "after", Instant()), one(args, "before", Instant())
+    if after is not None and before is not None and after > before:  # as /events says it
+        raise ValidationError("after", "is later than before: no coincidence can lie in between")
+    found = _db().get_coincidences(after, before,
                                    one(args, "camera", CAMERA_ID), one(args, "limit", Int(1, 1000), default=100),
                                    one(args, "skip", Int(0, 10**9), default=0))
     return jsonp_or_json({"count": found["count"], "coincidences": [c.as_dict() for c in found["coincidences"]]})

@@ -360,6 +360,15 @@ def test_coincidences_out_of_range_say_the_range(srv):
     assert ok.status_code == 200 and ok.json() == {"count": 0, "coincidences": []}
 
 
+def test_coincidences_between_reversed_times_are_a_400(srv):
+    """after later than before is a mistake (the two swapped), as on /events: said, not
+    answered with an empty list that looks like a quiet night."""
+    r = requests.get(srv.url + "/coincidences", params={"after": "10", "before": "5"}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400 and r.json()["message"].startswith("after:"), r.text
+    same = requests.get(srv.url + "/coincidences", params={"after": "5", "before": "5"}, auth=READER, timeout=TIMEOUT)
+    assert same.status_code == 200
+
+
 @pytest.mark.parametrize("path", ["/watches", "/watches/" + "0" * 32, "/watches/not-an-id"])
 def test_watch_answers_are_never_padded_even_their_errors(srv, path):
     """Watches are private: no answer of theirs, an error included, is JSONP, even with
