@@ -65,6 +65,11 @@ def _instant_ms(text: str, name: str) -> int:
     return instant_to_ms(moment)  # exact: no float on the way
 
 
+# What a checkbox (or a hand-made link) may say: a browser sends "on", or nothing when unticked.
+CHECKBOX_ON = ("true", "1", "on")
+CHECKBOX_OFF = ("", "false", "0", "off")
+
+
 def _meta_constraints(args: Mapping, values: dict) -> list[dict]:
     constraints = []
     for i in range(META_ROWS):
@@ -111,7 +116,10 @@ def parse(args: Mapping) -> SearchForm:
         if values[name]:
             wire[field_name] = _number(values[name], name) * 3600.0
     wire["meta_constraints"] = _meta_constraints(args, values)
-    values["exclude_imported"] = "true" if _text(args, "exclude_imported") in ("true", "1", "on") else ""
+    excluded = _text(args, "exclude_imported")
+    if excluded not in CHECKBOX_ON + CHECKBOX_OFF:  # "maybe" read as off searched what nobody asked
+        raise ValidationError("form.exclude_imported", f"expected on or off (a checkbox), got {excluded[:40]!r}")
+    values["exclude_imported"] = "true" if excluded in CHECKBOX_ON else ""
     if values["exclude_imported"]:
         wire["exclude_imported"] = True
     page_text = _text(args, "page")
