@@ -62,6 +62,15 @@ def _search_args() -> dict[str, list[str]]:
     return args
 
 
+def _only(*known: str) -> None:
+    """A 400 naming the first query parameter the route does not take: a typo (``?tme=`` for
+    ``?time=``) was silently ignored and answered as if not asked, as /events refuses it."""
+    unknown = sorted(set(request.args) - set(known) - set(JSONP_PARAMETERS))
+    if unknown:
+        takes = f"known: {', '.join(known)}" if known else "this route takes none"
+        raise ValidationError(f"query.{unknown[0][:40]}", f"unknown parameter ({takes})")
+
+
 def _uuid(value: str, name: str) -> uuid.UUID:
     return UUIDCodec().decode(value, name)
 
@@ -69,6 +78,7 @@ def _uuid(value: str, name: str) -> uuid.UUID:
 @read_api.route("/cameras")
 @readable
 def cameras() -> Response:
+    _only()
     return jsonify({"cameras": _db().get_cameras()})
 
 
@@ -76,6 +86,7 @@ def cameras() -> Response:
 @readable
 def camera_status(camera_id: str) -> Response:
     CAMERA_ID.decode(camera_id, "camera_id")
+    _only("time")
     time = None
     if "time" in request.args:
         time = query_parameter(Instant(), request.args.getlist("time"), "time")
@@ -104,6 +115,7 @@ def files() -> Response:
 @read_api.route("/events/<event_id>")
 @readable
 def event(event_id: str) -> Response:
+    _only()
     found = _db().get_event(_uuid(event_id, "event_id"))
     if found is None:
         raise ResourceNotFound(f"no event {event_id}")
@@ -113,6 +125,7 @@ def event(event_id: str) -> Response:
 @read_api.route("/files/<file_id>")
 @readable
 def file_record(file_id: str) -> Response:
+    _only()
     found = _db().get_file(_uuid(file_id, "file_id"))
     if found is None:
         raise ResourceNotFound(f"no file {file_id}")
@@ -129,6 +142,7 @@ def file_data(file_id: str) -> Response:
     and our own Content-Security-Policy counts it as 'self'. So a type a browser would execute
     or render as a document is served as application/octet-stream (nosniff keeps it that), and
     the answer carries a sandboxing CSP of its own."""
+    _only()
     db = _db()
     file_uuid = _uuid(file_id, "file_id")
     record = db.get_file(file_uuid)

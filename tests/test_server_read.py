@@ -111,6 +111,22 @@ def test_stored_files_are_never_served_as_something_a_browser_runs(server, api, 
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
 
+def test_every_read_route_refuses_a_parameter_it_does_not_take(server, api, records):
+    """``?tme=`` for ``?time=`` on a camera's status answered the current status as if the
+    time had not been asked: every read route names the parameter it does not take, as
+    /events always did; jQuery's cache buster ``_`` stays welcome."""
+    status = records.status()
+    event, files = records.event(status, sizes=[10])
+    deliver(api, event, {status["status"]["status_id"]: status}, files)
+    camera, file_id = status["status"]["camera_id"], event["event"]["files"][0]["file_id"]
+    for path in ("/cameras", f"/cameras/{camera}/status", f"/events/{event['event']['event_id']}",
+                 f"/files/{file_id}", f"/files/{file_id}/data"):
+        assert api.get(path, params={"_": "1"}).status_code == 200, path
+        r = api.get(path, params={"tme": "1"})
+        assert r.status_code == 400 and r.json()["message"].startswith("query.tme: unknown parameter"), (path, r.text)
+    assert api.get(f"/cameras/{camera}/status", params={"time": str(status["status"]["valid_from"])}).status_code == 200
+
+
 def test_file_data_ranges_follow_http(server, api, records):
     """A video player asks for byte ranges: a satisfiable one is a 206 of those bytes; one past
     the end is a 416 that says the file's length (Content-Range: bytes */N), which the JSON
