@@ -205,6 +205,16 @@ def test_a_slow_body_deadline_names_the_bytes_that_arrived(served):
         assert headers.get("connection", "").lower() == "close", raw[:600]
 
 
+@pytest.mark.parametrize("path", ["//import/v2", "///import/v2", "/import//v2", "//openapi.json"])
+def test_a_path_with_an_empty_segment_is_a_json_404(served, path):
+    """``//import/v2`` was answered as ``/import/v2`` (gunicorn drops a leading empty segment):
+    one resource under two paths, which a proxy's rule for ``/import`` would not match."""
+    raw = exchange(served, f"GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Basic ".encode()
+                   + _credentials() + b"\r\n\r\n")
+    status, _, body = answer_of(raw)
+    assert status == 404 and body["state"] == "failed", raw[:600]
+
+
 # -- errors gunicorn answers before the app runs ---------------------------------------------
 def test_a_url_too_long_is_a_json_414(served):
     raw = exchange(served, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
