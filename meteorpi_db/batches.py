@@ -30,6 +30,7 @@ import psycopg2
 
 from meteorpi_model import CameraStatus, Event, FileRecord
 from meteorpi_model.differences import first_difference
+from meteorpi_model.logtext import escape_log_text
 
 from .errors import Conflict
 from .pool import retry_stale
@@ -138,7 +139,9 @@ def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key:
             write(items)
         return {}
     except REFUSALS as e:
-        log.info("a batch of %d was refused as a whole (%s); writing each alone", len(items), _reason(e))
+        # The database's words may quote a value of the batch (what a client sent): escaped.
+        log.info("a batch of %d was refused as a whole (%s); writing each alone", len(items),
+                 escape_log_text(_reason(e)))
     refused = {}
     for item in items:
         try:
@@ -147,7 +150,7 @@ def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key:
         except REFUSALS as e:
             reason = _reason(e)
             refused[key(item)] = reason if reason.startswith(describe(item)) else f"{describe(item)}: {reason}"
-            log.warning("import refused: %s", refused[key(item)])
+            log.warning("import refused: %s", escape_log_text(refused[key(item)]))
     return refused
 
 
