@@ -363,13 +363,16 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         return results
 
     def batch_import(self, statuses: list[CameraStatus], entities: list[Event | FileRecord]) -> dict[uuid.UUID, str | None]:
-        """Import a batch in one transaction; {id: None (complete) or why it was refused}."""
+        """Import a batch in one transaction; {id: None (complete) or why it was refused}, for
+        every status, event and file record sent (each id once)."""
         user_id = self.get_importing_user_id()
         results = self.db.import_batch(statuses, entities, user_id)
-        kinds = {e.entity_id: _ENTITY_TYPES[type(e)] for e in entities}
+        kinds = {s.status_id: "status" for s in statuses}
+        kinds.update({e.entity_id: _ENTITY_TYPES[type(e)] for e in entities})
         for entity_id, problem in results.items():
             if problem is None:
-                import_log.info("imported %s %s from %s (protocol 2)", kinds[entity_id], entity_id.hex, user_id)
+                import_log.info("imported %s %s from %s (protocol 2)", kinds.get(entity_id, "entity"),
+                                entity_id.hex, user_id)
         return results
 
 
