@@ -30,6 +30,7 @@ import psycopg2
 
 from meteorpi_model import CameraStatus, Event, FileRecord
 from meteorpi_model.differences import first_difference
+from meteorpi_model.logtext import escape_log_text
 
 from .errors import Conflict
 from .pool import retry_stale
@@ -60,24 +61,36 @@ class BatchStore:
     @retry_stale
     def import_batch(self, statuses: Iterable[CameraStatus], entities: Iterable[Event | FileRecord],
                      user_id: str) -> dict[uuid.UUID, str | None]:
-        """Import statuses, then events and files, in one transaction; {entity id: None or why not}.
+        """Import statuses, then events and files, in one transaction; {id: None or why not} for
+        every status, event and file record sent, statuses first, each in the order first sent.
 
-        Same rules as ``import_event``/``import_file_record``: an entity already held is a no-op
-        (None) unless one of its file ids is held with another MD5; one that contradicts what is
-        held is refused with the reason and nothing of it is written; either way the others of
-        the batch are unaffected. Each id is answered once, however often it was sent.
+        Same rules as ``import_camera_status``/``import_event``/``import_file_record``: an id
+        already held is a no-op (None) unless what was sent contradicts what is held (a status
+        or record saying something else, a file id held with another MD5): then it is refused
+        with the reason and nothing of it is written; an entity whose status is refused is
+        refused naming it; either way the others of the batch are unaffected. Each id is
+        answered once, however often it was sent: a status too, so that a node is told why a
+        status of its was not taken (two differing copies, a held one changed) instead of
+        meeting silence. An id sent both as a status and as an event or file record is refused
+        as both (answers are keyed by id alone: neither could be told apart).
         """
-        entities, results = _distinct(entities)
-        statuses, twice = _distinct_statuses(statuses)
+        statuses, entities = list(statuses), list(entities)
+        sent_statuses = list(dict.fromkeys(s.status_id for s in statuses))
+        clashes = _status_entity_clashes(statuses, entities)
+        entities, results = _distinct([e for e in entities if e.entity_id not in clashes])
+        statuses, twice = _distinct_statuses([s for s in statuses if s.status_id not in clashes])
+        results.update(clashes)
         with self.transaction() as cur:
-            refused_statuses = twice | _write_or_each_alone(
+            refused_statuses = clashes | twice | _write_or_each_alone(
                 cur, statuses, lambda some: [self._insert_status(cur, s) for s in some],
                 lambda s: s.status_id, describe)
             accepted, longitudes, checked = self._accept(cur, entities, refused_statuses, results)
             results.update(_write_or_each_alone(
                 cur, accepted, lambda some: self._insert_many(cur, some, longitudes, user_id, checked),
                 lambda e: e.entity_id, describe))
-        return results
+        answered = {status_id: refused_statuses.get(status_id) for status_id in sent_statuses}
+        answered.update(results)  # a clash's one entry says the same either way
+        return answered
 
     def _accept(self, cur, entities: list[Event | FileRecord], refused_statuses: dict[uuid.UUID, str],
                 results: dict) -> tuple[list[Event | FileRecord], dict[uuid.UUID, float], set[uuid.UUID]]:
@@ -138,7 +151,9 @@ def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key:
             write(items)
         return {}
     except REFUSALS as e:
-        log.info("a batch of %d was refused as a whole (%s); writing each alone", len(items), _reason(e))
+        # The database's words may quote a value of the batch (what a client sent): escaped.
+        log.info("a batch of %d was refused as a whole (%s); writing each alone", len(items),
+                 escape_log_text(_reason(e)))
     refused = {}
     for item in items:
         try:
@@ -147,7 +162,7 @@ def _write_or_each_alone(cur, items: list, write: Callable[[list], object], key:
         except REFUSALS as e:
             reason = _reason(e)
             refused[key(item)] = reason if reason.startswith(describe(item)) else f"{describe(item)}: {reason}"
-            log.warning("import refused: %s", refused[key(item)])
+            log.warning("import refused: %s", escape_log_text(refused[key(item)]))
     return refused
 
 
@@ -188,6 +203,14 @@ def _distinct_statuses(statuses: Iterable[CameraStatus]) -> tuple[list[CameraSta
             twice[status.status_id] = f"{describe(status)}: sent twice in this request, with different content"
     unique = [s for i, s in by_id.items() if i not in twice]
     return sorted(unique, key=lambda s: (s.camera_id, s.status_id.bytes)), twice
+
+
+def _status_entity_clashes(statuses: list[CameraStatus], entities: list[Event | FileRecord]) -> dict[uuid.UUID, str]:
+    """{id: why} for the ids sent in this request both as a status and as an event or file record."""
+    kinds = {e.entity_id: "an event" if isinstance(e, Event) else "a file record" for e in entities}
+    return {s.status_id: f"id {s.status_id.hex}: sent in this request both as a camera status and as "
+                         f"{kinds[s.status_id]}; an id names one entity"
+            for s in statuses if s.status_id in kinds}
 
 
 def _refused_status(entity: Event | FileRecord, refused_statuses: dict[uuid.UUID, str]) -> str | None:

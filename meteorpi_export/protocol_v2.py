@@ -326,6 +326,9 @@ class BatchExchange(Conversation):
             answer = self._post_again(wire.path(self.base, wire.V2_IMPORT), body,
                                       f"import of {tasks[0].entity_id.hex}" if tasks else "import of camera statuses",
                                       answer_items=entities, refusal_raises=True)
+        # Each task is looked up by its id. The answer lists the statuses sent as well (servers
+        # before that did not): they are no task's, so their entries are passed over; a refused
+        # status fails the tasks naming it, whose own entries say so.
         results = {}
         for item in answer.get("results", []):
             if isinstance(item, dict) and isinstance(item.get("id"), str):

@@ -19,7 +19,8 @@ three requests, however many entities and files it holds:
                             its "size", continuing what the check's "offsets" said is held
                             -> {"stored": [id], "failed": [{"file_id", "message"}]}
     POST {base}/v2/import   {"statuses": [status], "events": [event], "files": [file record]}
-                            -> {"results": [{"id", "state": "complete"} | {"id", "state": "failed", "message"}]}
+                            -> {"results": [{"id", "state": "complete"} | {"id", "state": "failed", "message"}]},
+                               one entry per id sent: every status, event and file record
 
 Negotiation: an exporter asks ``GET {base}/v2`` first; a version-1 server answers 404 (or
 anything but this JSON) and the exporter speaks version 1. A version-1 exporter never calls

@@ -38,6 +38,23 @@ _ASTRAL_CHARACTER = re.compile(rb"[\xf0-\xff]")  # beyond U+FFFF: 4 bytes a char
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")  # "\ud83d..." makes its whole string 4 bytes a character
 
 
+# Room for the multipart framing around a file's bytes when judging an upload by its Content-Length.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def refuse_upload_over_limit(max_bytes: int) -> None:
+    """PayloadTooLarge (413, naming the limit) when this request's Content-Length is too long
+    for a multipart body around a file of at most ``max_bytes``; nothing when it fits or is not
+    declared (a chunked body is held to the limit as it streams).
+
+    Why apart: it is judged from the head, before a byte of the body is read, and before
+    anything else an upload is judged by, the store's free space above all. A file over the
+    limit can never be accepted, so it is told so (413) and not "507, retry later", which had an
+    exporter send the same hopeless upload every few minutes for ever."""
+    if request.content_length is not None and request.content_length > max_bytes + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {max_bytes} bytes")
+
+
 # -- ---------------------------------------------------------------------------
 def read_body(limit: int) -> bytearray:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (held once: no

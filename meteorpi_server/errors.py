@@ -36,8 +36,12 @@ from meteorpi_db import FileTooLarge, StorageUnavailable, StoreFull, StoreWriteF
 from meteorpi_model import MeteorpiError, ValidationError
 
 from .jsonp import jsonify
+from .redact import EscapedFaults
 
 log = logging.getLogger("meteorpi.server")
+# An unexpected fault's message may quote the request (a value a receiver choked on): its
+# traceback reaches the log with that text escaped, never as lines or escapes of the client's.
+log.addFilter(EscapedFaults())
 # Seconds a client should wait before retrying when PostgreSQL is unreachable.
 RETRY_AFTER_SECONDS = 5
 # A full disk frees up when its operator acts, not in seconds: nodes need not ask every few.

@@ -19,7 +19,7 @@ from meteorpi_model.fields import MD5, UUIDCodec
 
 from .batch_routes import add_batch_routes
 from .entity_cache import EntityCache
-from .bodies import parse_json_object, read_body, read_stream
+from .bodies import parse_json_object, read_body, read_stream, refuse_upload_over_limit
 from .errors import BadRequest, BodyCutShort, PayloadTooLarge, json_errors
 from .file_data import FileData
 from .importer_api import BaseImportReceiver, ImportRequest, MeteorDatabaseImportReceiver, answer, dispatch
@@ -36,8 +36,6 @@ FEED_SIZE = 64 * 1024
 # Multipart headers and the boundary's partial matches stay in the decoder's buffer; nothing
 # legitimate comes near this, a client that sends endless headers gets a 400 instead of our RAM.
 MAX_MULTIPART_BUFFER = 1024 * 1024
-# Room for the multipart framing around the file's bytes when checking Content-Length early.
-MULTIPART_OVERHEAD = 64 * 1024
 # Parts in one upload body: exporters send one. Each part costs the decoder ~0.1 ms of Python,
 # so a body of tiny parts kept a worker busy for 35 s per 16 MiB before this bound.
 MAX_PARTS = 16
@@ -97,8 +95,7 @@ def upload_chunks(max_bytes: int) -> Iterator[bytes]:
     multipart, malformed, cut short) is raised from the iteration itself, so the receiver that
     consumes the bytes sees each one (the database receiver counts it as a refused upload).
     """
-    if request.content_length is not None and request.content_length > max_bytes + MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(f"body: {request.content_length} bytes is more than the limit of {max_bytes} bytes")
+    refuse_upload_over_limit(max_bytes)
     yield from file_part_chunks(request.stream, multipart_boundary(), max_bytes)
 
 

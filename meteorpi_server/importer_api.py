@@ -29,7 +29,7 @@ from meteorpi_model.fields import Choice, UUIDCodec
 from meteorpi_model.wire import BODY_TYPES
 
 from .auth import current_user
-from .bodies import parse_json_object, read_body
+from .bodies import parse_json_object, read_body, refuse_upload_over_limit
 from .entity_cache import EntityCache
 from .errors import ApiError, BodyCutShort, PayloadTooLarge, error_response
 from .file_data import FileData
@@ -256,15 +256,19 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
     def receive_file_data(self, file_id: uuid.UUID, file_data: Iterable[bytes], md5_hex: str) -> Response | None:
         user_id = self.get_importing_user_id()
         problem = _upload_contradiction(file_id, md5_hex, self.db.held_file_md5s([file_id]).get(file_id))
-        if not problem:  # before a byte is read: the body's length (multipart around the file) is its size
-            self.db.make_room_for_upload(request.content_length or 0)
+        limit = self.db.config.server.max_upload_bytes
         try:
             if problem:
                 for _ in file_data:  # read to its end (the body's own refusals still apply), keep nothing
                     pass
             else:
+                # Before a byte is read, the size limit first (413, counted below like any body over
+                # it): a file that can never be accepted must not be told to retry later; then the free
+                # space, for a size that can be accepted (the body's length: multipart around the file).
+                refuse_upload_over_limit(limit)
+                self.db.make_room_for_upload(request.content_length or 0)  # StoreFull, 507: counts against nobody
                 self.db.store_file_data(file_id, md5_hex, file_data,
-                                        max_bytes=self.db.config.server.max_upload_bytes)
+                                        max_bytes=limit)
         except Md5Mismatch as e:
             problem = str(e)
         except BodyCutShort:  # the link's doing as often as the client's: not held against the file
@@ -359,13 +363,16 @@ class MeteorDatabaseImportReceiver(BaseImportReceiver):
         return results
 
     def batch_import(self, statuses: list[CameraStatus], entities: list[Event | FileRecord]) -> dict[uuid.UUID, str | None]:
-        """Import a batch in one transaction; {id: None (complete) or why it was refused}."""
+        """Import a batch in one transaction; {id: None (complete) or why it was refused}, for
+        every status, event and file record sent (each id once)."""
         user_id = self.get_importing_user_id()
         results = self.db.import_batch(statuses, entities, user_id)
-        kinds = {e.entity_id: _ENTITY_TYPES[type(e)] for e in entities}
+        kinds = {s.status_id: "status" for s in statuses}
+        kinds.update({e.entity_id: _ENTITY_TYPES[type(e)] for e in entities})
         for entity_id, problem in results.items():
             if problem is None:
-                import_log.info("imported %s %s from %s (protocol 2)", kinds[entity_id], entity_id.hex, user_id)
+                import_log.info("imported %s %s from %s (protocol 2)", kinds.get(entity_id, "entity"),
+                                entity_id.hex, user_id)
         return results
 
 

@@ -41,6 +41,7 @@ from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
 
 from .outbound import TargetRefused, resolve_checked, webhook_session
+from .redact import escape_log_text
 
 log = logging.getLogger("meteorpi.notify")
 # When attempt n+1 goes after attempt n failed (attempt 1 goes at once): 5 s, 5 min, 30 min,
@@ -173,8 +174,9 @@ class Notifier:
             log.warning("watch %s: endpoint answered 410 Gone; disabled", c.watch_name)
             self.db.finish_delivery(c, "gone", status, error, elapsed)
         elif c.attempts >= self.config.max_attempts:
+            # The error quotes the watch's URL, which its owner wrote: escaped.
             log.warning("watch %s: delivery %d failed %d times; given up (%s)", c.watch_name,
-                        c.delivery_id, c.attempts, error)
+                        c.delivery_id, c.attempts, escape_log_text(error))
             self.db.finish_delivery(c, "failed", status, error, elapsed)
         else:
             self.db.finish_delivery(c, "retry", status, error, elapsed,

@@ -219,8 +219,10 @@ def _batch_paths(base: str, security: list) -> dict:
                            {FILES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                            _object({"stored": _ids(MAX_FILES_PER_UPLOAD), "failed": refusal}), 507),
         wire.path(base, wire.V2_IMPORT): post("v2_import", "Import many statuses, events and files in one transaction",
-                             {"application/json": {"schema": batch}}, _object({"results": {"type": "array",
-                                                                                          "items": result}})),
+                             {"application/json": {"schema": batch}}, _object({"results": {
+                                 "type": "array", "maxItems": MAX_ENTITIES, "items": result,
+                                 "description": "one entry for each id sent (each once, however often sent): "
+                                                "every status, event and file record, refused or not"}})),
     }
 
 

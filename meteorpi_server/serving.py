@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger, SafeAtoms
 
 from meteorpi_db import Config, ConfigError, embedded_url
 from meteorpi_db.config import check_config
@@ -34,7 +34,7 @@ from meteorpi_db.config import check_config
 from .allocator import return_large_blocks
 from .app import create_app
 from .errors import ServeError
-from .redact import redact_query, redact_uri
+from .redact import EscapedFaults, escape_log_text, redact_query, redact_uri
 
 log = logging.getLogger("meteorpi.server")
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'
@@ -60,11 +60,42 @@ class MeteorGunicorn(BaseApplication):
         return create_app(self.meteor_config)
 
 
+class EscapedAtoms(SafeAtoms):
+    """The atoms of one access line, each string printed with its control characters and
+    backslashes escaped (``escape_log_text``) and its double quotes as ``\\"`` (gunicorn's own
+    rule, kept). Why: the client writes most atoms (the user name of any Basic header, valid
+    login or not; the request line; the user agent; the referer; every ``{header}i`` and most
+    ``{environ}e``) and a CR/LF, ESC or NUL in one would forge log lines or drive the terminal
+    of whoever reads the log. Every atom is escaped, whoever wrote it, so an atom added to the
+    format later cannot be forgotten. Escaped when the format asks for it, not before: only the
+    atoms the format prints cost anything."""
+
+    def __init__(self, atoms: dict):
+        dict.__init__(self, atoms)
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if value is None or isinstance(value, (int, float)):
+            return value  # numbers stay numbers (a format may say %(D)d)
+        return escape_log_text(value).replace('"', '\\"')
+
+
 class RedactingLogger(Logger):
     """gunicorn's logger whose access lines never hold a secret of a URL (redact.py): a watch's
     confirmation link carries its ``?secret=``, and any route may be sent a token or password
     in its query. Every atom a format could print a URL or credentials through is redacted:
-    the request line, the query string, the referer, and the same as environ or header atoms."""
+    the request line, the query string, the referer, and the same as environ or header atoms.
+    And whatever a client sent is printed escaped (``EscapedAtoms``): one request, one line."""
+
+    atoms_wrapper_class = EscapedAtoms
+
+    def setup(self, cfg) -> None:
+        """gunicorn's setup (run again on a configuration reload), and the error log's
+        tracebacks written with their exception text escaped (``EscapedFaults``): a fault
+        outside any view may quote what the client sent."""
+        super().setup(cfg)
+        if not any(isinstance(f, EscapedFaults) for f in self.error_log.filters):
+            self.error_log.addFilter(EscapedFaults())
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)

@@ -49,7 +49,7 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.ggevent import GeventWorker
 
 from .errors import BrokenBody
-from .redact import redact_uri
+from .redact import escape_log_text, redact_uri
 
 
 PIECE = 1024  # the smallest read under the body deadline
@@ -412,7 +412,7 @@ class MeteorWorker(GeventWorker):
         refusal = head_refusal(exc, self.cfg)
         if refusal is None:
             where = f"{req.method} {redact_uri(req.uri)}" if getattr(req, "uri", None) else "(no request line read)"
-            self.log.error("Error handling request %s", where, exc_info=exc)
+            self.log.error("Error handling request %s", escape_log_text(where), exc_info=exc)
             status, reason, message = 500, "Internal Server Error", "internal error"
         else:
             status, reason, message = refusal

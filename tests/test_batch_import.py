@@ -50,7 +50,7 @@ def test_duplicates_in_one_batch_are_imported_once_and_the_rest_is_held(server, 
     code, answer = api.batch("import", {"statuses": [status], "events": events, "files": files + [other]})
     assert code == 200, answer
     results = _results(answer)
-    expected = {e["event_id"] for e in events} | {f["file_id"] for f in files} | {other["file_id"]}
+    expected = {e["event_id"] for e in events} | {f["file_id"] for f in files} | {other["file_id"], status["status_id"]}
     assert set(results) == expected
     assert all(r["state"] == "complete" for r in results.values()), results
     assert server.db.get_file(in_event["file_id"]).as_dict() == in_event
@@ -166,3 +166,68 @@ def test_one_id_sent_as_an_event_and_as_a_file_record_is_refused_saying_so(serve
     assert code == 200, answer
     message = _results(answer)[event["event_id"]]["message"]
     assert "both as an event and as a file record" in message and "different content" not in message
+
+
+def test_every_status_sent_is_answered_once(server, api, records):
+    """A status is answered like an event or a file record, one entry per id however often it
+    was sent: complete when stored or held the same (its end of validity aside)."""
+    status, event, other = _batch(records, api)
+    code, answer = api.batch("import", {"statuses": [status, copy.deepcopy(status)], "events": [event]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert set(results) == {status["status_id"], event["event_id"]}
+    assert results[status["status_id"]] == {"id": status["status_id"], "state": "complete"}
+    code, answer = api.batch("import", {"statuses": [dict(status, valid_to=status["valid_from"] + 1)], "files": [other]})
+    assert code == 200 and _results(answer)[status["status_id"]]["state"] == "complete", answer
+    assert server.db.get_camera_status_by_id(status["status_id"]).as_dict() == status
+
+
+def test_two_different_copies_of_one_status_are_both_refused_and_answered(server, api, records):
+    """docs/protocol.md: two differing copies of one id are both refused, statuses included, and
+    answered failed. The answer held no entry for the status (the node could not tell it
+    apart from a status the server never saw); now it says why, and nothing of it is stored."""
+    status, event, other = _batch(records, api)
+    other_lens = dict(copy.deepcopy(status), lens="another lens")
+    code, answer = api.batch("import", {"statuses": [status, other_lens], "events": [event], "files": [other]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert set(results) == {status["status_id"], event["event_id"], other["file_id"]}
+    refused = results[status["status_id"]]
+    assert refused["state"] == "failed" and status["status_id"] in refused["message"], refused
+    assert "twice" in refused["message"]
+    assert results[event["event_id"]]["state"] == results[other["file_id"]]["state"] == "failed"
+    assert server.db.get_camera_status_by_id(status["status_id"]) is None
+    assert not server.db.has_event_id(event["event_id"])
+
+
+def test_a_held_status_sent_changed_is_answered_failed_naming_the_field(server, api, records):
+    """The status id is held with another lens: failed, naming the id and the field (as version
+    1 answers it), and the held status is left as it was; the batch's other entities go on."""
+    status, event, other = _batch(records, api)
+    code, answer = api.batch("import", {"statuses": [status], "files": [other]})
+    assert code == 200 and _results(answer)[status["status_id"]]["state"] == "complete", answer
+    changed = dict(copy.deepcopy(status), lens="another lens")
+    code, answer = api.batch("import", {"statuses": [changed], "events": [event]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert set(results) == {status["status_id"], event["event_id"]}
+    refused = results[status["status_id"]]
+    assert refused["state"] == "failed" and status["status_id"] in refused["message"], refused
+    assert "lens" in refused["message"] and "another lens" not in refused["message"]
+    assert server.db.get_camera_status_by_id(status["status_id"]).as_dict() == status
+
+
+def test_one_id_sent_as_a_status_and_as_an_event_is_refused_saying_so(server, api, records):
+    """Answers are keyed by id: one id sent as a status and as an event (or file record) could
+    not be answered for each, so both are refused, in one entry saying why, nothing stored."""
+    status, event, other = _batch(records, api)
+    clash = dict(copy.deepcopy(other), file_id=status["status_id"])
+    code, answer = api.batch("import", {"statuses": [status], "events": [event], "files": [clash]})
+    assert code == 200, answer
+    results = _results(answer)
+    assert set(results) == {status["status_id"], event["event_id"]}
+    message = results[status["status_id"]]["message"]
+    assert "both as a camera status and as a file record" in message, message
+    assert results[event["event_id"]]["state"] == "failed"
+    assert server.db.get_camera_status_by_id(status["status_id"]) is None
+    assert not server.db.has_file_id(status["status_id"])

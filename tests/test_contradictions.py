@@ -56,7 +56,7 @@ def held(server, api, records) -> Held:
     code, answer = api.batch_upload(*manifest_of(files))
     assert code == 200 and not answer["failed"]
     code, answer = api.batch("import", {"statuses": [status["status"]], "events": [event]})
-    assert [r["state"] for r in answer["results"]] == ["complete"]
+    assert [r["state"] for r in answer["results"]] == ["complete", "complete"]  # the status, the event
     record = event["files"][0]
     other_bytes = os.urandom(800)
     other = dict(copy.deepcopy(record), md5=md5(other_bytes), file_size=len(other_bytes))
@@ -124,7 +124,8 @@ def test_v2_check_upload_and_import_refuse_the_other_md5(server, api, records, h
     for body in ({"files": [held.other]}, {"events": [new_event]}, {"events": [resent]}):
         code, answer = api.batch("import", {"statuses": [held.status["status"]], **body})
         assert code == 200, answer
-        [result] = answer["results"]
+        status_result, result = answer["results"]  # the held status, sent the same: complete
+        assert status_result == {"id": held.status["status"]["status_id"], "state": "complete"}, answer
         assert result["state"] == "failed" and held.names_both(result["message"]), (body, answer)
     assert not server.db.has_event_id(new_event["event_id"])
     _still_as_it_was(server, held)
@@ -288,14 +289,14 @@ def test_v1_a_new_event_naming_a_held_file_that_says_something_else_fails(server
 
 def test_v2_import_refuses_held_ids_that_say_something_else(server, api, delivered):
     """Version 2: a held event, file or status sent with a field changed is failed naming it
-    (a changed status fails the entities that refer to it); sent as held, complete; one status
-    sent twice in a request saying different things fails the entities naming it; the others
-    of each batch are imported."""
+    (a changed status fails the entities that refer to it, naming it); sent as held, complete;
+    one status sent twice in a request saying different things is failed, and so are the
+    entities naming it; the others of each batch are imported. Statuses are answered too."""
     status, event_body = delivered
     event, s = event_body["event"], status["status"]
     record = event["files"][0]
     code, answer = api.batch("import", {"statuses": [s], "events": [event], "files": [record]})
-    assert code == 200 and [r["state"] for r in answer["results"]] == ["complete", "complete"], answer
+    assert code == 200 and [r["state"] for r in answer["results"]] == ["complete"] * 3, answer
     changed_event = dict(event, event_time=event["event_time"] + 1)
     changed_record = dict(record, mime_type="image/jpeg")
     code, answer = api.batch("import", {"statuses": [s], "events": [changed_event], "files": [changed_record]})
@@ -305,16 +306,19 @@ def test_v2_import_refuses_held_ids_that_say_something_else(server, api, deliver
 
     moved = dict(s, location=dict(s["location"], lat=s["location"]["lat"] + 0.5))
     code, answer = api.batch("import", {"statuses": [moved], "events": [event]})
-    [result] = answer["results"]
-    assert result["state"] == "failed" and _other_content(result["message"], s["status_id"], "location.lat"), answer
+    results = {r["id"]: r for r in answer["results"]}
+    assert list(results) == [s["status_id"], event["event_id"]], answer
+    for result in results.values():
+        assert result["state"] == "failed" and _other_content(result["message"], s["status_id"], "location.lat"), answer
 
     twice = {"status_id": uuid.uuid4().hex}
     first, second = dict(s, **twice), dict(s, **twice, sensor="another sensor")
     fresh = copy.deepcopy(event)
     fresh["event_id"], fresh["status_id"], fresh["files"] = uuid.uuid4().hex, twice["status_id"], []
     code, answer = api.batch("import", {"statuses": [first, second], "events": [fresh]})
-    [result] = answer["results"]
-    assert result["state"] == "failed" and "sent twice in this request" in result["message"], answer
+    assert [r["id"] for r in answer["results"]] == [twice["status_id"], fresh["event_id"]], answer
+    for result in answer["results"]:
+        assert result["state"] == "failed" and "sent twice in this request" in result["message"], answer
     assert server.db.get_camera_status_by_id(twice["status_id"]) is None
     assert server.db.get_event(event["event_id"]).event_time.timestamp() * 1000 == event["event_time"]
 

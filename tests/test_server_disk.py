@@ -7,8 +7,10 @@ server thread writes under RLIMIT_FSIZE, so the kernel answers EFBIG past the li
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import resource
@@ -127,3 +129,49 @@ def test_an_upload_that_would_eat_the_disks_reserve_is_refused_before_its_bytes_
         assert answer.status_code == 507 and "server.min_free_bytes" in answer.json()["message"], answer.text
     assert not store.has(v1_id, md5) and not store.has(v2_id, md5) and not any(store.tmp.iterdir())
     assert central.db.upload_failures(v1_id, md5, IMPORTER[0]) == central.db.upload_failures(v2_id, md5, IMPORTER[0]) == 0
+
+
+def declared_upload(base: str, path: str, length: int, content_type: str, first: bytes = b"") -> tuple[int, dict, dict]:
+    """POST a head declaring ``length`` bytes of body and send only ``first`` of them: (status,
+    answer, headers). The answer must come before the body is read: it never will be."""
+    host, port = base.rsplit("/", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", path)
+        conn.putheader("Authorization", "Basic " + base64.b64encode(":".join(IMPORTER).encode()).decode())
+        conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders(first)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read()), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("size", [80 * 2 ** 30, 20 * 2 ** 30, 16 * 2 ** 30 + 2 ** 20])
+def test_an_upload_over_the_size_limit_is_413_even_when_the_disk_could_not_take_it(central, monkeypatch, size):
+    """The size limit is judged before the free space, on both versions: a file over
+    ``server.max_upload_bytes`` can never be accepted, so it is told so (413 naming the limit,
+    counted as a refused upload like any over the limit) and never "507, retry later", which
+    had an exporter come back every few minutes for ever. Only a size the archive accepts
+    meets the free-space check (507)."""
+    store = central.db.file_store
+    limit = central.db.config.server.max_upload_bytes
+    assert limit == 16 * 2 ** 30  # the default: the sizes above straddle it
+    monkeypatch.setattr(central.db.config.server, "min_free_bytes", _free_bytes(store) + 2 ** 30)  # nothing fits
+    md5 = hashlib.md5(b"never sent").hexdigest()
+    multipart = "multipart/form-data; boundary=xyz"
+    v1_id, v2_id, fits_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    status, answer, headers = declared_upload(central.url, f"/import/data/{v1_id.hex}/{md5}", size, multipart)
+    assert status == 413 and f"limit of {limit} bytes" in answer["message"], answer
+    assert "Retry-After" not in headers
+    manifest = json.dumps({"files": [{"file_id": v2_id.hex, "md5": md5, "size": size}]}).encode() + b"\n"
+    status, answer, headers = declared_upload(central.url, "/import/v2/data", len(manifest) + size, FILES, manifest)
+    assert status == 413 and f"limit of {limit} bytes" in answer["message"], answer
+    assert "Retry-After" not in headers
+    assert central.db.upload_failures(v1_id, md5, IMPORTER[0]) == central.db.upload_failures(v2_id, md5, IMPORTER[0]) == 1
+    # a size under the limit meets the free-space check, before its bytes are read
+    status, answer, headers = declared_upload(central.url, f"/import/data/{fits_id.hex}/{md5}", 2 ** 30, multipart)
+    assert status == 507 and "server.min_free_bytes" in answer["message"] and int(headers["Retry-After"]) >= 60, answer
+    assert central.db.upload_failures(fits_id, md5, IMPORTER[0]) == 0
+    assert not any(store.tmp.iterdir())

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tracemalloc
 import uuid
 
@@ -33,8 +34,8 @@ class MemoryReceiver(BaseImportReceiver):
 
     def receive_event(self, import_request: ImportRequest):
         event = import_request.entity
-        if event.event_id.hex.startswith("bad"):
-            raise RuntimeError("a receiver bug")
+        if event.event_id.hex.startswith("bad"):  # a bug that quotes what it choked on, as many do
+            raise RuntimeError("a receiver bug on " + ", ".join(str(m.value) for m in event.meta))
         if event.status_id not in self.statuses:
             return import_request.response_need_status()
         for f in event.files:
@@ -99,6 +100,27 @@ def test_receiver_fault_is_500_json_and_logged_with_traceback(host_app, records,
     assert "Traceback" not in r.text and "receiver bug" not in r.text
     logged = [rec for rec in caplog.records if rec.name == "meteorpi.server" and rec.exc_info]
     assert logged and "a receiver bug" in str(logged[0].exc_info[1])
+
+
+def test_a_fault_quoting_the_request_reaches_the_log_escaped(host_app, records, caplog):
+    """A fault's message may quote what the client sent (here a meta value holding a line
+    break, a forged log line and an ESC sequence): the traceback in the log shows it escaped,
+    on the exception's one line, so the client writes no line of the log and no escape reaches
+    an operator's terminal."""
+    url, _ = host_app
+    status = records.status()
+    event, _ = records.event(status)
+    event["event"]["event_id"] = "bad" + uuid.uuid4().hex[3:]
+    forged = "x\r\n2026-12-02 10:00:00,000 INFO meteorpi.server: all is well\x1b[2K\x9b"
+    event["event"]["meta"][1]["value"] = forged
+    caplog.set_level(logging.ERROR, logger="meteorpi.server")
+    r = requests.post(url + "/api/import", json=event, auth=IMPORTER, timeout=TIMEOUT)
+    assert r.status_code == 500
+    logged = caplog.text
+    assert "a receiver bug on" in logged and "Traceback" in logged
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", logged), logged
+    assert not any(line.startswith("2026-12-02 10:00:00,000") for line in logged.splitlines()), logged
+    assert r"x\r\n2026-12-02 10:00:00,000 INFO meteorpi.server: all is well\x1b[2K\x9b" in logged
 
 
 def test_embedded_routes_still_require_the_import_role(host_app):

@@ -33,7 +33,8 @@ MiB = 1024 * 1024
 
 
 class Served:
-    """A ``meteorpi serve`` subprocess; its output is drained by a thread into ``lines``."""
+    """A ``meteorpi serve`` subprocess; its output is drained by a thread into ``lines`` (text)
+    and ``raw`` (the bytes of each line as written: a control character stays visible)."""
 
     def __init__(self, db, workers: int, verify: bool | str = True, **settings: str):
         env = {**os.environ, "METEORPI_DATABASE_URL": db.url, "METEORPI_DATA_DIR": str(db.config.data_path),
@@ -41,16 +42,18 @@ class Served:
         env.pop("METEORPI_CONFIG", None)
         exe = shutil.which("meteorpi", path=str(Path(sys.executable).parent)) or "meteorpi"
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []
+        self.raw: list[bytes] = []
         self.verify = verify  # requests' verify= for an https server (its CA's certificate)
         threading.Thread(target=self._drain, daemon=True).start()
         self.url = self._wait_listening()
         self._wait_workers(workers)
 
     def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        for line in self.proc.stdout:  # split at b"\n" only: a stray CR is no line break of ours
+            self.raw.append(line)
+            self.lines.append(line.decode("utf-8", "replace"))
 
     def _wait_listening(self) -> str:
         deadline = time.monotonic() + START_SECONDS
@@ -475,3 +478,51 @@ def test_serve_on_an_address_it_cannot_have_says_so_in_one_line(tmp_path, host, 
     assert why in proc.stderr
     assert "[ERROR]" not in proc.stderr + proc.stdout
     assert not (tmp_path / "data" / "postgres").exists()  # refused before the database started
+
+
+# Control characters a log line must never carry raw: C0 but the line's own LF, DEL, C1.
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def test_client_text_reaches_the_access_log_escaped_one_line_per_request(serve_db):
+    """Every access-log atom a client writes (the user name from any Basic header, valid login
+    or not; the request line; the user agent; the referer) is printed with its control
+    characters and backslashes escaped: a CR/LF in a user name cannot forge a second line, an
+    ESC sequence cannot reach an operator's terminal, 5 KB of NULs are 5 KB of ``\\x00``."""
+    forged = ('x\r\n127.0.0.1 - admin [02/Dec/2026 10 00 00 +0000] "DELETE /watches/all HTTP/1.1" '
+              '200 0 1us "curl"\x1b[2K')
+    users = [forged, "\x00" * 5000, "c1\u009b31mred\\", "tab\there\x7f"]
+    served = Served(serve_db, workers=1)
+    try:
+        host, port = served.url.rsplit("/", 1)[1].split(":")
+        probes = []
+        for n, user in enumerate(users):
+            probes.append((f"probe{n}-", b"Authorization: Basic " + base64.b64encode(user.encode() + b":pw") + b"\r\n"))
+        # Header values are bytes (gunicorn reads them as latin-1, refusing C0 but TAB and DEL):
+        # 0x9b is the C1 CSI, which some terminals take as ESC [; 0x85 is NEL, a line break.
+        probes.append(("probe-ua-", b"User-Agent: ua\x9b31m\\\"end\tx\x85\r\nReferer: http://r/\x9b2K\x85\r\n"))
+        for marker, headers in probes:
+            with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+                sock.sendall(b"GET /import/v2?" + marker.encode() + b" HTTP/1.1\r\nHost: test\r\n" + headers +
+                             b"Connection: close\r\n\r\n")
+                answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+        deadline = time.monotonic() + 10
+        while not all(any(m.encode() in line for line in served.raw) for m, _ in probes):
+            assert time.monotonic() < deadline, "".join(served.lines)
+            time.sleep(0.05)
+    finally:
+        code = served.stop()
+    assert code == 0, "".join(served.lines)
+    raw = b"".join(served.raw)
+    text = raw.decode("utf-8")
+    assert not RAW_CONTROL.search(text), [line for line in served.raw if RAW_CONTROL.search(line.decode("utf-8"))][:3]
+    assert not any(line.startswith("127.0.0.1 - admin") for line in text.splitlines()), text
+    for marker, _ in probes:  # one request, one line
+        assert len([line for line in text.splitlines() if marker in line]) == 1, text
+    line = {m: next(line for line in text.splitlines() if m in line) for m, _ in probes}
+    assert (r'127.0.0.1 - x\r\n127.0.0.1 - admin [02/Dec/2026 10 00 00 +0000] \"DELETE /watches/all HTTP/1.1\" '
+            r'200 0 1us \"curl\"\x1b[2K [') in line["probe0-"]
+    assert r"127.0.0.1 - " + r"\x00" * 5000 + " [" in line["probe1-"]
+    assert r"- c1\x9b31mred\\ [" in line["probe2-"] and r"- tab\there\x7f [" in line["probe3-"]
+    assert r'"ua\x9b31m\\\"end\tx\x85"' in line["probe-ua-"]
