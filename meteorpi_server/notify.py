@@ -39,6 +39,7 @@ from meteorpi_db.config import NotifyConfig
 from meteorpi_db.matcher import MatchSettings
 from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
+from meteorpi_model.watch import Watch
 
 from .outbound import TargetRefused, resolve_checked, webhook_session
 
@@ -274,15 +275,31 @@ class StorageUnreachable(MeteorpiError):
 
 
 class PermanentFailure(MeteorpiError):
-    """A delivery that no retry can fix (the mail server refused the address)."""
+    """A delivery that no retry can fix: the mail server answered 5xx (to the address, the
+    sender, the login or the message).
+
+    Sending mail fails in two ways, and every caller of ``send_mail`` handles both:
+    ``PermanentFailure`` (this, and ``RecipientRefused`` for the address itself), and OSError
+    for whatever may pass (``smtplib.SMTPException`` is an OSError: a 4xx answer, a dropped
+    connection; and so are a refused connection, an unknown host and a timeout)."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
 
 
+class RecipientRefused(PermanentFailure):
+    """The mail server refused the address itself (a 5xx answer to ``RCPT TO``): the person
+    who gave it is told so, since only another address can help."""
+
+    def __init__(self, address: str, status: int):
+        super().__init__(f"the mail server refused {address} ({status})", status)
+        self.address = address
+
+
 def send_mail(config: NotifyConfig, message: EmailMessage) -> None:
-    """Send one message through the configured SMTP server; 5xx refusals are permanent."""
+    """Send one message through the configured SMTP server: PermanentFailure (RecipientRefused
+    when it is the address) for 5xx answers, OSError for what may pass."""
     try:
         with smtplib.SMTP(config.smtp_host, config.smtp_port,
                           timeout=config.connect_timeout_seconds + config.read_timeout_seconds) as smtp:
@@ -292,13 +309,13 @@ def send_mail(config: NotifyConfig, message: EmailMessage) -> None:
                 smtp.login(config.smtp_user, config.smtp_password or "")
             smtp.send_message(message)
     except smtplib.SMTPRecipientsRefused as e:
-        code = next(iter(e.recipients.values()))[0]
+        address, (code, _text) = next(iter(e.recipients.items()))
         if code >= 500:
-            raise PermanentFailure(f"the mail server refused {message['To']}: {code}", code) from None
+            raise RecipientRefused(address, code) from None
         raise
     except smtplib.SMTPResponseException as e:
         if e.smtp_code >= 500:
-            raise PermanentFailure(f"the mail server refused the message: {e.smtp_code}", e.smtp_code) from None
+            raise PermanentFailure(f"the mail server refused the message ({e.smtp_code})", e.smtp_code) from None
         raise
 
 
@@ -322,6 +339,25 @@ def send_confirmation(config: NotifyConfig, address: str, watch_name: str, link:
                         f"If it was not you, ignore this message: nothing is sent until the link is "
                         f"opened, and the watch is removed if it is not.\n")
     send_mail(config, message)
+
+
+def ask_confirmation(db: MeteorDatabase, config: NotifyConfig, stored: Watch, secret: str) -> None:
+    """Mail the confirmation link of ``stored``, which ``create_watch`` has just added with
+    ``secret``; if the link does not go, for whatever reason, withdraw the watch before the
+    error goes on.
+
+    An e-mail watch is only worth keeping once its link is on its way: left stored, it would
+    wait unconfirmed and hold its address (one link may wait per address) for
+    ``notify.confirm_hours`` although nobody was asked. So any failure — a lasting refusal
+    (RecipientRefused, PermanentFailure), a passing one or an unreachable server (OSError), or
+    anything else, an interrupt included — removes the watch and the address's hold first. The
+    callers (the API, the watches page, ``meteorpi watch add``) then say why in their own way
+    (the server logs what only the operator can fix)."""
+    try:
+        send_confirmation(config, stored.email, stored.name, confirm_link(config.base_url, stored, secret))
+    except BaseException:
+        db.withdraw_watch(stored.watch_id)
+        raise
 
 
 def _mail_text(payload: dict, data: dict) -> str:

@@ -314,6 +314,37 @@ def test_one_user_cannot_flood_many_addresses(srv, smtp):
     assert len(box.messages) == 2
 
 
+def _pending_holds(srv) -> list[str]:
+    with srv.db.transaction() as cur:
+        cur.execute("SELECT address FROM confirmation_pending ORDER BY address")
+        return [row[0] for row in cur.fetchall()]
+
+
+@pytest.mark.parametrize("reply, status, message", [
+    ("550 5.1.1 no such mailbox", 400,
+     "watch.email: the mail server refused victim@example.com (550); the watch was not added"),
+    ("451 4.3.0 mailbox busy, try later", 503, "could not send the confirmation e-mail; the watch was not added"),
+], ids=["refused-550", "deferred-451"])
+def test_a_confirmation_the_mail_server_does_not_take_leaves_nothing_behind(srv, smtp, reply, status, message):
+    """Review finding: a mail server answering RCPT with 550 made POST /watches a 500 (the
+    lasting refusal, notify.PermanentFailure, was not caught), left the watch stored
+    unconfirmed and held the address, so the next try was a 429 for a day. Whatever keeps the
+    link from going (a lasting refusal: 400 naming the address and the code; a passing one:
+    503), the watch is withdrawn whole and the address may be asked again at once."""
+    box = _mailing(srv, smtp)
+    box.refuse["victim@example.com"] = reply
+    for auth in (None, READER):  # anonymous and signed-in adds share the path
+        r = _post(srv, {"name": "smtp550", "email": "victim@example.com"}, auth=auth)
+        assert r.status_code == status, r.text
+        assert r.json() == {"state": "failed", "message": message}
+        assert _get(srv, "/watches", auth=VIEWER).json()["watches"] == [] and _pending_holds(srv) == []
+    assert box.messages == [] and box.rcpt == ["victim@example.com"] * 2
+    box.refuse.clear()  # the address works again: it is not held by the failed tries
+    again = _post(srv, {"name": "smtp550", "email": "victim@example.com"}, auth=None)
+    assert again.status_code == 201, again.text
+    assert [to for to, _ in box.messages] == [["victim@example.com"]]
+
+
 def test_the_import_role_may_not_add_watches(srv, smtp):
     """Finding 3: any account (the cameras' import role too) could add watches."""
     box = _mailing(srv, smtp)
