@@ -58,6 +58,9 @@ def test_watch_add_list_test_log_replay_delete(db, vectors):
     (["delete", "nothing"], "no watch named 'nothing'"),
     (["replay", "999"], "no delivery 999"),
     (["add", "w", "--email", "a@example.org", "--meta", "<=4", "--user", "alice"], "--meta[0]"),  # no key
+    (["add", "w", "--email", "x1:target@example.org", "--user", "alice"],
+     "watch.email: 'x1:target@example.org' is not an address this archive mails"),  # mailed target@ before
+    (["add", "w", "--email", "a(target@example.org"], "watch.email: 'a(target@example.org' is not an address"),
     (["add", "w", "--webhook", "https://example.org/h", "--silent-hours", "3", "--user", "alice"],
      "--silent-hours is for --kind absence"),  # was stored on an event watch and ignored
 ])

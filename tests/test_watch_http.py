@@ -314,6 +314,28 @@ def test_one_user_cannot_flood_many_addresses(srv, smtp):
     assert len(box.messages) == 2
 
 
+@pytest.mark.parametrize("address", ["x1:target@example.org", "x2:target@example.org", "=?utf-8?q?target?=@example.org",
+                                     "a(target@example.org", "target\x01@example.org", "a..b@example.org"])
+def test_an_address_a_mailer_could_read_differently_is_a_400_naming_the_field(srv, smtp, address):
+    """Review finding: the e-mail check let ``x1:target@example.org`` and ``x2:...`` through
+    and both were mailed to RCPT TO:<target@example.org>, so the one-link-per-address limit was
+    no limit; ``a(target@example.org`` went to RCPT TO:<a>. Now they are refused before
+    anything is stored or mailed."""
+    box = _mailing(srv, smtp)
+    r = _post(srv, {"name": "w", "email": address}, auth=None)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"].startswith("watch.email: ") and "not an address this archive mails" in r.text
+    assert box.rcpt == [] and _get(srv, "/watches", auth=VIEWER).json()["watches"] == [] and _pending_holds(srv) == []
+
+
+def test_an_address_is_mailed_as_itself_envelope_and_header(srv, smtp):
+    """The confirmation goes to exactly the address given, in the envelope and in To."""
+    box = _mailing(srv, smtp)
+    address = "First.Last+meteors@sub-1.example.org"
+    assert _post(srv, {"name": "w", "email": address}, auth=None).status_code == 201
+    assert box.rcpt == [address] and box.headers == [address]
+
+
 def _pending_holds(srv) -> list[str]:
     with srv.db.transaction() as cur:
         cur.execute("SELECT address FROM confirmation_pending ORDER BY address")

@@ -110,6 +110,8 @@ def test_a_user_sees_and_changes_only_their_own_watches(srv):
     ({"email": "a@example.org"}, "form.webhook"),  # both channels
     ({"webhook": "ftp://example.org/hook"}, "form.webhook"),
     ({"webhook": "", "email": "not an address"}, "form.email"),
+    ({"webhook": "", "email": "x1:target@example.org"}, "form.email"),  # was mailed to target@example.org
+    ({"webhook": "", "email": "a(target@example.org"}, "form.email"),  # was mailed to <a>
     ({"cameras": "north-1, bad id!"}, "form.cameras[1]"),
     ({"meta": "meteorpi:peak_magnitude<=-4\nmagnitude is bright"}, "form.meta line 2"),
     ({"meta": "meteorpi:peak_magnitude<=bright"}, "form.meta line 1.value"),
