@@ -42,7 +42,7 @@ from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
 from meteorpi_model.watch import Watch, email_refusal
 
-from .outbound import TargetRefused, resolve_checked, webhook_session
+from .outbound import TargetRefused, check_host_name, resolve_checked, webhook_session
 
 log = logging.getLogger("meteorpi.notify")
 # When attempt n+1 goes after attempt n failed (attempt 1 goes at once): 5 s, 5 min, 30 min,
@@ -61,7 +61,9 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float:
 
 
 def check_target(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or whose host resolves to an address the rule refuses
+    """Refuse URLs that are not http(s), whose host is of a form no resolver takes
+    (``outbound.host_name_refusal``: checked before anything resolves it, private targets
+    allowed or not), or whose host resolves to an address the rule refuses
     (``outbound.address_refusal``). This is the early answer (a watch being added, a delivery
     about to go); each delivery's connection is held to the same rule again, on the address it
     connects to, since a name can answer differently the second time (``outbound.webhook_session``)."""
@@ -72,6 +74,7 @@ def check_target(url: str, allow_private: bool) -> None:
         raise TargetRefused(f"webhook: not a usable URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"webhook: expected an http(s) URL, got {url[:80]!r}")
+    check_host_name(parts.hostname)
     if allow_private:
         return
     try:

@@ -53,6 +53,7 @@ def test_watch_add_list_test_log_replay_delete(db, vectors):
     (["add", "w", "--email", "a@example.org", "--near", "52,0", "--user", "alice"], "--near"),
     (["add", "w", "--email", "a@example.org", "--kind", "absence", "--user", "alice"], "silent_hours"),
     (["add", "w", "--webhook", "http://10.0.0.1/x", "--user", "alice"], "non-public"),
+    (["add", "w", "--webhook", "http://a..b/x", "--user", "alice"], "'a..b' is not a host name: it has an empty label"),
     (["add", "w", "--user", "alice"], "exactly one channel"),
     (["add", "w", "--email", "a@example.org", "--user", "nobody"], "no user 'nobody'"),
     (["delete", "nothing"], "no watch named 'nothing'"),

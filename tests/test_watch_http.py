@@ -67,6 +67,8 @@ def test_a_user_sees_and_deletes_only_their_own_watches(srv):
     ({"name": "x"}, "watch.webhook"),
     ({"name": "x", "webhook": "http://127.0.0.1:9/", "email": "a@example.org"}, "watch.webhook"),
     ({"name": "x", "webhook": "ftp://example.org/"}, "watch.webhook"),
+    ({"name": "x", "webhook": "http://a..b/"}, "watch.webhook: 'a..b' is not a host name"),  # private allowed too
+    ({"name": "x", "webhook": f"http://{'x' * 64}.example.org/"}, "watch.webhook"),
     ({"name": "x", "email": "not an address"}, "watch.email"),
     ({"name": "x", "email": "a@example.org", "meta": [{"key": "magnitude", "op": "<<", "value": 1}]},
      "watch.meta[0].op"),
