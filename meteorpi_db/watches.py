@@ -44,7 +44,7 @@ import psycopg2.errors
 import psycopg2.extras
 
 from meteorpi_model import ValidationError, as_uuid
-from meteorpi_model.watch import Watch
+from meteorpi_model.watch import Watch, email_refusal
 
 from .errors import Conflict, NotFound, TooManyPending
 from .pool import retry_stale
@@ -117,15 +117,27 @@ def _confirm_hash(secret: str) -> bytes:
 _NO_HASH = hashlib.sha256(b"meteorpi: no confirmation link").digest()
 
 
+# What the model is given in place of a stored address that the address rule now refuses (one
+# taken before the rule was made strict, meteorpi_model.watch.email_refusal); the stored
+# address is put back on the Watch read. Such rows must still be listed, deleted and matched
+# without an error: migration 008 disabled their watches, and notify.send_mail never mails an
+# address the rule refuses, so the address is only ever shown.
+_STAND_IN_ADDRESS = "stored.address@stand-in.invalid"
+
+
 def watch_from_row(row) -> Watch:
+    """The Watch a ``WATCH_COLUMNS`` row holds, read by the model's rules except the address
+    rule (see ``_STAND_IN_ADDRESS``): a row stored under older rules is still read."""
     (watch_id, name, owner_user, owner_email, kind, webhook_url, email, filters, max_per_hour,
      muted_until, digest, confirmed, enabled, disabled_reason) = row[:14]
-    wire = {"name": name, "kind": kind, "webhook": webhook_url, "email": email,
+    stand_in = email is not None and email_refusal(email) is not None
+    wire = {"name": name, "kind": kind, "webhook": webhook_url, "email": _STAND_IN_ADDRESS if stand_in else email,
             "max_per_hour": max_per_hour, "digest": digest, "watch_id": watch_id.hex,
             "owner": owner_user or owner_email, "confirmed": confirmed, "enabled": enabled,
             "disabled_reason": disabled_reason, **{k: v for k, v in filters.items() if k in FILTER_FIELDS}}
     watch = Watch.from_dict({k: v for k, v in wire.items() if v is not None}, "watch")
     watch.muted_until = muted_until
+    watch.email = email
     return watch
 
 

@@ -73,7 +73,7 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
     An e-mail watch, whoever owns it, mails only its confirmation link until that is opened
     (one link may wait per address), unless --confirmed: the operator's word that the address
     agreed. The caps on waiting links do not count the operator's adds."""
-    from .notify import check_target, confirm_link, send_confirmation
+    from .notify import PermanentFailure, ask_confirmation, check_target
     if confirmed and not email:
         raise click.UsageError("--confirmed is for e-mail watches (a webhook needs no confirmation)")
     if silent_hours is not None and kind != "absence":
@@ -87,11 +87,11 @@ def watch_add(ctx: Context, name: str, webhook: str | None, email: str | None, k
         check_target(new.webhook, ctx.config.notify.allow_private_targets)
     stored, secret, confirm = ctx.db.create_watch(new, user, confirmed_by_operator=confirmed, limit_pending=False)
     if confirm:
-        link = confirm_link(ctx.config.notify.base_url, stored, confirm)
-        try:
-            send_confirmation(ctx.config.notify, stored.email, stored.name, link)
+        try:  # whatever goes wrong, ask_confirmation withdraws the watch: none is left half-added
+            ask_confirmation(ctx.db, ctx.config.notify, stored, confirm)
+        except PermanentFailure as e:
+            raise click.ClickException(f"could not send the confirmation e-mail: {e}; watch not added") from None
         except OSError as e:
-            ctx.db.withdraw_watch(stored.watch_id)
             raise click.ClickException(f"could not send the confirmation e-mail ({e}); watch not added") from None
     click.echo(f"watch {stored.name} added ({stored.kind}, {stored.channel} {stored.target})")
     if secret:

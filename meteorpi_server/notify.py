@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from email.headerregistry import Address
 from email.message import EmailMessage
 
 import psycopg2
@@ -39,8 +40,9 @@ from meteorpi_db.config import NotifyConfig
 from meteorpi_db.matcher import MatchSettings
 from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
+from meteorpi_model.watch import Watch, email_refusal
 
-from .outbound import TargetRefused, resolve_checked, webhook_session
+from .outbound import TargetRefused, check_host_name, resolve_checked, webhook_session
 from .redact import escape_log_text
 
 log = logging.getLogger("meteorpi.notify")
@@ -60,7 +62,9 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float:
 
 
 def check_target(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or whose host resolves to an address the rule refuses
+    """Refuse URLs that are not http(s), whose host is of a form no resolver takes
+    (``outbound.host_name_refusal``: checked before anything resolves it, private targets
+    allowed or not), or whose host resolves to an address the rule refuses
     (``outbound.address_refusal``). This is the early answer (a watch being added, a delivery
     about to go); each delivery's connection is held to the same rule again, on the address it
     connects to, since a name can answer differently the second time (``outbound.webhook_session``)."""
@@ -71,6 +75,7 @@ def check_target(url: str, allow_private: bool) -> None:
         raise TargetRefused(f"webhook: not a usable URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"webhook: expected an http(s) URL, got {url[:80]!r}")
+    check_host_name(parts.hostname)
     if allow_private:
         return
     try:
@@ -162,7 +167,8 @@ class Notifier:
         except TargetRefused as e:
             self.db.finish_delivery(c, "failed", None, str(e), _ms(started))
             return
-        except PermanentFailure as e:
+        except PermanentFailure as e:  # a 5xx answer, or an address the rule refuses: no retry can help
+            log.warning("watch %s: delivery %d not sent, given up: %s", c.watch_name, c.delivery_id, e)
             self.db.finish_delivery(c, "failed", e.status, str(e), _ms(started))
             return
         except (requests.RequestException, OSError, smtplib.SMTPException) as e:
@@ -205,13 +211,11 @@ class Notifier:
 
     def _mail(self, c: Claimed) -> int:
         data = c.payload.get("data", {})
-        message = EmailMessage()
-        message["From"] = self.config.smtp_from
-        message["To"] = c.email
-        message["Subject"] = f"[meteorpi] {c.watch_name}: {c.payload.get('type', 'notification').split('.')[-1]}"
+        message = mail_to(self.config, c.email,
+                          f"[meteorpi] {c.watch_name}: {c.payload.get('type', 'notification').split('.')[-1]}")
         message["Message-ID"] = f"<{c.message_id}@meteorpi>"
         message.set_content(_mail_text(c.payload, data))
-        send_mail(self.config, message)
+        send_mail(self.config, message, c.email)
         return 250
 
     # -- running -------------------------------------------------------------------------------
@@ -276,15 +280,63 @@ class StorageUnreachable(MeteorpiError):
 
 
 class PermanentFailure(MeteorpiError):
-    """A delivery that no retry can fix (the mail server refused the address)."""
+    """A delivery that no retry can fix: the mail server answered 5xx (to the address, the
+    sender, the login or the message).
+
+    Sending mail fails in two ways, and every caller of ``send_mail`` handles both:
+    ``PermanentFailure`` (this, and ``RecipientRefused`` for the address itself), and OSError
+    for whatever may pass (``smtplib.SMTPException`` is an OSError: a 4xx answer, a dropped
+    connection; and so are a refused connection, an unknown host and a timeout)."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
 
 
-def send_mail(config: NotifyConfig, message: EmailMessage) -> None:
-    """Send one message through the configured SMTP server; 5xx refusals are permanent."""
+class RecipientRefused(PermanentFailure):
+    """The mail server refused the address itself (a 5xx answer to ``RCPT TO``): the person
+    who gave it is told so, since only another address can help."""
+
+    def __init__(self, address: str, status: int):
+        super().__init__(f"the mail server refused {address} ({status})", status)
+        self.address = address
+
+
+def mailable(address: str) -> str:
+    """``address``, if the model's address rule takes it; PermanentFailure otherwise.
+
+    Every mail goes through here (``mail_to`` and ``send_mail``), so an address the rule
+    refuses — one stored before the rule was made strict, whose watch migration 008 disabled,
+    or one put in the database by hand — is never mailed, even with an explicit envelope:
+    smtplib reads each envelope address with the e-mail parser too (``smtplib.quoteaddr``), so
+    ``a(target@example.org`` would still go to ``<a>``. Refused, not sent: the delivery fails
+    for good with this reason (``meteorpi watch log``) and the notifier logs it."""
+    reason = email_refusal(address)
+    if reason:
+        raise PermanentFailure(f"not mailed: {address[:80]!r} is not an address this archive mails ({reason})")
+    return address
+
+
+def mail_to(config: NotifyConfig, address: str, subject: str) -> EmailMessage:
+    """A message from ``notify.smtp_from`` to ``address`` alone. The To header is built from
+    the address as an ``Address`` object, never pasted in as text: a header is parsed again by
+    whoever reads it (smtplib's ``send_message`` included), and text could say another address."""
+    message = EmailMessage()
+    message["From"] = config.smtp_from
+    message["To"] = Address(addr_spec=mailable(address))
+    message["Subject"] = subject
+    return message
+
+
+def send_mail(config: NotifyConfig, message: EmailMessage, recipient: str) -> None:
+    """Send ``message`` to ``recipient`` through the configured SMTP server: PermanentFailure
+    (RecipientRefused when it is the address) for 5xx answers, OSError for what may pass.
+
+    The envelope's one recipient is ``recipient``, given explicitly: without it smtplib takes
+    the recipients from the To, Cc and Bcc headers as its parser reads them, which is how
+    ``x1:target@example.org`` once reached target@example.org. It must be an address the rule
+    takes (``mailable``)."""
+    mailable(recipient)
     try:
         with smtplib.SMTP(config.smtp_host, config.smtp_port,
                           timeout=config.connect_timeout_seconds + config.read_timeout_seconds) as smtp:
@@ -292,15 +344,15 @@ def send_mail(config: NotifyConfig, message: EmailMessage) -> None:
                 smtp.starttls()
             if config.smtp_user:
                 smtp.login(config.smtp_user, config.smtp_password or "")
-            smtp.send_message(message)
+            smtp.send_message(message, to_addrs=[recipient])
     except smtplib.SMTPRecipientsRefused as e:
-        code = next(iter(e.recipients.values()))[0]
+        address, (code, _text) = next(iter(e.recipients.items()))
         if code >= 500:
-            raise PermanentFailure(f"the mail server refused {message['To']}: {code}", code) from None
+            raise RecipientRefused(address, code) from None
         raise
     except smtplib.SMTPResponseException as e:
         if e.smtp_code >= 500:
-            raise PermanentFailure(f"the mail server refused the message: {e.smtp_code}", e.smtp_code) from None
+            raise PermanentFailure(f"the mail server refused the message ({e.smtp_code})", e.smtp_code) from None
         raise
 
 
@@ -315,15 +367,31 @@ def send_confirmation(config: NotifyConfig, address: str, watch_name: str, link:
     It is the only mail an address gets before it agrees, whoever added the watch; the callers
     go through ``MeteorDatabase.create_watch``, which allows one waiting link per address and
     caps how many wait, so this cannot be used to flood anybody."""
-    message = EmailMessage()
-    message["From"] = config.smtp_from
-    message["To"] = address
-    message["Subject"] = f"[meteorpi] confirm your watch {watch_name}"
+    message = mail_to(config, address, f"[meteorpi] confirm your watch {watch_name}")
     message.set_content(f"Someone asked to be told of meteors at this address (watch {watch_name}).\n"
                         f"To confirm, open within {config.confirm_hours:g} hours:\n\n  {link}\n\n"
                         f"If it was not you, ignore this message: nothing is sent until the link is "
                         f"opened, and the watch is removed if it is not.\n")
-    send_mail(config, message)
+    send_mail(config, message, address)
+
+
+def ask_confirmation(db: MeteorDatabase, config: NotifyConfig, stored: Watch, secret: str) -> None:
+    """Mail the confirmation link of ``stored``, which ``create_watch`` has just added with
+    ``secret``; if the link does not go, for whatever reason, withdraw the watch before the
+    error goes on.
+
+    An e-mail watch is only worth keeping once its link is on its way: left stored, it would
+    wait unconfirmed and hold its address (one link may wait per address) for
+    ``notify.confirm_hours`` although nobody was asked. So any failure — a lasting refusal
+    (RecipientRefused, PermanentFailure), a passing one or an unreachable server (OSError), or
+    anything else, an interrupt included — removes the watch and the address's hold first. The
+    callers (the API, the watches page, ``meteorpi watch add``) then say why in their own way
+    (the server logs what only the operator can fix)."""
+    try:
+        send_confirmation(config, stored.email, stored.name, confirm_link(config.base_url, stored, secret))
+    except BaseException:
+        db.withdraw_watch(stored.watch_id)
+        raise
 
 
 def _mail_text(payload: dict, data: dict) -> str:

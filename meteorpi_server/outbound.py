@@ -11,6 +11,7 @@ answer can differ from the one judged.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import sys
 
@@ -80,13 +81,51 @@ def address_refusal(address: IPAddress) -> str | None:
     return None
 
 
+MAX_HOST_NAME = 253  # characters of a name, as written in ASCII (IDNA), without the root's dot
+MAX_LABEL = 63
+# The dots IDNA separates labels at (Python's idna codec, which getaddrinfo applies, too).
+_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
+
+
+def host_name_refusal(host: str) -> str | None:
+    """Why ``host`` is no name a resolver can be asked for, or None.
+
+    getaddrinfo encodes a name with Python's idna codec first, which refuses an empty label or
+    one over 63 characters with UnicodeError; under gevent that happens in its threadpool,
+    which prints the traceback to the server's log on every such request. So the form is
+    judged here, before anything resolves: labels of 1-63 characters, IDNA-encodable, at most
+    253 characters in all (one final dot, the root's, is allowed). Address literals pass."""
+    name = host[:-1] if host.endswith(".") else host
+    labels = _IDNA_DOTS.split(name)
+    if any(not label for label in labels):
+        return "it has an empty label (two dots together, or a dot first)"
+    if any(len(label) > MAX_LABEL for label in labels if label.isascii()):
+        return f"it has a label longer than {MAX_LABEL} characters"
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError as e:
+        return f"it cannot be written in IDNA ({e})"
+    if len(encoded) > MAX_HOST_NAME:
+        return f"it is longer than {MAX_HOST_NAME} characters"
+    return None
+
+
+def check_host_name(host: str) -> None:
+    """TargetRefused naming ``host`` when ``host_name_refusal`` refuses it."""
+    reason = host_name_refusal(host)
+    if reason:
+        raise TargetRefused(f"webhook: {host!r} is not a host name: {reason}")
+
+
 def resolve_checked(host: str, port: int, family: int = socket.AF_UNSPEC) -> list[tuple]:
     """Resolve ``host`` once and judge every address: getaddrinfo's entries (TCP), all allowed.
 
     A name with any refused address is refused whole, as ``check_target`` always did: whoever
     controls a zone can mix answers, and which one a connection tries first is not ours to pick.
+    A name of a form no resolver takes (``host_name_refusal``) is refused without asking one.
     Raises TargetRefused, or socket.gaierror when the name does not resolve.
     """
+    check_host_name(host)
     infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     for info in infos:
         reason = address_refusal(ipaddress.ip_address(info[4][0].split("%")[0]))  # no scope id

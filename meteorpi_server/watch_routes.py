@@ -11,8 +11,9 @@
   is opened, and is removed if it is not within ``notify.confirm_hours``. One link may wait per
   address; at most ``notify.max_pending_anonymous`` may wait for anonymous askers and
   ``notify.max_pending_per_user`` for one user: past those, 429 with the reason
-  (meteorpi_db.watches enforces them in the adding transaction). ``/test`` on an unconfirmed
-  watch is 409.
+  (meteorpi_db.watches enforces them in the adding transaction). A link that cannot be mailed
+  adds nothing: 400 naming the address when the mail server refuses it, 503 otherwise.
+  ``/test`` on an unconfirmed watch is 409.
 * ``GET /coincidences`` and ``GET /coincidences/<id>``: coincidence groups, with the read API's
   access rules.
 
@@ -23,6 +24,7 @@ meteorpi_model.watch); the fields the server sets (owner, state, id) are refused
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -41,6 +43,7 @@ from .jsonp import jsonify as jsonp_or_json
 from .params import one
 from .read_routes import readable
 
+log = logging.getLogger("meteorpi.server")
 watch_api = Blueprint("meteorpi_watches", __name__)
 ADMIN_ROLE = "camera_admin"
 SERVER_FIELDS = ("watch_id", "owner", "confirmed", "enabled", "disabled_reason")
@@ -122,8 +125,10 @@ def add_and_ask_confirmation(watch: Watch, user: User | None, path: str = "watch
     is an e-mail watch: (stored, webhook secret or None, what to tell the caller about the link
     or None). The JSON API and the watches page both add through here, so they share the rules:
     roles, one waiting link per address and the caps (429), name clashes (409), and no watch
-    left behind when the mail cannot be sent (503). ``path`` prefixes field names in errors."""
-    from .notify import TargetRefused, check_target, confirm_link, send_confirmation
+    left behind when the link cannot be mailed (``notify.ask_confirmation`` withdraws it): the
+    mail server refusing the address is the caller's to fix (400 naming it and the code), any
+    other failure to send is the archive's (503). ``path`` prefixes field names in errors."""
+    from .notify import PermanentFailure, RecipientRefused, TargetRefused, ask_confirmation, check_target
     config = _meteor_app().config
     check_may_add(user)
     if user is None and watch.webhook:  # refused before check_target resolves a stranger's host name
@@ -143,9 +148,12 @@ def add_and_ask_confirmation(watch: Watch, user: User | None, path: str = "watch
     if not confirm:
         return stored, secret, None
     try:
-        send_confirmation(config.notify, stored.email, stored.name, confirm_link(config.notify.base_url, stored, confirm))
-    except OSError:
-        _db().withdraw_watch(stored.watch_id)
+        ask_confirmation(_db(), config.notify, stored, confirm)
+    except RecipientRefused as e:
+        raise ValidationError(f"{path}.email", f"{e}; the watch was not added") from None
+    except (PermanentFailure, OSError) as e:  # the operator's to fix or wait out: the reason goes to the log
+        log.warning("watch %s: confirmation mail not sent (%s: %s); the watch was withdrawn",
+                    stored.watch_id.hex, type(e).__name__, e)
         raise MailUnavailable("could not send the confirmation e-mail; the watch was not added") from None
     return stored, secret, (f"a link was sent to {stored.email}; nothing is sent to it until the link is opened "
                             f"(within {config.notify.confirm_hours:g} hours, or the watch is removed)")

@@ -314,6 +314,8 @@ def _pattern_codecs() -> dict:
             codec = f.codec.item if isinstance(f.codec, ListOf) else f.codec
             if "pattern" in codec.schema({}):
                 out[f"{cls.__name__}.{f.name}"] = codec
+    from meteorpi_model.watch import EMAIL
+    out["Watch.email"] = EMAIL  # its code says why in words; the schema's pattern must agree
     return out
 
 
@@ -327,7 +329,43 @@ SPOILERS = {"none": lambda v: v, "newline": lambda v: v + "\n", "crlf": lambda v
 def test_every_pattern_checked_field_is_covered():
     assert {"FileRecord.file_id", "FileRecord.md5", "FileRecord.mime_type", "FileRecord.file_name",
             "FileRecord.camera_id", "Meta.key", "Event.event_type", "User.user_id",
-            "ExportConfiguration.target_url", "EventSearch.camera_ids"} <= set(PATTERN_CODECS)
+            "ExportConfiguration.target_url", "EventSearch.camera_ids", "Watch.email"} <= set(PATTERN_CODECS)
+
+
+# Addresses a mail library reads as another address, or as none: a group ("x1:"), an encoded
+# word, a comment's opening, control characters, quotes, spaces, routes; and malformed forms.
+MISREAD_ADDRESSES = ["x1:target@example.org", "=?utf-8?q?target?=@example.org", "a(target@example.org",
+                     "target\x01@example.org", "target\x7f@example.org", '"a b"@example.org', "a b@example.org",
+                     "<target@example.org>", "a,target@example.org", "a;target@example.org", "@x:target@example.org",
+                     "a@b@example.org", "target@example.org\n", "tärget@example.org", "target@exämple.org"]
+MALFORMED_ADDRESSES = [".a@example.org", "a.@example.org", "a..b@example.org", "a@-example.org", "a@example-.org",
+                       "a@example", "a@.example.org", "a@example..org", "a@example.org.", "a@exa_mple.org",
+                       "@example.org", "a@", "a@" + "x" * 64 + ".org", "a" * 240 + "@" + "x" * 10 + ".org"]
+PLAIN_ADDRESSES = ["a@b.co", "first.last+tag@sub.example.co.uk", "A_B%c-d@X-Y.example.ORG", "1@2.example",
+                   "a@" + "x" * 63 + ".org", "a" * 64 + "@" + ".".join(["x" * 61] * 3) + ".xy"]
+
+
+@pytest.mark.parametrize("address", MISREAD_ADDRESSES + MALFORMED_ADDRESSES)
+def test_a_watch_takes_no_address_a_mailer_could_read_differently(address):
+    """Review finding: ``x1:target@example.org`` (and ``x2:...``) passed and were mailed to
+    target@example.org, defeating the one-link-per-address limit; ``a(target@example.org``
+    went to ``<a>``. Only the plain form is taken, refused with why, naming the field."""
+    from meteorpi_model.watch import Watch, email_refusal
+    with pytest.raises(ValidationError) as refused:
+        Watch.from_dict({"name": "w", "email": address}, "watch")
+    assert str(refused.value).startswith("watch.email: ") and email_refusal(address)
+    assert "not an address this archive mails" in str(refused.value) or "longer than 254" in str(refused.value)
+
+
+@pytest.mark.parametrize("address", PLAIN_ADDRESSES)
+def test_plain_addresses_are_taken_and_mean_themselves_to_the_mail_library(address):
+    """What the rule takes, Python's e-mail parser (run by smtplib on headers and on every
+    envelope address) reads back as exactly that address, alone."""
+    import email.utils
+    from email.headerregistry import Address
+    from meteorpi_model.watch import Watch
+    assert Watch.from_dict({"name": "w", "email": address}, "watch").email == address
+    assert email.utils.parseaddr(address) == ("", address) and str(Address(addr_spec=address)) == address
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

@@ -53,11 +53,15 @@ def test_watch_add_list_test_log_replay_delete(db, vectors):
     (["add", "w", "--email", "a@example.org", "--near", "52,0", "--user", "alice"], "--near"),
     (["add", "w", "--email", "a@example.org", "--kind", "absence", "--user", "alice"], "silent_hours"),
     (["add", "w", "--webhook", "http://10.0.0.1/x", "--user", "alice"], "non-public"),
+    (["add", "w", "--webhook", "http://a..b/x", "--user", "alice"], "'a..b' is not a host name: it has an empty label"),
     (["add", "w", "--user", "alice"], "exactly one channel"),
     (["add", "w", "--email", "a@example.org", "--user", "nobody"], "no user 'nobody'"),
     (["delete", "nothing"], "no watch named 'nothing'"),
     (["replay", "999"], "no delivery 999"),
     (["add", "w", "--email", "a@example.org", "--meta", "<=4", "--user", "alice"], "--meta[0]"),  # no key
+    (["add", "w", "--email", "x1:target@example.org", "--user", "alice"],
+     "watch.email: 'x1:target@example.org' is not an address this archive mails"),  # mailed target@ before
+    (["add", "w", "--email", "a(target@example.org"], "watch.email: 'a(target@example.org' is not an address"),
     (["add", "w", "--webhook", "https://example.org/h", "--silent-hours", "3", "--user", "alice"],
      "--silent-hours is for --kind absence"),  # was stored on an event watch and ignored
 ])
@@ -132,3 +136,22 @@ def test_an_unreachable_mail_server_adds_no_watch(db):
     added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
     assert added.returncode == 1 and "could not send the confirmation e-mail" in added.stderr
     assert db.get_watches() == []
+
+
+def test_a_mail_server_refusing_the_address_adds_no_watch_and_holds_no_address(db, smtp):
+    """Review finding: ``watch add --email`` caught only OSError, so a 550 to RCPT (the
+    lasting notify.PermanentFailure) left the watch stored unconfirmed and its address held
+    for a day. Now nothing stays, the error is one line naming the address and the code, and
+    the address may be asked again at once."""
+    box, port = smtp
+    box.refuse["sky@example.org"] = "550 5.1.1 no such mailbox"
+    env = cli_env(db, METEORPI_NOTIFY_SMTP_HOST="127.0.0.1", METEORPI_NOTIFY_SMTP_PORT=str(port))
+    added = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert added.returncode == 1 and "Traceback" not in added.stderr, added.stderr
+    assert added.stderr.strip() == ("Error: could not send the confirmation e-mail: the mail server refused "
+                                    "sky@example.org (550); watch not added"), added.stderr
+    assert db.get_watches() == [] and box.messages == []
+    box.refuse.clear()
+    again = meteorpi("watch", "add", "night-sky", "--email", "sky@example.org", env=env)
+    assert again.returncode == 0, again.stderr
+    assert [to for to, _ in box.messages] == [["sky@example.org"]]

@@ -181,3 +181,35 @@ def test_a_group_of_many_cameras_stays_under_20_kb_with_ids_and_links(db, vector
     assert group["camera_count"] == 120 and len(group["members"]) + group["more_members"] == 120
     assert group["url"].endswith(group["id"]) and all(m["url"].endswith(m["event_id"]) for m in group["members"])
     assert len(json.dumps(payload)) < 20_000
+
+
+def test_mail_goes_to_its_address_alone_and_a_stored_address_the_rule_refuses_is_never_mailed(db, alice, smtp,
+                                                                                               caplog):
+    """Review finding (e-mail check): notifications were sent with ``To`` pasted in as text and
+    the envelope read back from it, so a stored ``x1:target@example.org`` was mailed to
+    RCPT TO:<target@example.org>. Now the envelope is the address, given explicitly, and the
+    header an ``Address``; an address the rule refuses (stored under the older rule, or by
+    hand) is not mailed at all: the delivery fails for good, saying why, and the log says so."""
+    box, port = smtp
+    plain, _, _ = db.create_watch(Watch(name="plain", email="Sky.Watcher@example.org"), alice,
+                                  confirmed_by_operator=True)
+    legacy, _, _ = db.create_watch(Watch(name="legacy", email="legacy@example.org"), alice,
+                                   confirmed_by_operator=True)
+    with db.transaction() as cur:  # as the older rule let it be stored (migration 008 would stop it)
+        cur.execute("UPDATE watch SET email = 'x1:target@example.org' WHERE watch_id = %(id)s",
+                    {"id": legacy.watch_id})
+    assert db.get_watch(legacy.watch_id).email == "x1:target@example.org"  # still read
+    for watch in (plain, legacy):
+        db.queue_test(db.get_watch(watch.watch_id))
+    notifier = NotifierThread(db, notify_config(smtp_host="127.0.0.1", smtp_port=port))
+    try:
+        wait_for(lambda: all(e.state != "pending" for e in db.delivery_log()), 20, "both deliveries to finish")
+    finally:
+        notifier.close()
+    assert box.rcpt == ["Sky.Watcher@example.org"] and box.headers == ["Sky.Watcher@example.org"]
+    [refused] = db.delivery_log(legacy.watch_id)
+    assert refused.state == "failed" and refused.last_error.startswith(
+        "not mailed: 'x1:target@example.org' is not an address this archive mails"), refused.last_error
+    assert [e.state for e in db.delivery_log(plain.watch_id)] == ["delivered"]
+    assert any("watch legacy: delivery" in r.getMessage() and "not mailed" in r.getMessage()
+               for r in caplog.records if r.name == "meteorpi.notify"), caplog.text

@@ -67,6 +67,8 @@ def test_a_user_sees_and_deletes_only_their_own_watches(srv):
     ({"name": "x"}, "watch.webhook"),
     ({"name": "x", "webhook": "http://127.0.0.1:9/", "email": "a@example.org"}, "watch.webhook"),
     ({"name": "x", "webhook": "ftp://example.org/"}, "watch.webhook"),
+    ({"name": "x", "webhook": "http://a..b/"}, "watch.webhook: 'a..b' is not a host name"),  # private allowed too
+    ({"name": "x", "webhook": f"http://{'x' * 64}.example.org/"}, "watch.webhook"),
     ({"name": "x", "email": "not an address"}, "watch.email"),
     ({"name": "x", "email": "a@example.org", "meta": [{"key": "magnitude", "op": "<<", "value": 1}]},
      "watch.meta[0].op"),
@@ -312,6 +314,59 @@ def test_one_user_cannot_flood_many_addresses(srv, smtp):
     assert answers[2].json()["message"] == ("watch.email: you have 2 confirmation links waiting to be opened, as many "
                                             "as this archive allows; wait until they are opened or expire")
     assert len(box.messages) == 2
+
+
+@pytest.mark.parametrize("address", ["x1:target@example.org", "x2:target@example.org", "=?utf-8?q?target?=@example.org",
+                                     "a(target@example.org", "target\x01@example.org", "a..b@example.org"])
+def test_an_address_a_mailer_could_read_differently_is_a_400_naming_the_field(srv, smtp, address):
+    """Review finding: the e-mail check let ``x1:target@example.org`` and ``x2:...`` through
+    and both were mailed to RCPT TO:<target@example.org>, so the one-link-per-address limit was
+    no limit; ``a(target@example.org`` went to RCPT TO:<a>. Now they are refused before
+    anything is stored or mailed."""
+    box = _mailing(srv, smtp)
+    r = _post(srv, {"name": "w", "email": address}, auth=None)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"].startswith("watch.email: ") and "not an address this archive mails" in r.text
+    assert box.rcpt == [] and _get(srv, "/watches", auth=VIEWER).json()["watches"] == [] and _pending_holds(srv) == []
+
+
+def test_an_address_is_mailed_as_itself_envelope_and_header(srv, smtp):
+    """The confirmation goes to exactly the address given, in the envelope and in To."""
+    box = _mailing(srv, smtp)
+    address = "First.Last+meteors@sub-1.example.org"
+    assert _post(srv, {"name": "w", "email": address}, auth=None).status_code == 201
+    assert box.rcpt == [address] and box.headers == [address]
+
+
+def _pending_holds(srv) -> list[str]:
+    with srv.db.transaction() as cur:
+        cur.execute("SELECT address FROM confirmation_pending ORDER BY address")
+        return [row[0] for row in cur.fetchall()]
+
+
+@pytest.mark.parametrize("reply, status, message", [
+    ("550 5.1.1 no such mailbox", 400,
+     "watch.email: the mail server refused victim@example.com (550); the watch was not added"),
+    ("451 4.3.0 mailbox busy, try later", 503, "could not send the confirmation e-mail; the watch was not added"),
+], ids=["refused-550", "deferred-451"])
+def test_a_confirmation_the_mail_server_does_not_take_leaves_nothing_behind(srv, smtp, reply, status, message):
+    """Review finding: a mail server answering RCPT with 550 made POST /watches a 500 (the
+    lasting refusal, notify.PermanentFailure, was not caught), left the watch stored
+    unconfirmed and held the address, so the next try was a 429 for a day. Whatever keeps the
+    link from going (a lasting refusal: 400 naming the address and the code; a passing one:
+    503), the watch is withdrawn whole and the address may be asked again at once."""
+    box = _mailing(srv, smtp)
+    box.refuse["victim@example.com"] = reply
+    for auth in (None, READER):  # anonymous and signed-in adds share the path
+        r = _post(srv, {"name": "smtp550", "email": "victim@example.com"}, auth=auth)
+        assert r.status_code == status, r.text
+        assert r.json() == {"state": "failed", "message": message}
+        assert _get(srv, "/watches", auth=VIEWER).json()["watches"] == [] and _pending_holds(srv) == []
+    assert box.messages == [] and box.rcpt == ["victim@example.com"] * 2
+    box.refuse.clear()  # the address works again: it is not held by the failed tries
+    again = _post(srv, {"name": "smtp550", "email": "victim@example.com"}, auth=None)
+    assert again.status_code == 201, again.text
+    assert [to for to, _ in box.messages] == [["victim@example.com"]]
 
 
 def test_the_import_role_may_not_add_watches(srv, smtp):

@@ -71,3 +71,50 @@ def test_old_watches_are_brought_under_the_new_rules(pg_server):
         conn.autocommit = True
         conn.cursor().execute(f'DROP DATABASE "{name}"')
         conn.close()
+
+
+def test_watches_stored_with_an_address_the_plain_rule_refuses_stop_and_are_still_read(pg_server):
+    """Review finding (e-mail check): the older rule took addresses a mailer reads as another
+    (``x1:target@example.org``), so an archive may hold such watches. Migration 008 disables
+    exactly those the model's rule refuses (its SQL expression and ``email_refusal`` must agree),
+    saying why, and every stored row is still read, with its own address, so listing, deleting
+    and matching never fail on one."""
+    from meteorpi_db.watches import WATCH_COLUMNS, watch_from_row
+    from meteorpi_model.watch import email_refusal
+    from tests.conftest import database_url
+    from tests.test_model import MALFORMED_ADDRESSES, MISREAD_ADDRESSES, PLAIN_ADDRESSES
+    # The older rule kept the 254-character limit (as the owner column's reader still does).
+    addresses = [a for a in MISREAD_ADDRESSES + MALFORMED_ADDRESSES + PLAIN_ADDRESSES if len(a) <= 254]
+    admin_url, _ = pg_server
+    name = f"watch_migration_{uuid.uuid4().hex[:8]}"
+    pool = ConnectionPool(database_url(admin_url, name))
+    try:
+        with pool.transaction() as cur:
+            cur.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            for number, migration, sql in available():
+                if number <= 7:
+                    cur.execute(sql)
+                    cur.execute(RECORD_VERSION, {"version": number, "name": migration})
+            for i, address in enumerate(addresses):
+                cur.execute("INSERT INTO watch (watch_id, name, owner_email, kind, email, filters, max_per_hour, "
+                            "confirmed_at) VALUES (gen_random_uuid(), %(name)s, %(address)s, 'event', %(address)s, "
+                            "'{}', 60, now())", {"name": f"w{i}", "address": address})
+        assert migrate(pool) >= 8
+        with pool.transaction() as cur:
+            cur.execute("SELECT email, enabled, disabled_reason FROM watch")
+            rows = cur.fetchall()
+            cur.execute(f"SELECT {WATCH_COLUMNS} FROM watch ORDER BY name")
+            read = [watch_from_row(row) for row in cur.fetchall()]
+        stopped = {email for email, enabled, _ in rows if not enabled}
+        assert stopped == {a for a in addresses if email_refusal(a)}, stopped ^ {a for a in addresses if email_refusal(a)}
+        assert stopped >= set(MISREAD_ADDRESSES) and not stopped & set(PLAIN_ADDRESSES)
+        assert all("not one this archive mails" in reason for email, _, reason in rows if email in stopped)
+        assert sorted(w.email for w in read) == sorted(addresses)  # read back as stored, none refused
+        assert {w.email for w in read if not w.enabled} == stopped
+    finally:
+        pool.close()
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        conn.cursor().execute(f'DROP DATABASE "{name}"')
+        conn.close()

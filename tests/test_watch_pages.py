@@ -110,6 +110,8 @@ def test_a_user_sees_and_changes_only_their_own_watches(srv):
     ({"email": "a@example.org"}, "form.webhook"),  # both channels
     ({"webhook": "ftp://example.org/hook"}, "form.webhook"),
     ({"webhook": "", "email": "not an address"}, "form.email"),
+    ({"webhook": "", "email": "x1:target@example.org"}, "form.email"),  # was mailed to target@example.org
+    ({"webhook": "", "email": "a(target@example.org"}, "form.email"),  # was mailed to <a>
     ({"cameras": "north-1, bad id!"}, "form.cameras[1]"),
     ({"meta": "meteorpi:peak_magnitude<=-4\nmagnitude is bright"}, "form.meta line 2"),
     ({"meta": "meteorpi:peak_magnitude<=bright"}, "form.meta line 1.value"),
@@ -161,6 +163,29 @@ def test_an_email_watch_from_the_page_waits_for_its_link_and_one_link_waits_per_
     assert problem.startswith("form.email: a confirmation link mailed to someone@example.org is waiting"), problem
     assert 'value="by-mail-2"' in again.text and len(box.messages) == 1
     assert [w.name for w in srv.db.get_watches()] == ["by-mail"] and srv.db.delivery_log(stored.watch_id) == []
+
+
+@pytest.mark.parametrize("reply, status, problem", [
+    ("550 5.1.1 no such mailbox", 400,
+     "form.email: the mail server refused someone@example.org (550); the watch was not added"),
+    ("421 4.7.0 too busy, come back later", 503, "could not send the confirmation e-mail; the watch was not added"),
+], ids=["refused-550", "deferred-421"])
+def test_a_confirmation_the_mail_server_does_not_take_comes_back_as_the_form(srv, smtp, reply, status, problem):
+    """Review finding: the page caught only ApiError, so a mail server refusing the address
+    (notify.PermanentFailure) was a 500 page and left the watch stored, holding the address.
+    Now the form comes back with why, nothing is stored and the address may be asked again."""
+    box, port = smtp
+    srv.db.config.notify.smtp_host, srv.db.config.notify.smtp_port = "127.0.0.1", port
+    box.refuse["someone@example.org"] = reply
+    mail = {**FORM, "name": "by-mail", "webhook": "", "email": "someone@example.org"}
+    refused = _post(srv, "/watches", mail)
+    assert refused.status_code == status and refused.headers["Content-Type"].startswith("text/html"), refused.text
+    shown = re.search(r'<p class="problem" role="alert">(.*?)</p>', refused.text, re.S).group(1)
+    assert shown == problem and 'value="by-mail"' in refused.text
+    assert srv.db.get_watches() == [] and box.messages == []
+    box.refuse.clear()
+    assert _post(srv, "/watches", mail).status_code == 201  # the address is not held
+    assert [to for to, _ in box.messages] == [["someone@example.org"]]
 
 
 def test_the_import_role_cannot_add_from_the_page(srv):

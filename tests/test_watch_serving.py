@@ -6,11 +6,12 @@ import copy
 import uuid
 
 import psutil
+import requests
 
 from meteorpi_model.watch import Watch
 
 from .export_fixtures import wait_for
-from .server_fixtures import Api
+from .server_fixtures import READER, TIMEOUT, Api
 from .test_server_serving import Served, serve_db  # noqa: F401  (fixture)
 from .watch_fixtures import CAMBRIDGE, NIGHT, Receiver, north_of
 
@@ -51,3 +52,28 @@ def test_meteorpi_serve_matches_and_delivers_with_one_notifier(serve_db, vectors
     assert code == 0, "".join(served.lines)
     assert receiver.bad == [] and len(receiver.received) == 1
     assert helpers and not any(h.is_running() and h.status() != psutil.STATUS_ZOMBIE for h in helpers)
+
+
+# Host names getaddrinfo cannot take (its IDNA step fails): an empty label, a label over 63
+# characters, a name over 253; each once printed two tracebacks from gevent's threadpool.
+UNRESOLVABLE_FORMS = ["a..b", "x" * 64 + ".example.org", ".example.org", ("y" * 60 + ".") * 5 + "org"]
+
+
+def test_a_webhook_host_of_a_form_no_resolver_takes_is_a_400_and_leaves_no_traceback(serve_db):
+    """Review finding: ``POST /watches`` with ``http://a..b/`` answered a right 400, but the
+    name went to getaddrinfo, whose IDNA step failed inside gevent's threadpool, which printed
+    two ``UnicodeError: encoding with 'idna' codec failed (label empty or too long)``
+    tracebacks to the server's log per request: any signed-in user could fill the log. The host
+    name's form is now checked before anything resolves it, so the log stays clean."""
+    served = Served(serve_db, workers=1)
+    try:
+        for host in UNRESOLVABLE_FORMS:
+            r = requests.post(served.url + "/watches", json={"name": "idna1", "webhook": f"http://{host}/"},
+                              auth=READER, timeout=TIMEOUT)
+            assert r.status_code == 400, r.text
+            assert r.json()["message"].startswith(f"watch.webhook: {host!r} is not a host name"), r.text
+    finally:
+        code = served.stop()
+    wait_for(lambda: any("Shutting down" in line for line in served.lines), 10, "the server's last words")
+    output = "".join(served.lines)
+    assert code == 0 and "Traceback" not in output and "UnicodeError" not in output, output

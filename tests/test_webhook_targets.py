@@ -66,3 +66,37 @@ def test_a_refusal_names_the_embedded_address(address, embedded):
 
     from meteorpi_server.outbound import address_refusal
     assert embedded in address_refusal(ipaddress.ip_address(address))
+
+
+# Host names getaddrinfo's IDNA step chokes on (UnicodeError), and a name too long for DNS.
+BAD_HOST_FORMS = {"a..b": "empty label", ".example.org": "empty label", "a.\u3002b": "empty label",
+                  "x" * 64 + ".example.org": "longer than 63", ("y" * 60 + ".") * 5 + "org": "longer than 253",
+                  "\u00ad.example.org": "cannot be written in IDNA"}  # nameprep maps a soft hyphen to nothing
+
+
+@pytest.mark.parametrize("host", BAD_HOST_FORMS, ids=lambda h: h[:20])
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_host_of_a_form_no_resolver_takes_is_refused_without_resolving(host, allow_private, monkeypatch):
+    """Review finding: such names went to getaddrinfo, whose IDNA step raised UnicodeError;
+    under gevent its threadpool printed two tracebacks to the server's log per request
+    (tests/test_watch_serving.py sees that log). They are refused by their form, naming the
+    host, before anything resolves them — private targets allowed or not — so the resolver is
+    never asked (here: getaddrinfo fails the test if it is called)."""
+    import socket
+
+    def no_resolving(*args, **kwargs):
+        raise AssertionError(f"getaddrinfo was asked for {args[0]!r}")
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolving)
+    with pytest.raises(TargetRefused) as refused:
+        check_target(f"http://{host}/hook", allow_private=allow_private)
+    assert str(refused.value).startswith(f"webhook: {host!r} is not a host name: ")
+    assert BAD_HOST_FORMS[host] in str(refused.value)
+    from meteorpi_server.outbound import resolve_checked
+    with pytest.raises(TargetRefused, match="is not a host name"):
+        resolve_checked(host, 80)  # each delivery's connection asks through here
+
+
+@pytest.mark.parametrize("host", ["example.org", "example.org.", "b\u00fccher.example", "x" * 63 + ".example.org",
+                                  "my_service", "127.0.0.1", "[::1]", "[fe80::1%25eth0]"])
+def test_host_names_of_a_usable_form_pass_the_form_check(host):
+    check_target(f"http://{host}/hook", allow_private=True)  # no resolving: nothing leaves the machine

@@ -148,13 +148,30 @@ class NotifierThread:
 
 
 class Mailbox:
-    """What a real SMTP server (aiosmtpd, on loopback) received: (recipients, text) each."""
+    """What a real SMTP server (aiosmtpd, on loopback) received: (recipients, text) each.
+
+    ``refuse`` maps an address (lower case) to the reply its ``RCPT TO`` gets instead of 250,
+    e.g. ``"550 5.1.1 no such user"`` (a lasting refusal) or ``"451 4.3.0 try later"`` (a
+    passing one); ``rcpt`` lists every ``RCPT TO`` address asked for, refused or not, and
+    ``headers`` each accepted message's ``To`` header as sent."""
 
     def __init__(self):
         self.messages: list[tuple[list[str], str]] = []
+        self.refuse: dict[str, str] = {}
+        self.rcpt: list[str] = []
+        self.headers: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpt.append(address)
+        reply = self.refuse.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.headers.append(str(message["To"]))
         self.messages.append((list(envelope.rcpt_tos), message.get_content()))
         return "250 OK"
 

@@ -7,9 +7,11 @@ back where a script gets JSON:
   the form to add one;
 * ``POST /watches`` — add; the page again with the webhook's signing secret, shown this once,
   or for an e-mail watch the notice that its confirmation link was mailed (201); or with the
-  form as typed and the problem naming its field (400), the user's own name clash (409), a
-  confirmation link already waiting for that address or too many waiting (429), a role that
-  may not add watches (403), or the mail server unreachable (503);
+  form as typed and the problem naming its field (400: the mail server refusing the address
+  too), the user's own name clash (409), a confirmation link already waiting for that address
+  or too many waiting (429), a role that may not add watches (403), or the link not sent
+  otherwise (503: the mail server unreachable, deferring or refusing the message); whenever
+  the link is not sent, nothing is stored;
 * ``POST /watches/<id>/test`` — queue a test notification, then back to the list (303);
 * ``POST /watches/<id>/delete`` — HTML forms cannot send DELETE; then back to the list (303).
 
@@ -76,7 +78,7 @@ def add_watch_page():
     try:
         check_may_add(current_user())
         stored, secret, confirmation = add_and_ask_confirmation(watch_form.parse(form), current_user(), "form")
-    except ValidationError as e:
+    except ValidationError as e:  # the form's fields, and an address the mail server refused
         return _render(400, values, str(e))
     except NameTaken:
         # Names are unique per owner: only the user's own watches can clash, so this names none of anybody else's.
