@@ -97,6 +97,13 @@ def _signed_in(public: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+def _no_parameters() -> None:
+    """A 400 naming a query parameter these routes do not take (a filter that looks applied
+    but is not: ``GET /watches?owner=me`` listed every watch the caller may see)."""
+    if request.args:
+        raise ValidationError(sorted(request.args)[0][:40], "unknown parameter (this route takes none)")
+
+
 def own_watch(watch_id: str) -> Watch:
     """The watch, if the signed-in user may see it; 404 otherwise (others' ids are not told)."""
     watch = _db().get_watch(UUIDCodec().decode(watch_id, "watch_id"))
@@ -181,6 +188,7 @@ def add_watch() -> Response:
 
 
 def list_watches() -> Response:
+    _no_parameters()
     user = current_user()
     watches = _db().get_watches(None if user.has_role(ADMIN_ROLE) else user.user_id)
     return jsonify({"watches": [w.as_dict() for w in watches]})
@@ -189,6 +197,7 @@ def list_watches() -> Response:
 @watch_api.route("/watches/<watch_id>", methods=["GET", "DELETE"])
 @_signed_in()
 def watch(watch_id: str) -> Response:
+    _no_parameters()
     found = own_watch(watch_id)
     if request.method == "GET":
         return jsonify({"watch": found.as_dict()})

@@ -415,6 +415,15 @@ def test_coincidences_out_of_range_say_the_range(srv):
     assert ok.status_code == 200 and ok.json() == {"count": 0, "coincidences": []}
 
 
+def test_watch_routes_refuse_parameters_they_do_not_take(srv):
+    """``GET /watches?owner=me`` answered every watch the caller may see, as if filtered."""
+    r = requests.get(srv.url + "/watches", params={"owner": "me"}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400 and r.json()["message"].startswith("owner: unknown parameter"), r.text
+    r = requests.get(srv.url + "/watches/" + "0" * 32, params={"x": "1"}, auth=READER, timeout=TIMEOUT)
+    assert r.status_code == 400 and r.json()["message"].startswith("x: unknown parameter"), r.text
+    assert requests.get(srv.url + "/watches", auth=READER, timeout=TIMEOUT).status_code == 200
+
+
 def test_coincidences_between_reversed_times_are_a_400(srv):
     """after later than before is a mistake (the two swapped), as on /events: said, not
     answered with an empty list that looks like a quiet night."""
