@@ -91,7 +91,7 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     meteor_app = MeteorApp(db=db, config=config)
     app = meteor_app.app
     app.url_map.merge_slashes = False  # "//" is a 404 JSON answer, never an HTML redirect
-    app.before_request(_refuse_empty_segments)
+    app.before_request(_refuse_malformed_requests)
     app.before_request(refuse_cross_site)
     app.before_request(_refuse_unsafe_callback)
     app.before_request(functools.partial(_bound_socket_waits, meteor_app.config.server.timeout_seconds))
@@ -108,11 +108,16 @@ def create_app(config: Config | None = None, db: MeteorDatabase | None = None) -
     return app
 
 
-def _refuse_empty_segments() -> None:
-    """A path with an empty segment (``//events``) is a 404, as the URL map answers it anywhere
+def _refuse_malformed_requests() -> None:
+    """An HTTP/1.1 request without Host is a 400 (RFC 9112 3.2: gunicorn served it). A path
+    with an empty segment (``//events``) is a 404, as the URL map answers it anywhere
     but at the start: there gunicorn hands ``//events`` over as ``/events``, so one resource
     answered under two paths, and a proxy's rule for ``/import`` would not see ``//import``."""
-    raw = request.environ.get("RAW_URI")
+    environ = request.environ
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and "HTTP_HOST" not in environ:
+        from .errors import BadRequest
+        raise BadRequest("headers: an HTTP/1.1 request must carry a Host header")
+    raw = environ.get("RAW_URI")
     if raw and "//" in raw.partition("?")[0].partition("#")[0]:
         from .errors import ResourceNotFound
         raise ResourceNotFound("no such path: it has an empty segment (//)")

@@ -215,6 +215,15 @@ def test_a_path_with_an_empty_segment_is_a_json_404(served, path):
     assert status == 404 and body["state"] == "failed", raw[:600]
 
 
+def test_an_http_1_1_request_without_host_is_a_json_400(served):
+    """RFC 9112 (3.2): a server must answer 400 to an HTTP/1.1 request without Host; it was
+    served. HTTP/1.0 has no such rule and is still served."""
+    status, _, body = answer_of(exchange(served, b"GET /openapi.json HTTP/1.1\r\nConnection: close\r\n\r\n"))
+    assert status == 400 and "Host" in body["message"], body
+    raw = exchange(served, b"GET /openapi.json HTTP/1.0\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.0 200") or raw.startswith(b"HTTP/1.1 200"), raw[:200]
+
+
 # -- errors gunicorn answers before the app runs ---------------------------------------------
 def test_a_url_too_long_is_a_json_414(served):
     raw = exchange(served, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
