@@ -182,6 +182,18 @@ def test_a_json_body_cut_short_of_its_content_length_is_refused_not_taken_whole(
     assert served.db.get_camera_status_by_id(uuid.UUID(status["status_id"])) is None
 
 
+def test_a_v2_upload_cut_inside_its_manifest_line_says_the_connection_ended(served, vectors):
+    """The same class on the upload route: cut inside its first line, the answer blamed the
+    line's form ("must be a JSON object ending in a newline") instead of the cut."""
+    files = _night(served, vectors, [3000])
+    line = _manifest_line(files)
+    head = (f"POST /import/v2/data HTTP/1.1\r\nHost: test\r\nContent-Type: {MEDIA}\r\n"
+            f"Content-Length: {len(line) + 3000}\r\n").encode() + b"Authorization: Basic " + _credentials() + b"\r\n\r\n"
+    status, headers, body = answer_of(exchange(served, head + line[:20]))
+    assert status == 400 and "ended before the body did" in body["message"], body
+    assert headers.get("connection", "").lower() == "close"
+
+
 def test_a_form_cut_short_of_its_content_length_is_refused(served):
     """The same for a page's form post: the fields that arrived are not the form."""
     body = b"name=cut&webhook=https%3A%2F%2Fexample.org%2F"
