@@ -3,7 +3,9 @@ made under the old rules (global names, hashes cleared on confirmation, users' e
 confirmed at once, unconfirmed watches kept forever)."""
 from __future__ import annotations
 
+import contextlib
 import uuid
+from typing import Callable, Iterator
 
 import psycopg2
 
@@ -28,7 +30,10 @@ INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, email, webhook
 """
 
 
-def test_old_watches_are_brought_under_the_new_rules(pg_server):
+@contextlib.contextmanager
+def migrated_to(pg_server, version: int, fill: Callable) -> Iterator[ConnectionPool]:
+    """A fresh database with migrations up to ``version`` applied and ``fill(cur)`` run on it:
+    an archive as it stood then, for the later migrations to be tried on. Dropped afterwards."""
     from tests.conftest import database_url
     admin_url, _ = pg_server
     name = f"watch_migration_{uuid.uuid4().hex[:8]}"
@@ -38,10 +43,21 @@ def test_old_watches_are_brought_under_the_new_rules(pg_server):
             cur.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
                         "applied_at timestamptz NOT NULL DEFAULT now())")
             for number, migration, sql in available():
-                if number <= 4:
+                if number <= version:
                     cur.execute(sql)
                     cur.execute(RECORD_VERSION, {"version": number, "name": migration})
-            cur.execute(LEGACY)
+            fill(cur)
+        yield pool
+    finally:
+        pool.close()
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        conn.cursor().execute(f'DROP DATABASE "{name}"')
+        conn.close()
+
+
+def test_old_watches_are_brought_under_the_new_rules(pg_server):
+    with migrated_to(pg_server, 4, lambda cur: cur.execute(LEGACY)) as pool:
         assert migrate(pool) >= 7
         with pool.transaction() as cur:
             cur.execute("SELECT name, enabled, disabled_reason IS NOT NULL, confirmed_at IS NOT NULL, "
@@ -65,12 +81,6 @@ def test_old_watches_are_brought_under_the_new_rules(pg_server):
             cur.execute("INSERT INTO watch (watch_id, name, owner_user, kind, webhook_url, webhook_secret, filters, "
                         "max_per_hour, confirmed_at) VALUES (gen_random_uuid(), 'agreed', 'alice', 'event', "
                         "'https://example.org/h', 'whsec_x', '{}', 60, now())")
-    finally:
-        pool.close()
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        conn.cursor().execute(f'DROP DATABASE "{name}"')
-        conn.close()
 
 
 def test_watches_stored_with_an_address_the_plain_rule_refuses_stop_and_are_still_read(pg_server):
@@ -81,25 +91,16 @@ def test_watches_stored_with_an_address_the_plain_rule_refuses_stop_and_are_stil
     and matching never fail on one."""
     from meteorpi_db.watches import WATCH_COLUMNS, watch_from_row
     from meteorpi_model.watch import email_refusal
-    from tests.conftest import database_url
     from tests.test_model import MALFORMED_ADDRESSES, MISREAD_ADDRESSES, PLAIN_ADDRESSES
     # The older rule kept the 254-character limit (as the owner column's reader still does).
     addresses = [a for a in MISREAD_ADDRESSES + MALFORMED_ADDRESSES + PLAIN_ADDRESSES if len(a) <= 254]
-    admin_url, _ = pg_server
-    name = f"watch_migration_{uuid.uuid4().hex[:8]}"
-    pool = ConnectionPool(database_url(admin_url, name))
-    try:
-        with pool.transaction() as cur:
-            cur.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())")
-            for number, migration, sql in available():
-                if number <= 7:
-                    cur.execute(sql)
-                    cur.execute(RECORD_VERSION, {"version": number, "name": migration})
-            for i, address in enumerate(addresses):
-                cur.execute("INSERT INTO watch (watch_id, name, owner_email, kind, email, filters, max_per_hour, "
-                            "confirmed_at) VALUES (gen_random_uuid(), %(name)s, %(address)s, 'event', %(address)s, "
-                            "'{}', 60, now())", {"name": f"w{i}", "address": address})
+
+    def fill(cur) -> None:
+        for i, address in enumerate(addresses):
+            cur.execute("INSERT INTO watch (watch_id, name, owner_email, kind, email, filters, max_per_hour, "
+                        "confirmed_at) VALUES (gen_random_uuid(), %(name)s, %(address)s, 'event', %(address)s, "
+                        "'{}', 60, now())", {"name": f"w{i}", "address": address})
+    with migrated_to(pg_server, 7, fill) as pool:
         assert migrate(pool) >= 8
         with pool.transaction() as cur:
             cur.execute("SELECT email, enabled, disabled_reason FROM watch")
@@ -112,9 +113,3 @@ def test_watches_stored_with_an_address_the_plain_rule_refuses_stop_and_are_stil
         assert all("not one this archive mails" in reason for email, _, reason in rows if email in stopped)
         assert sorted(w.email for w in read) == sorted(addresses)  # read back as stored, none refused
         assert {w.email for w in read if not w.enabled} == stopped
-    finally:
-        pool.close()
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        conn.cursor().execute(f'DROP DATABASE "{name}"')
-        conn.close()
