@@ -22,7 +22,7 @@ from meteorpi_db.feed_hub import FeedHub
 from .auth import Authenticator
 from .cross_site import refuse_cross_site
 from .entity_cache import EntityCache
-from .errors import CallbackRefused, error_response
+from .errors import BadRequest, CallbackRefused, ResourceNotFound, error_response
 from .feed_routes import feed_api
 from .import_routes import add_routes
 from .jsonp import jsonify, request_callback_problem
@@ -115,11 +115,9 @@ def _refuse_malformed_requests() -> None:
     answered under two paths, and a proxy's rule for ``/import`` would not see ``//import``."""
     environ = request.environ
     if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and "HTTP_HOST" not in environ:
-        from .errors import BadRequest
         raise BadRequest("headers: an HTTP/1.1 request must carry a Host header")
     raw = environ.get("RAW_URI")
     if raw and "//" in raw.partition("?")[0].partition("#")[0]:
-        from .errors import ResourceNotFound
         raise ResourceNotFound("no such path: it has an empty segment (//)")
 
 

@@ -17,12 +17,11 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from meteorpi_db.feed import KINDS, Cursor, FeedFilter
 from meteorpi_db.feed_hub import FeedHub, FeedResult
-from meteorpi_model import ValidationError
 from meteorpi_model.entities import CAMERA_ID
 from meteorpi_model.fields import NS, Choice, Float, Int
 
-from .jsonp import jsonify, unpadded
-from .params import each, one, single
+from .jsonp import JSONP_PARAMETERS, jsonify, unpadded
+from .params import each, one, refuse_unknown, single
 from .read_routes import readable
 
 feed_api = Blueprint("meteorpi_feed", __name__)
@@ -43,9 +42,7 @@ def _parameters(stream: bool) -> tuple[Cursor | None, FeedFilter, float, int]:
     """What the query asks for, read through params (ASCII digits, one value each, ids by their
     codec): ``camera``, ``event_type`` and ``kind`` are lists (repeat them), the rest single."""
     args = request.args
-    unknown = sorted(set(args) - PARAMETERS - ({"callback", "_"} if not stream else set()))
-    if unknown:
-        raise ValidationError(unknown[0], f"unknown parameter (known: {', '.join(sorted(PARAMETERS))})")
+    refuse_unknown(args, PARAMETERS, tolerated=() if stream else JSONP_PARAMETERS)
     after = None
     last_event_id = request.headers.get("Last-Event-ID") if stream else None
     sent_after = single(args, "after")

@@ -12,7 +12,7 @@ answer as a 400 ``{"message": "<name>: ..."}`` and the pages show on the page wi
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from meteorpi_model import ValidationError
 from meteorpi_model.fields import Codec, Str
@@ -43,6 +43,17 @@ class Text(Codec):
 
     def schema(self, defs: dict) -> dict:
         return {"type": "string", "maxLength": self.max_length}
+
+
+def refuse_unknown(args: Mapping, known: Collection[str], prefix: str = "",
+                   tolerated: Collection[str] = ()) -> None:
+    """A ValidationError naming the first parameter of ``args`` that is neither ``known`` nor
+    ``tolerated`` (JSONP's own, say): a misspelt filter (``?tme=``, ``?owner=``) silently
+    ignored answers as if nothing had been asked. ``prefix`` is how the route names its fields."""
+    unknown = sorted(set(args) - set(known) - set(tolerated))
+    if unknown:
+        takes = f"known: {', '.join(sorted(known))}" if known else "this route takes none"
+        raise ValidationError(f"{prefix}{unknown[0][:40]}", f"unknown parameter ({takes})")
 
 
 def _values(args: Mapping, name: str) -> list[str]:

@@ -22,6 +22,7 @@ from meteorpi_model.query import query_parameter
 
 from .errors import CallbackRefused, ResourceNotFound, json_errors
 from .jsonp import JSONP_PARAMETERS, jsonify, padded, request_callback_problem
+from .params import refuse_unknown
 
 READ_ROLES = ["user", "import"]
 read_api = Blueprint("meteorpi_read", __name__)
@@ -63,12 +64,8 @@ def _search_args() -> dict[str, list[str]]:
 
 
 def _only(*known: str) -> None:
-    """A 400 naming the first query parameter the route does not take: a typo (``?tme=`` for
-    ``?time=``) was silently ignored and answered as if not asked, as /events refuses it."""
-    unknown = sorted(set(request.args) - set(known) - set(JSONP_PARAMETERS))
-    if unknown:
-        takes = f"known: {', '.join(known)}" if known else "this route takes none"
-        raise ValidationError(f"query.{unknown[0][:40]}", f"unknown parameter ({takes})")
+    """A 400 naming a query parameter the route does not take, as /events refuses one."""
+    refuse_unknown(request.args, known, "query.", tolerated=JSONP_PARAMETERS)
 
 
 def _uuid(value: str, name: str) -> uuid.UUID:

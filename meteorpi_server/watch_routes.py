@@ -39,8 +39,9 @@ from meteorpi_model.watch import Watch
 from .auth import current_user
 from .bodies import parse_json_object, read_body
 from .errors import ApiError, ResourceNotFound, json_errors
+from .jsonp import JSONP_PARAMETERS
 from .jsonp import jsonify as jsonp_or_json
-from .params import one
+from .params import one, refuse_unknown
 from .read_routes import readable
 
 log = logging.getLogger("meteorpi.server")
@@ -48,7 +49,7 @@ watch_api = Blueprint("meteorpi_watches", __name__)
 ADMIN_ROLE = "camera_admin"
 SERVER_FIELDS = ("watch_id", "owner", "confirmed", "enabled", "disabled_reason")
 MAX_WATCH_BODY = 64 * 1024
-COINCIDENCE_PARAMETERS = {"after", "before", "camera", "limit", "skip", "callback", "_"}
+COINCIDENCE_PARAMETERS = {"after", "before", "camera", "limit", "skip"}
 # Who may add watches when signed in: people. The import role is the cameras' (and an importing
 # node's), which have no business subscribing anyone to anything.
 WATCH_ROLES = ("user", ADMIN_ROLE)
@@ -98,10 +99,9 @@ def _signed_in(public: tuple[str, ...] = ()) -> Callable:
 
 
 def _no_parameters() -> None:
-    """A 400 naming a query parameter these routes do not take (a filter that looks applied
-    but is not: ``GET /watches?owner=me`` listed every watch the caller may see)."""
-    if request.args:
-        raise ValidationError(sorted(request.args)[0][:40], "unknown parameter (this route takes none)")
+    """A 400 naming any query parameter (a filter that looks applied but is not:
+    ``GET /watches?owner=me`` listed every watch the caller may see)."""
+    refuse_unknown(request.args, ())
 
 
 def own_watch(watch_id: str) -> Watch:
@@ -239,10 +239,8 @@ def confirm_watch(watch_id: str) -> Response:
 @watch_api.route("/coincidences")
 @readable
 def coincidences() -> Response:
-    unknown = sorted(set(request.args) - COINCIDENCE_PARAMETERS)
-    if unknown:
-        raise ValidationError(unknown[0], "unknown parameter (known: after, before, camera, limit, skip)")
     args = request.args
+    refuse_unknown(args, COINCIDENCE_PARAMETERS, tolerated=JSONP_PARAMETERS)
     after, before = one(args, "after", Instant()), one(args, "before", Instant())
     if after is not None and before is not None and after > before:  # as /events says it
         raise ValidationError("after", "is later than before: no coincidence can lie in between")
