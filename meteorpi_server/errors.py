@@ -34,9 +34,9 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 
 from meteorpi_db import FileTooLarge, StorageUnavailable, StoreFull, StoreWriteFailed
 from meteorpi_model import MeteorpiError, ValidationError
+from meteorpi_model.logtext import EscapedFaults
 
 from .jsonp import jsonify
-from .redact import EscapedFaults
 
 log = logging.getLogger("meteorpi.server")
 # An unexpected fault's message may quote the request (a value a receiver choked on): its

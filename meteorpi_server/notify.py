@@ -40,10 +40,10 @@ from meteorpi_db.config import NotifyConfig
 from meteorpi_db.matcher import MatchSettings
 from meteorpi_db.notifications import Claimed
 from meteorpi_model import MeteorpiError
+from meteorpi_model.logtext import escape_log_text
 from meteorpi_model.watch import Watch, email_refusal
 
 from .outbound import TargetRefused, check_host_name, resolve_checked, webhook_session
-from .redact import escape_log_text
 
 log = logging.getLogger("meteorpi.notify")
 # When attempt n+1 goes after attempt n failed (attempt 1 goes at once): 5 s, 5 min, 30 min,

@@ -1,6 +1,5 @@
-"""Secrets out of logs: the values of query parameters that carry one, wherever a URL is logged;
-and client text escaped wherever it is logged (``escape_log_text``, kept in meteorpi_model so
-that storage escapes the same way).
+"""Secrets out of logs: the values of query parameters that carry one, wherever a URL is logged.
+(Client text is escaped wherever it is logged by ``meteorpi_model.logtext``.)
 
 A watch's confirmation link (``GET /watches/<id>/confirm?secret=...``) is a capability: whoever
 reads it from an access log can confirm the watch. So are tokens and passwords a client puts in
@@ -11,11 +10,6 @@ from __future__ import annotations
 
 import re
 from urllib.parse import unquote_plus
-
-from meteorpi_model.logtext import EscapedFaults, escape_log_text, format_fault
-
-__all__ = ["REDACTED", "SECRET_NAME", "EscapedFaults", "escape_log_text", "format_fault", "redact_query",
-           "redact_uri"]
 
 # Names (case-insensitive, anywhere in the name) whose values are secrets: "secret", "token",
 # "password", and their usual kin ("access_token", "passwd", "api_key", "X-Signature", ...).

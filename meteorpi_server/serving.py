@@ -30,11 +30,12 @@ from gunicorn.glogging import Logger, SafeAtoms
 
 from meteorpi_db import Config, ConfigError, embedded_url
 from meteorpi_db.config import check_config
+from meteorpi_model.logtext import EscapedFaults, escape_log_text
 
 from .allocator import return_large_blocks
 from .app import create_app
 from .errors import ServeError
-from .redact import EscapedFaults, escape_log_text, redact_query, redact_uri
+from .redact import redact_query, redact_uri
 
 log = logging.getLogger("meteorpi.server")
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'

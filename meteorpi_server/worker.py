@@ -48,8 +48,10 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.ggevent import GeventWorker
 
+from meteorpi_model.logtext import escape_log_text
+
 from .errors import BrokenBody
-from .redact import escape_log_text, redact_uri
+from .redact import redact_uri
 
 
 PIECE = 1024  # the smallest read under the body deadline
