@@ -17,8 +17,8 @@ from typing import ClassVar, Iterable
 
 from .entities import CAMERA_ID, Meta
 from .errors import ValidationError
-from .fields import (Bool, Choice, Float, Instant, Int, ListOf, Model, NS, Nested, Scalar, Str, UUIDCodec, field,
-                     field_pattern)
+from .fields import (Bool, Choice, Float, Instant, Int, ListOf, Model, NS, NS_PATTERN, Nested, Scalar, Str, UUIDCodec,
+                     field, field_pattern)
 from .query import query_parameter
 from .values import NSString
 
@@ -82,7 +82,9 @@ class EmailAddress(Str):
 
 EMAIL = EmailAddress()
 WEBHOOK_URL = Str(2048, pattern=r"^https?://[^\s/?#@]+(/[^\s]*)?$")
-EVENT_TYPE_PATTERN = Str(255, pattern=r"^[^\s]+$")
+# What an event type may be (fields.NS_PATTERN: printable ASCII, spaces included), with ``*``,
+# ``?`` and ``[...]`` read as wildcards: a watch can name any type a camera may send.
+EVENT_TYPE_PATTERN = Str(255, pattern=NS_PATTERN)
 EARTH_RADIUS_KM = 6371.0088
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meteorpi_db.matcher import MatchSettings
-from meteorpi_model import Meta
+from meteorpi_model import Meta, ValidationError
 from meteorpi_model.watch import Near, Watch, WatchMeta
 
 from .watch_fixtures import CAMBRIDGE, add_event, drain, make_camera, north_of
@@ -124,6 +124,23 @@ def test_event_watches_notify_each_matching_event_once(db, vectors, alice):
     assert drain(db) == 2
     assert drain(db) == 0
     assert len(_notifications(db, "event")) == 2
+
+
+def test_an_event_type_with_a_space_can_be_watched(db, vectors, alice):
+    """Event types may hold spaces ("ukmon:fire ball" is a valid type): a watch naming one, or a
+    pattern with a space, matches it; what no event type holds (control characters, non-ASCII) is
+    still refused."""
+    db.create_watch(Watch(name="balls", kind="event", email="alice@example.org",
+                          event_types=["meteorpi:fire ball", "meteorpi:* trail"]), alice, confirmed_by_operator=True)
+    a = make_camera(db, vectors, "cam-a", CAMBRIDGE)
+    add_event(db, a, 0.0, event_type="meteorpi:fire ball")
+    add_event(db, a, 10.0, event_type="meteorpi:long trail")
+    add_event(db, a, 20.0, event_type="meteorpi:fireball")
+    drain(db)
+    assert len(_notifications(db, "event")) == 2
+    for bad in ["meteorpi:fire\nball", "meteorpi:meteor\n", "meteorpi:fire\tball", "m\x00", "météore", ""]:
+        with pytest.raises(ValidationError, match="event_types"):
+            Watch.from_dict({"name": "x", "email": "alice@example.org", "event_types": [bad]})
 
 
 def test_a_muted_watch_writes_nothing_until_the_mute_ends(db, vectors, alice):
