@@ -25,6 +25,7 @@ import threading
 import time
 
 import requests
+import urllib3
 
 from .. import ours
 from ..harness import Figure, alternate, median_ratio, percentile
@@ -45,6 +46,10 @@ class Watcher(threading.Thread):
         self.response = requests.get(url + "/feed/stream", auth=(ours.IMPORT_USER, ours.IMPORT_PASSWORD),
                                      stream=True, timeout=TIMEOUT)
         self.response.raise_for_status()
+        # Closing the response waits for the reading thread to let go of the stream, which it
+        # does only when something arrives (the next heartbeat: up to 25 s of the run spent
+        # waiting); shutting the socket down ends that read at once.
+        self._sock = self.response.raw.connection.sock
         self.delays_ms: list[float] = []         # from commit (from row write when not known)
         self.written_delays_ms: list[float] = []  # from row write
         self.uncommitted = 0                      # items without committed_at
@@ -61,8 +66,8 @@ class Watcher(threading.Thread):
                 for line in lines:
                     if line.startswith(b"data: {") and b'"logged_at"' in line:
                         self._record(now_ms, json.loads(line[6:]))
-        except (requests.RequestException, OSError, AttributeError, ValueError):
-            pass
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError, ValueError):
+            pass  # the stream ended (close() shuts its socket down)
 
     def _record(self, now_ms: float, item: dict) -> None:
         written = now_ms - item["logged_at"]
@@ -74,6 +79,11 @@ class Watcher(threading.Thread):
         self.items += 1
 
     def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.join(timeout=10)
         self.response.close()
 
     def describe(self) -> str:
