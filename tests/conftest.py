@@ -16,6 +16,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from meteorpi_db import Config, MeteorDatabase
@@ -61,6 +62,17 @@ def database_url(admin_url: str, name: str) -> str:
     ensure_database(admin_url, name)
     parts = urllib.parse.urlsplit(admin_url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database ``name`` (one a test made for itself with ``database_url``)."""
+    conn = psycopg2.connect(admin_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}"')
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -410,7 +410,7 @@ def test_user_roles_update_and_delete(db):
 # -- migrations and the embedded server ----------------------------------------------------------
 def test_migrations_race_between_processes(pg_server):
     """Several processes migrating one fresh database at once all end at the same version."""
-    from tests.conftest import database_url
+    from tests.conftest import database_url, drop_database
     admin_url, _ = pg_server
     name = f"race_{uuid.uuid4().hex[:8]}"
     url = database_url(admin_url, name)
@@ -427,10 +427,7 @@ def test_migrations_race_between_processes(pg_server):
         cur.execute("SELECT count(*) FROM schema_version")
         assert cur.fetchone()[0] == len(available())
     pool.close()
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    conn.cursor().execute(f'DROP DATABASE "{name}"')
-    conn.close()
+    drop_database(admin_url, name)
 
 
 def test_embedded_server_is_shared_and_stopped_by_its_last_client(tmp_path):

@@ -7,7 +7,6 @@ import contextlib
 import uuid
 from typing import Callable, Iterator
 
-import psycopg2
 
 from meteorpi_db.migrations import RECORD_VERSION, available, migrate
 from meteorpi_db.pool import ConnectionPool
@@ -34,7 +33,7 @@ INSERT INTO watch (watch_id, name, owner_user, owner_email, kind, email, webhook
 def migrated_to(pg_server, version: int, fill: Callable) -> Iterator[ConnectionPool]:
     """A fresh database with migrations up to ``version`` applied and ``fill(cur)`` run on it:
     an archive as it stood then, for the later migrations to be tried on. Dropped afterwards."""
-    from tests.conftest import database_url
+    from tests.conftest import database_url, drop_database
     admin_url, _ = pg_server
     name = f"watch_migration_{uuid.uuid4().hex[:8]}"
     pool = ConnectionPool(database_url(admin_url, name))
@@ -50,10 +49,7 @@ def migrated_to(pg_server, version: int, fill: Callable) -> Iterator[ConnectionP
         yield pool
     finally:
         pool.close()
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        conn.cursor().execute(f'DROP DATABASE "{name}"')
-        conn.close()
+        drop_database(admin_url, name)
 
 
 def test_old_watches_are_brought_under_the_new_rules(pg_server):
